@@ -1,0 +1,68 @@
+"""Exceptions raised by eventbinder, in one place so users can catch them by type."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BinderError",
+    "ConfigError",
+    "DecodeError",
+    "NotRunningError",
+    "PermanentError",
+    "UnsupportedFeature",
+]
+
+
+class BinderError(Exception):
+    """Base class of every error eventbinder raises on purpose."""
+
+
+class ConfigError(BinderError):
+    """A configuration file, mapping or environment variable is invalid.
+
+    The message names the source (file path or ``<mapping>``), the key path such as
+    ``bindings.bill-in-0.max_attempts`` and, for YAML files, the line.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        key: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.reason = message
+        self.source = source
+        self.key = key
+        self.line = line
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = self.source or "<config>"
+        if self.line is not None:
+            where += f", line {self.line}"
+        if self.key:
+            where += f", key '{self.key}'"
+        return f"{where}: {self.reason}"
+
+
+class UnsupportedFeature(BinderError):
+    """A binding asks for something its binder declared it cannot do.
+
+    Raised at bind time, never later, so a misconfiguration cannot misbehave silently.
+    """
+
+
+class DecodeError(BinderError):
+    """A payload could not be decoded into the type the handler asked for.
+
+    Such messages go straight to the dead letters: retrying cannot fix them.
+    """
+
+
+class PermanentError(BinderError):
+    """Raise from a handler to skip the remaining retries and dead-letter at once."""
+
+
+class NotRunningError(BinderError):
+    """An operation needs a running app (for example ``App.send``) and there is none."""

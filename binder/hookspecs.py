@@ -1,0 +1,66 @@
+"""Every plugin hook of eventbinder, in one module.
+
+Hooks are synchronous; asynchronous work happens on the objects they return.
+A plugin is a module (or object) with functions marked ``@binder.plugins.hookimpl``,
+registered through the entry-point group ``binder.binders``; the built-in binders load
+through that same path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from binder.runtime import BindingRuntime, Runtime
+    from binder.spi import BinderType
+
+PROJECT = "binder"
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+__all__ = [
+    "PROJECT",
+    "binder_consumer_middleware",
+    "binder_runtime_started",
+    "binder_runtime_stopping",
+    "binder_types",
+    "hookspec",
+]
+
+
+@hookspec
+def binder_types() -> list[BinderType]:  # type: ignore[empty-body]
+    """Return the binder types this plugin provides.
+
+    Called once when the plugin manager is built.  All results are combined; two
+    plugins registering the same type name is a configuration error naming both.
+    A binder type must import its client library only in ``create``.
+    """
+
+
+@hookspec
+def binder_consumer_middleware(binding: BindingRuntime) -> Any:
+    """Return a ``Handler -> Handler`` wrapper for one consumer binding, or None.
+
+    Called for every consumer binding when the runtime binds it.  All non-None results
+    are applied; the first plugin registered wraps outermost.  The wrapper sees every
+    delivery, including retries, and must re-raise failures it does not handle.
+    """
+
+
+@hookspec
+def binder_runtime_started(runtime: Runtime) -> None:
+    """Called once every binding is bound and suppliers are scheduled.
+
+    Results are ignored; an exception here aborts the start.
+    """
+
+
+@hookspec
+def binder_runtime_stopping(runtime: Runtime) -> None:
+    """Called when the runtime begins to stop, before consumers are drained.
+
+    Results are ignored; exceptions are logged and do not stop the shutdown.
+    """
+
