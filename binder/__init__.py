@@ -1,0 +1,29 @@
+"""eventbinder: event-driven services with decorated handlers and pluggable brokers.
+
+>>> from binder import App
+>>> app = App("billing")
+"""
+
+from binder.app import App
+from binder.errors import (
+    BinderError,
+    ConfigError,
+    DecodeError,
+    NotRunningError,
+    PermanentError,
+    UnsupportedFeature,
+)
+from binder.message import Message
+
+__all__ = [
+    "App",
+    "BinderError",
+    "ConfigError",
+    "DecodeError",
+    "Message",
+    "NotRunningError",
+    "PermanentError",
+    "UnsupportedFeature",
+]
+
+__version__ = "0.1.0"

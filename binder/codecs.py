@@ -1,0 +1,145 @@
+"""Content types <-> Python values.
+
+Decoding is driven by the handler's annotation: ``bytes`` gets the raw payload, ``str``
+the text, ``dict``/``list``/``Any`` the parsed JSON, a dataclass or pydantic model an
+instance built from the JSON object.  Encoding is driven by the binding's content type:
+``application/json`` (and ``+json`` types) serialise dataclasses, pydantic models and
+plain values; ``text/*`` writes ``str(value)``; ``bytes`` pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from binder.errors import DecodeError
+
+__all__ = ["Decoder", "decoder_for", "encode", "is_json", "is_text"]
+
+Decoder = Callable[[bytes, str | None], Any]
+JSON = "application/json"
+
+
+def is_json(content_type: str | None) -> bool:
+    """True for ``application/json`` and ``application/*+json`` (parameters ignored)."""
+    if not content_type:
+        return True
+    base = content_type.split(";", 1)[0].strip().lower()
+    return base == JSON or base.endswith("+json")
+
+
+def is_text(content_type: str | None) -> bool:
+    """True for ``text/*`` content types."""
+    return bool(content_type) and content_type.split(";", 1)[0].strip().lower().startswith("text/")
+
+
+def _charset(content_type: str | None) -> str:
+    if content_type and "charset=" in content_type:
+        return content_type.split("charset=", 1)[1].split(";", 1)[0].strip() or "utf-8"
+    return "utf-8"
+
+
+def _to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    dump = getattr(value, "model_dump", None)  # pydantic v2 without importing it
+    if callable(dump):
+        return dump(mode="json")
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def encode(value: Any, content_type: str | None) -> bytes:
+    """Serialise ``value`` for ``content_type``; bytes are sent as they are."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if is_text(content_type):
+        return str(value).encode(_charset(content_type))
+    if is_json(content_type):
+        return json.dumps(value, default=_to_jsonable, separators=(",", ":")).encode()
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(
+        f"cannot encode {type(value).__name__} as {content_type}; return bytes for this type"
+    )
+
+
+def _text(payload: bytes, content_type: str | None) -> str:
+    try:
+        return payload.decode(_charset(content_type))
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise DecodeError(f"payload is not valid text: {exc}") from exc
+
+
+def _json(payload: bytes, content_type: str | None) -> Any:
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"payload is not valid JSON ({content_type or JSON}): {exc}") from exc
+
+
+def _any(payload: bytes, content_type: str | None) -> Any:
+    if is_json(content_type):
+        return _json(payload, content_type)
+    if is_text(content_type):
+        return _text(payload, content_type)
+    return payload
+
+
+def _raw(payload: bytes, content_type: str | None) -> bytes:
+    return payload
+
+
+def _typed(kind: type, name: str) -> Decoder:
+    def decode(payload: bytes, content_type: str | None) -> Any:
+        value = _json(payload, content_type)
+        if not isinstance(value, kind):
+            raise DecodeError(f"expected a JSON {name}, got {type(value).__name__}")
+        return value
+
+    return decode
+
+
+def _dataclass(cls: type) -> Decoder:
+    names = {f.name for f in dataclasses.fields(cls)}
+
+    def decode(payload: bytes, content_type: str | None) -> Any:
+        data = _json(payload, content_type)
+        if not isinstance(data, dict):
+            raise DecodeError(f"expected a JSON object for {cls.__name__}, got {type(data).__name__}")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError as exc:
+            raise DecodeError(f"cannot build {cls.__name__}: {exc}") from exc
+
+    return decode
+
+
+def _pydantic(cls: Any) -> Decoder:
+    def decode(payload: bytes, content_type: str | None) -> Any:
+        try:
+            return cls.model_validate_json(payload)
+        except ValueError as exc:  # pydantic.ValidationError subclasses ValueError
+            raise DecodeError(f"cannot build {cls.__name__}: {exc}") from exc
+
+    return decode
+
+
+def decoder_for(annotation: Any) -> Decoder:
+    """Return the decoder for a handler's payload annotation."""
+    if annotation in (bytes, bytearray):
+        return _raw
+    if annotation is str:
+        return lambda payload, ct: _text(payload, ct)
+    origin = typing.get_origin(annotation) or annotation
+    if origin is dict:
+        return _typed(dict, "object")
+    if origin is list:
+        return _typed(list, "array")
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return _dataclass(annotation)
+    if isinstance(annotation, type) and hasattr(annotation, "model_validate_json"):
+        return _pydantic(annotation)
+    return _any

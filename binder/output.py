@@ -1,0 +1,96 @@
+"""Output ports: turn handler results into messages and publish them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from binder.bindings import BindingSettings
+from binder.codecs import encode
+from binder.message import CORRELATION_ID, TRACE_HEADERS, Message
+from binder.partitioning import partition_for
+from binder.spi import ProducerBinding
+
+__all__ = ["OutputPort", "propagate_headers"]
+
+
+def propagate_headers(source: Message, headers: dict[str, str]) -> None:
+    """Copy the correlation id and trace context from ``source`` unless already set.
+
+    The documented policy: an output carries ``correlationId`` (the input's, or the
+    input's message id when it had none) and the W3C ``traceparent``/``tracestate``
+    headers.  Nothing else is copied; the handler returns a :class:`Message` to set more.
+    """
+    if CORRELATION_ID not in headers:
+        headers[CORRELATION_ID] = source.headers.get(CORRELATION_ID) or source.message_id
+    for name in TRACE_HEADERS:
+        value = source.headers.get(name)
+        if value is not None and name not in headers:
+            headers[name] = value
+
+
+class OutputPort:
+    """A producer binding plus the binding's content type and partitioning."""
+
+    def __init__(self, settings: BindingSettings, producer: ProducerBinding) -> None:
+        self.settings = settings
+        self.producer = producer
+        self._partition_key = settings.partition_key
+        self._partitions = settings.partition_count
+
+    def to_message(
+        self,
+        value: Any,
+        *,
+        source: Message | None = None,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+        content_type: str | None = None,
+    ) -> Message:
+        """Build the outgoing message for ``value`` (a :class:`Message` is kept as is)."""
+        if isinstance(value, Message):
+            message = value.copy()
+            if message.content_type is None:
+                message.content_type = content_type or self.settings.content_type
+            if headers:
+                message.headers.update(headers)
+            if key is not None:
+                message.key = key
+        else:
+            ctype = content_type or self.settings.content_type
+            message = Message(
+                encode(value, ctype), dict(headers) if headers else {}, key, ctype
+            )
+        if source is not None:
+            propagate_headers(source, message.headers)
+        self._partition(message)
+        return message
+
+    def _partition(self, message: Message) -> None:
+        name = self._partition_key
+        if name is not None and name != "key":
+            header = message.headers.get(name)
+            if header is not None and message.key is None:
+                message.key = header
+        if self._partitions > 1 and message.key is not None and message.partition is None:
+            message.partition = partition_for(message.key, self._partitions)
+
+    async def publish(
+        self,
+        value: Any,
+        *,
+        source: Message | None = None,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+        content_type: str | None = None,
+    ) -> Message:
+        """Publish ``value``; return once the broker accepted it."""
+        message = self.to_message(
+            value, source=source, headers=headers, key=key, content_type=content_type
+        )
+        await self.producer.publish(message)
+        return message
+
+    async def close(self) -> None:
+        """Flush and close the producer binding."""
+        await self.producer.close()

@@ -1,0 +1,427 @@
+"""Start, provision, bind, run consumer loops and suppliers, drain, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from binder.app import App, HandlerDecl
+from binder.bindings import BindingSettings
+from binder.config import BinderConfig, Settings
+from binder.errors import BinderError, NotRunningError, UnsupportedFeature
+from binder.middleware import RetryPolicy, chain, dead_letter, observe, retry
+from binder.middleware.observe import BindingStats
+from binder.output import OutputPort
+from binder.plugins import BinderRegistry
+from binder.redaction import redact_url
+from binder.resolve import resolve_bindings, resolve_dynamic
+from binder.message import Message
+from binder.spi import Binder, ConsumerBinding, ConsumerSpec, Handler, ProducerSpec
+
+__all__ = ["BindingRuntime", "ConnectError", "Runtime"]
+
+log = logging.getLogger("binder.runtime")
+
+BinderFactory = Callable[[BinderConfig], Binder]
+
+
+class ConnectError(BinderError):
+    """A binder could not reach its broker and ``fail_fast`` was asked for."""
+
+
+@dataclass(slots=True)
+class BindingRuntime:
+    """A consumer binding at run time: what plugin middleware hooks receive."""
+
+    settings: BindingSettings
+    handler: HandlerDecl
+    stats: BindingStats = field(default_factory=BindingStats)
+    status: str = "pending"
+    binding: ConsumerBinding | None = None
+
+
+class Runtime:
+    """Runs one :class:`App` against the binders its configuration selects."""
+
+    def __init__(
+        self,
+        app: App,
+        settings: Settings,
+        registry: BinderRegistry,
+        *,
+        binder_factory: BinderFactory | None = None,
+        fail_fast: bool = False,
+        max_messages: int | None = None,
+        start_suppliers: bool = True,
+        connect_backoff: tuple[float, float, float] = (0.5, 2.0, 30.0),
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.registry = registry
+        self.bindings = resolve_bindings(app, settings)
+        self.fail_fast = fail_fast
+        self.max_messages = max_messages
+        self.start_suppliers = start_suppliers
+        self.drain_timeout = drain_timeout
+        self.binders: dict[str, Binder] = {}
+        self.consumers: dict[str, BindingRuntime] = {}
+        self.outputs: dict[str, OutputPort] = {}
+        self.handled = 0
+        self.done = asyncio.Event()
+        """Set when ``max_messages`` were handled (the caller decides to stop)."""
+        self._stopping = asyncio.Event()
+        self._factory = binder_factory or self._create_binder
+        self._connect_backoff = connect_backoff
+        self._dynamic: dict[str, OutputPort] = {}
+        self._dynamic_lock = asyncio.Lock()
+        self._supplier_tasks: list[asyncio.Task[None]] = []
+        self._binder_status: dict[str, str] = {}
+        self._started = False
+        self._stopped = False
+
+    # -- start ---------------------------------------------------------------------
+
+    def _create_binder(self, config: BinderConfig) -> Binder:
+        return self.registry.get(config.type).create(config.name, config.settings)
+
+    def _binder_type(self, binder_name: str) -> str:
+        return self.settings.binders[binder_name].type
+
+    async def start(self) -> None:
+        """Connect, provision, bind every binding and start the suppliers."""
+        if self._started:
+            return
+        self._started = True
+        self.app._runtime = self
+        try:
+            for hook in self.app.startup_hooks:
+                await _call_hook(hook)
+            names = {b.binder for b in self.bindings.values()} | {self.settings.default_binder}
+            for name in sorted(names):
+                self.binders[name] = self._factory(self.settings.binders[name])
+            await asyncio.gather(*(self._connect(name) for name in sorted(names)))
+            await self._provision()
+            await self._bind_outputs()
+            await self._bind_inputs()
+            if self.start_suppliers:
+                self._start_suppliers()
+            self.registry.hook.binder_runtime_started(runtime=self)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("app %s running with %d binding(s)", self.app.name, len(self.bindings))
+
+    async def _connect(self, name: str) -> None:
+        binder = self.binders[name]
+        initial, multiplier, ceiling = self._connect_backoff
+        attempt = 0
+        while True:
+            try:
+                await binder.start()
+            except Exception as exc:
+                reason = redact_url(f"{type(exc).__name__}: {exc}")
+                if self.fail_fast:
+                    raise ConnectError(f"binder {name!r} cannot reach its broker: {reason}") from None
+                delay = min(initial * multiplier**attempt, ceiling)
+                attempt += 1
+                self._set_status(name, f"waiting for broker (attempt {attempt}): {reason}")
+                log.warning(
+                    "binder %s: cannot reach broker (%s); retrying in %.1fs", name, reason, delay
+                )
+                await asyncio.sleep(delay)
+            else:
+                if attempt:
+                    log.info("binder %s: connected after %d failed attempt(s)", name, attempt)
+                self._set_status(name, "connected")
+                return
+
+    def _set_status(self, binder_name: str, status: str) -> None:
+        for runtime in self.consumers.values():
+            if runtime.settings.binder == binder_name:
+                runtime.status = status
+        self._binder_status[binder_name] = status
+
+    async def _provision(self) -> None:
+        for binding in self.bindings.values():
+            binder = self.binders[binding.binder]
+            options = binding.options_for(self._binder_type(binding.binder))
+            group = binding.group if binding.direction == "consumer" else None
+            await binder.provision(binding.destination, group, options)
+
+    def _required_groups(self, producer: BindingSettings) -> tuple[str, ...]:
+        return tuple(
+            sorted(
+                {
+                    b.group
+                    for b in self.bindings.values()
+                    if b.direction == "consumer"
+                    and b.group is not None
+                    and b.binder == producer.binder
+                    and b.destination == producer.destination
+                }
+            )
+        )
+
+    async def _bind_producer(self, binding: BindingSettings) -> OutputPort:
+        binder = self.binders[binding.binder]
+        if binding.partition_count > 1 and not binder.capabilities.partitioning:
+            raise UnsupportedFeature(
+                f"binding {binding.name!r}: partition_count={binding.partition_count} but the "
+                f"{binding.binder} binder does not support partitioning"
+            )
+        spec = ProducerSpec(
+            binding=binding.name,
+            destination=binding.destination,
+            partition_count=binding.partition_count,
+            required_groups=self._required_groups(binding),
+            options=binding.options_for(self._binder_type(binding.binder)),
+        )
+        return OutputPort(binding, await binder.bind_producer(spec))
+
+    async def _bind_outputs(self) -> None:
+        for decl in self.app.handlers.values():
+            if decl.output is not None:
+                binding = self.bindings[decl.output.name]
+                self.outputs[decl.name] = await self._bind_producer(binding)
+
+    async def _bind_inputs(self) -> None:
+        for decl in self.app.handlers.values():
+            if decl.input is None:
+                continue
+            settings = self.bindings[decl.input.name]
+            runtime = BindingRuntime(settings, decl)
+            self.consumers[settings.name] = runtime
+            await self._bind_consumer(runtime)
+
+    def _check_capabilities(self, settings: BindingSettings, binder: Binder) -> None:
+        caps = binder.capabilities
+        problem = None
+        if settings.group is not None and not caps.consumer_groups:
+            problem = f"group {settings.group!r} set but the binder has no consumer groups"
+        elif settings.group is None and not caps.anonymous_subscribers:
+            problem = "no group set but the binder has no anonymous subscribers; set a group"
+        elif settings.instance_count > 1 and not caps.partitioning:
+            problem = "instance_count > 1 but the binder does not support partitioning"
+        if problem:
+            raise UnsupportedFeature(f"binding {settings.name!r} ({settings.binder}): {problem}")
+
+    async def _bind_consumer(self, runtime: BindingRuntime) -> None:
+        settings = runtime.settings
+        binder = self.binders[settings.binder]
+        self._check_capabilities(settings, binder)
+        bound: asyncio.Future[ConsumerBinding] = asyncio.get_running_loop().create_future()
+
+        async def consumer_binding() -> ConsumerBinding:
+            return await asyncio.shield(bound)
+
+        plugin_middleware = [
+            m for m in self.registry.hook.binder_consumer_middleware(binding=runtime) if m
+        ]
+        handler = chain(
+            self._invoke(runtime.handler),
+            [
+                observe(runtime.stats, self._on_handled),
+                dead_letter(
+                    consumer_binding,
+                    enabled=settings.dead_letter is not False,
+                    destination=settings.destination,
+                    group=settings.group,
+                    name=settings.name,
+                ),
+                retry(
+                    RetryPolicy(
+                        settings.max_attempts,
+                        settings.backoff_initial,
+                        settings.backoff_multiplier,
+                        settings.backoff_max,
+                    ),
+                    self._stopping,
+                    settings.name,
+                ),
+                *plugin_middleware,
+            ],
+        )
+        spec = ConsumerSpec(
+            binding=settings.name,
+            destination=settings.destination,
+            group=settings.group,
+            concurrency=settings.concurrency,
+            partitioned=settings.instance_count > 1,
+            instance_index=settings.instance_index,
+            instance_count=settings.instance_count,
+            dead_letter=settings.dead_letter,
+            options=settings.options_for(self._binder_type(settings.binder)),
+        )
+        try:
+            runtime.binding = await binder.bind_consumer(spec, handler)
+        except BaseException as exc:
+            bound.set_exception(exc)
+            bound.exception()  # retrieved: nobody else waits on a failed bind
+            raise
+        bound.set_result(runtime.binding)
+        runtime.status = "running"
+
+    def _invoke(self, decl: HandlerDecl) -> Handler:
+        invoker = decl.invoker
+        output = self.outputs.get(decl.name)
+
+        if output is None:
+
+            async def consume(message: Message) -> None:
+                await invoker(message)
+
+            return consume
+
+        async def function(message: Message) -> None:
+            result = await invoker(message)
+            if result is not None:
+                await output.publish(result, source=message)
+
+        return function
+
+    def _start_suppliers(self) -> None:
+        for decl in self.app.handlers.values():
+            if decl.kind == "supplier":
+                task = asyncio.create_task(self._run_supplier(decl), name=f"supplier:{decl.name}")
+                self._supplier_tasks.append(task)
+
+    async def _run_supplier(self, decl: HandlerDecl) -> None:
+        loop = asyncio.get_running_loop()
+        output = self.outputs[decl.name]
+        assert decl.every is not None
+        deadline = loop.time()
+        while not self._stopping.is_set():
+            try:
+                value = await decl.invoker.call_without_input()
+                if value is not None:
+                    await output.publish(value)
+            except Exception:
+                log.exception("supplier %s failed; trying again in %.2fs", decl.name, decl.every)
+            deadline += decl.every
+            try:
+                await asyncio.wait_for(self._stopping.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                pass
+
+    async def poll_supplier(self, name: str) -> Any:
+        """Call supplier ``name`` once now and publish its result; return the value."""
+        decl = self.app.handlers[name]
+        if decl.kind != "supplier":
+            raise ValueError(f"{name!r} is a {decl.kind}, not a supplier")
+        value = await decl.invoker.call_without_input()
+        if value is not None:
+            await self.outputs[name].publish(value)
+        return value
+
+    def _on_handled(self) -> None:
+        self.handled += 1
+        if self.max_messages is not None and self.handled >= self.max_messages:
+            self.done.set()
+
+    # -- dynamic destinations --------------------------------------------------------
+
+    async def send(
+        self,
+        destination: str,
+        payload: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Publish to ``destination`` through a producer bound on first use."""
+        if not self._started or self._stopped:
+            raise NotRunningError(f"app {self.app.name!r} is not running")
+        port = self._dynamic.get(destination)
+        if port is None:
+            async with self._dynamic_lock:
+                port = self._dynamic.get(destination)
+                if port is None:
+                    settings = resolve_dynamic(destination, self.settings)
+                    if settings.binder not in self.binders:
+                        self.binders[settings.binder] = self._factory(
+                            self.settings.binders[settings.binder]
+                        )
+                        await self._connect(settings.binder)
+                    port = await self._bind_producer(settings)
+                    self._dynamic[destination] = port
+        await port.publish(
+            payload, headers=headers, key=key, content_type=content_type
+        )
+
+    # -- status ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, str]:
+        """Each binding's state: "pending", "waiting for broker ...", "running", ..."""
+        states: dict[str, str] = {}
+        for name, binding in self.bindings.items():
+            consumer = self.consumers.get(name)
+            if consumer is not None:
+                states[name] = consumer.status
+            elif self._stopped:
+                states[name] = "stopped"
+            elif binding.direction == "producer" and name in {
+                p.settings.name for p in self.outputs.values()
+            }:
+                states[name] = "running"
+            else:
+                states[name] = self._binder_status.get(binding.binder, "pending")
+        return states
+
+    # -- stop ------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop taking messages, finish in-flight handlers, flush producers, close."""
+        if self._stopped or not self._started:
+            return
+        self._stopped = True
+        self._stopping.set()
+        try:
+            self.registry.hook.binder_runtime_stopping(runtime=self)
+        except Exception:
+            log.exception("a binder_runtime_stopping hook failed")
+        for task in self._supplier_tasks:
+            task.cancel()
+        await asyncio.gather(*self._supplier_tasks, return_exceptions=True)
+        closes = [r.binding.close() for r in self.consumers.values() if r.binding is not None]
+        await self._bounded("draining consumers", asyncio.gather(*closes, return_exceptions=True))
+        for runtime in self.consumers.values():
+            runtime.status = "stopped"
+        ports = [*self.outputs.values(), *self._dynamic.values()]
+        await self._bounded(
+            "flushing producers",
+            asyncio.gather(*(p.close() for p in ports), return_exceptions=True),
+        )
+        await self._bounded(
+            "closing binders",
+            asyncio.gather(*(b.close() for b in self.binders.values()), return_exceptions=True),
+        )
+        for hook in self.app.shutdown_hooks:
+            try:
+                await _call_hook(hook)
+            except Exception:
+                log.exception("shutdown hook %s failed", getattr(hook, "__name__", hook))
+        if self.app._runtime is self:
+            self.app._runtime = None
+        log.info("app %s stopped after %d message(s)", self.app.name, self.handled)
+
+    async def _bounded(self, what: str, work: Awaitable[Any]) -> None:
+        try:
+            results = await asyncio.wait_for(work, self.drain_timeout)
+        except TimeoutError:
+            log.error("%s took longer than %.0fs; giving up on it", what, self.drain_timeout)
+            return
+        for result in results or ():
+            if isinstance(result, BaseException):
+                log.error("%s: %s: %s", what, type(result).__name__, redact_url(str(result)))
+
+
+async def _call_hook(hook: Callable[[], Any]) -> None:
+    result = hook()
+    if inspect.isawaitable(result):
+        await result

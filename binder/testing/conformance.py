@@ -1,0 +1,579 @@
+"""The binder conformance suite: one set of tests every binder must pass.
+
+Like Watermill's universal Pub/Sub tests, the suite is parameterised by the
+:class:`~binder.spi.Capabilities` the binder declares: a test of a capability the
+binder lacks is skipped, and the binder must instead refuse such bindings at bind time
+(:class:`~binder.errors.UnsupportedFeature`), which is tested too.
+
+A binder's test module subclasses :class:`BinderConformance`::
+
+    pytestmark = pytest.mark.broker("rabbit")
+
+    class TestRabbitConformance(BinderConformance):
+        binder_settings = {"type": "rabbit", "url": "amqp://guest:guest@127.0.0.1:5672//"}
+        conformance = ConformanceSettings(receive_timeout=10.0)
+
+        def dead_letter_destination(self, destination, group):   # or override
+            ...                                                  # read_dead_letters
+
+Harness knobs (timeouts, counts) live in :class:`ConformanceSettings`, apart from the
+capabilities, which are data about the broker.  Every test uses fresh destinations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pytest
+import pytest_asyncio
+
+from binder.app import App
+from binder.config import load_settings
+from binder.errors import UnsupportedFeature
+from binder.message import Message
+from binder.partitioning import partition_for
+from binder.plugins import BinderRegistry, load_registry
+from binder.runtime import Runtime
+from binder.spi import Binder, ConsumerBinding, ConsumerSpec, ProducerBinding, ProducerSpec
+
+__all__ = [
+    "BinderConformance",
+    "Collector",
+    "ConformanceSettings",
+    "DeadLetterReader",
+    "wait_until",
+]
+
+
+@dataclass(frozen=True)
+class ConformanceSettings:
+    """How the suite drives a binder: timeouts and sizes, not broker facts."""
+
+    receive_timeout: float = 5.0
+    """Longest wait for an expected message."""
+    messages: int = 20
+    """Messages per test stream."""
+    partitions: int = 3
+    """Partitions for the ordering test (when the binder supports partitioning)."""
+    keys: int = 4
+    """Distinct partition keys in the ordering test."""
+    backoff: float = 0.01
+    """Retry backoff used in the dead-letter tests."""
+
+
+class Collector:
+    """A handler that records messages; waits are on conditions with deadlines."""
+
+    def __init__(self, fail: Callable[[Message], bool] | None = None) -> None:
+        self.messages: list[Message] = []
+        self.attempts: list[Message] = []
+        self._fail = fail
+        self._changed = asyncio.Event()
+
+    async def __call__(self, message: Message) -> None:
+        self.attempts.append(message)
+        self._changed.set()
+        if self._fail is not None and self._fail(message):
+            raise RuntimeError(f"conformance: deliberate failure of {message.message_id}")
+        self.messages.append(message)
+        self._changed.set()
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait for ``condition`` until ``timeout`` seconds passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what}; "
+                    f"got {len(self.messages)} message(s), {len(self.attempts)} attempt(s)"
+                )
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    async def wait_for(self, count: int, timeout: float) -> list[Message]:
+        """Wait until ``count`` messages were handled successfully."""
+        await self.wait_until(lambda: len(self.messages) >= count, timeout, f"{count} message(s)")
+        return self.messages
+
+    def payloads(self) -> list[Any]:
+        """The JSON payloads received so far."""
+        return [m.json() for m in self.messages]
+
+
+class DeadLetterReader:
+    """Reads dead letters of one binding; opened before the failure happens."""
+
+    def __init__(self, read: Callable[[int, float], Any], close: Callable[[], Any] | None = None):
+        self._read = read
+        self._close = close
+
+    async def read(self, count: int, timeout: float) -> list[Message]:
+        """Return ``count`` dead letters, waiting up to ``timeout`` seconds."""
+        return await self._read(count, timeout)
+
+    async def close(self) -> None:
+        """Release what the reader holds."""
+        if self._close is not None:
+            await self._close()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` every few milliseconds until it holds or ``timeout`` passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def _name(prefix: str) -> str:
+    return f"conf-{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def _json_message(value: Any, **kwargs: Any) -> Message:
+    return Message(json.dumps(value).encode(), content_type="application/json", **kwargs)
+
+
+class BinderConformance:
+    """Subclass in a binder's tests; set :attr:`binder_settings` (and maybe more)."""
+
+    binder_settings: ClassVar[dict[str, Any]] = {"type": "memory"}
+    """A ``binders.<name>`` config section, ``type`` included."""
+    conformance: ClassVar[ConformanceSettings] = ConformanceSettings()
+
+    # -- hooks a binder's test class may override -----------------------------------
+
+    def dead_letter_destination(self, destination: str, group: str | None) -> str:
+        """The destination a plain consumer reads this binding's dead letters from."""
+        raise NotImplementedError(
+            "override dead_letter_destination() or read_dead_letters() in the binder's "
+            "conformance class"
+        )
+
+    async def read_dead_letters(
+        self, binder: Binder, destination: str, group: str | None, count: int, timeout: float
+    ) -> list[Message]:
+        """Read ``count`` dead letters after the fact (for brokers that store them)."""
+        raise NotImplementedError
+
+    async def open_dead_letters(
+        self, binder: Binder, destination: str, group: str | None
+    ) -> DeadLetterReader:
+        """Start reading dead letters before they are produced.
+
+        The default subscribes to :meth:`dead_letter_destination` when the subclass
+        overrides it, else defers to :meth:`read_dead_letters`.
+        """
+        try:
+            dlq = self.dead_letter_destination(destination, group)
+        except NotImplementedError:
+
+            async def later(count: int, timeout: float) -> list[Message]:
+                return await self.read_dead_letters(binder, destination, group, count, timeout)
+
+            return DeadLetterReader(later)
+        collector = Collector()
+        consumer = await binder.bind_consumer(
+            ConsumerSpec(binding="conformance-dlq", destination=dlq), collector
+        )
+
+        async def read(count: int, timeout: float) -> list[Message]:
+            return list(await collector.wait_for(count, timeout))
+
+        return DeadLetterReader(read, consumer.close)
+
+    # -- fixtures --------------------------------------------------------------------
+
+    @pytest.fixture
+    def registry(self) -> BinderRegistry:
+        """The plugin registry, loaded through entry points as in production."""
+        return load_registry()
+
+    @pytest_asyncio.fixture
+    async def binder(self, registry: BinderRegistry) -> AsyncIterator[Binder]:
+        """A fresh, started binder built from :attr:`binder_settings`."""
+        settings = dict(self.binder_settings)
+        type_name = settings.pop("type")
+        binder_type = registry.get(type_name)
+        instance = binder_type.create("conformance", binder_type.validate_settings(settings))
+        await instance.start()
+        try:
+            yield instance
+        finally:
+            await instance.close()
+
+    @property
+    def timeout(self) -> float:
+        """Shortcut for ``conformance.receive_timeout``."""
+        return self.conformance.receive_timeout
+
+    async def _consumer(
+        self, binder: Binder, destination: str, handler: Any, **spec: Any
+    ) -> ConsumerBinding:
+        return await binder.bind_consumer(
+            ConsumerSpec(binding=f"{destination}-in-0", destination=destination, **spec), handler
+        )
+
+    async def _producer(self, binder: Binder, destination: str, **spec: Any) -> ProducerBinding:
+        return await binder.bind_producer(
+            ProducerSpec(binding=f"{destination}-out-0", destination=destination, **spec)
+        )
+
+    def _subscriber_spec(self, binder: Binder) -> dict[str, Any]:
+        """A single subscriber: anonymous where supported, else a fresh group."""
+        if binder.capabilities.anonymous_subscribers:
+            return {}
+        return {"group": _name("g")}
+
+    def _app_settings(self, bindings: dict[str, Any], registry: BinderRegistry) -> Any:
+        return load_settings(
+            {
+                "binders": {"conformance": dict(self.binder_settings)},
+                "default_binder": "conformance",
+                "bindings": bindings,
+            },
+            registry=registry,
+            discover=False,
+            environ={},
+        )
+
+    # -- point to point and publish-subscribe ----------------------------------------
+
+    async def test_round_trip_keeps_payload_headers_key_and_content_type(
+        self, binder: Binder
+    ) -> None:
+        destination = _name("rt")
+        received = Collector()
+        consumer = await self._consumer(
+            binder, destination, received, **self._subscriber_spec(binder)
+        )
+        producer = await self._producer(binder, destination)
+        sent = Message(
+            b'{"id": 1, "text": "h\\u00e9llo"}',
+            headers={"tenant": "acme", "x-trace": "abc"},
+            key="order-1",
+            content_type="application/json",
+        )
+        await producer.publish(sent)
+        [got] = await received.wait_for(1, self.timeout)
+        assert got.payload == sent.payload
+        assert got.json() == {"id": 1, "text": "h\u00e9llo"}
+        assert got.destination == destination
+        assert got.delivery_attempt == 1
+        if binder.capabilities.native_headers:
+            assert got.key == "order-1"
+            assert got.content_type == "application/json"
+            assert got.message_id == sent.message_id
+            assert {k: got.headers.get(k) for k in sent.headers} == sent.headers
+        await consumer.close()
+        await producer.close()
+
+    async def test_text_and_binary_payloads_round_trip(self, binder: Binder) -> None:
+        destination = _name("bin")
+        received = Collector()
+        await self._consumer(binder, destination, received, **self._subscriber_spec(binder))
+        producer = await self._producer(binder, destination)
+        blob = bytes(range(256))
+        await producer.publish(Message(b"plain text", content_type="text/plain"))
+        await producer.publish(Message(blob, content_type="application/octet-stream"))
+        messages = await received.wait_for(2, self.timeout)
+        assert sorted(m.payload for m in messages) == sorted([b"plain text", blob])
+        if binder.capabilities.native_headers:
+            types = {m.payload: m.content_type for m in messages}
+            assert types == {b"plain text": "text/plain", blob: "application/octet-stream"}
+
+    async def test_no_crosstalk_between_destinations(self, binder: Binder) -> None:
+        first, second = _name("a"), _name("b")
+        got_first, got_second = Collector(), Collector()
+        await self._consumer(binder, first, got_first, **self._subscriber_spec(binder))
+        await self._consumer(binder, second, got_second, **self._subscriber_spec(binder))
+        to_first = await self._producer(binder, first)
+        to_second = await self._producer(binder, second)
+        await to_first.publish(_json_message({"to": "first"}))
+        await to_second.publish(_json_message({"to": "second"}))
+        # A marker after each: once it arrived, anything misrouted would have too.
+        await to_first.publish(_json_message({"marker": True}))
+        await to_second.publish(_json_message({"marker": True}))
+        await got_first.wait_for(2, self.timeout)
+        await got_second.wait_for(2, self.timeout)
+        assert sorted(map(str, got_first.payloads())) == sorted(
+            map(str, [{"to": "first"}, {"marker": True}])
+        )
+        assert sorted(map(str, got_second.payloads())) == sorted(
+            map(str, [{"to": "second"}, {"marker": True}])
+        )
+
+    async def test_group_members_share_the_load(self, binder: Binder) -> None:
+        if not binder.capabilities.consumer_groups:
+            pytest.skip("binder declares consumer_groups=False")
+        destination, group = _name("share"), _name("g")
+        members = [Collector(), Collector()]
+        for member in members:
+            await self._consumer(binder, destination, member, group=group)
+        producer = await self._producer(binder, destination)
+        count = self.conformance.messages
+        for i in range(count):
+            await producer.publish(_json_message({"n": i}))
+        await members[0].wait_until(
+            lambda: sum(len(m.messages) for m in members) >= count,
+            self.timeout,
+            f"{count} messages across the group",
+        )
+        seen = sorted(p["n"] for m in members for p in m.payloads())
+        assert seen == list(range(count)), "each message must reach exactly one member"
+
+    async def test_each_group_and_each_anonymous_subscriber_gets_a_copy(
+        self, binder: Binder
+    ) -> None:
+        caps = binder.capabilities
+        if not (caps.consumer_groups or caps.anonymous_subscribers):
+            pytest.skip("binder has neither groups nor anonymous subscribers")
+        destination = _name("fanout")
+        subscribers: list[Collector] = []
+        if caps.consumer_groups:
+            for _ in range(2):
+                subscribers.append(Collector())
+                await self._consumer(binder, destination, subscribers[-1], group=_name("g"))
+        if caps.anonymous_subscribers:
+            for _ in range(2):
+                subscribers.append(Collector())
+                await self._consumer(binder, destination, subscribers[-1])
+        producer = await self._producer(binder, destination)
+        count = 5
+        for i in range(count):
+            await producer.publish(_json_message({"n": i}))
+        for subscriber in subscribers:
+            await subscriber.wait_for(count, self.timeout)
+            assert sorted(p["n"] for p in subscriber.payloads()) == list(range(count))
+
+    # -- ordering ----------------------------------------------------------------------
+
+    async def test_order_is_kept_per_partition_key(self, binder: Binder) -> None:
+        caps = binder.capabilities
+        if not caps.ordering:
+            pytest.skip("binder declares ordering=False")
+        cfg = self.conformance
+        partitions = cfg.partitions if caps.partitioning else 1
+        destination = _name("order")
+        spec: dict[str, Any] = {"concurrency": 3}
+        spec["group"] = _name("g") if caps.consumer_groups else None
+        received = Collector()
+        await self._consumer(binder, destination, received, **spec)
+        producer = await self._producer(binder, destination, partition_count=partitions)
+        keys = [f"key-{k}" for k in range(cfg.keys)]
+        per_key = max(1, cfg.messages // len(keys)) * 2
+        for seq in range(per_key):
+            for key in keys:
+                message = _json_message({"key": key, "seq": seq}, key=key)
+                if partitions > 1:
+                    message.partition = partition_for(key, partitions)
+                await producer.publish(message)
+        await received.wait_for(per_key * len(keys), self.timeout * 2)
+        for key in keys:
+            seqs = [p["seq"] for p in received.payloads() if p["key"] == key]
+            assert seqs == list(range(per_key)), f"order broken for {key}: {seqs}"
+
+    # -- acknowledgement ---------------------------------------------------------------
+
+    async def test_nack_leads_to_redelivery(self, binder: Binder) -> None:
+        if not binder.capabilities.redelivery_on_nack:
+            pytest.skip("binder declares redelivery_on_nack=False")
+        destination = _name("nack")
+        failed_once: set[str] = set()
+
+        def fail_first(message: Message) -> bool:
+            if message.message_id in failed_once:
+                return False
+            failed_once.add(message.message_id)
+            return True
+
+        received = Collector(fail=fail_first)
+        group = _name("g") if binder.capabilities.consumer_groups else None
+        await self._consumer(binder, destination, received, group=group)
+        producer = await self._producer(binder, destination)
+        await producer.publish(_json_message({"n": 1}))
+        [got] = await received.wait_for(1, self.timeout)
+        assert got.json() == {"n": 1}
+        assert len(received.attempts) >= 2
+        assert got.delivery_attempt >= 2
+
+    async def test_failing_handler_does_not_stop_the_stream(
+        self, binder: Binder, registry: BinderRegistry
+    ) -> None:
+        destination = _name("stream")
+        group = _name("g") if binder.capabilities.consumer_groups else None
+        app = App("conformance")
+        good: list[int] = []
+
+        @app.consumer(destination, group=group)
+        def handle(payload: dict) -> None:
+            if payload["n"] % 3 == 0:
+                raise ValueError(f"cannot handle {payload['n']}")
+            good.append(payload["n"])
+
+        settings = self._app_settings(
+            {"default": {"max_attempts": 2, "backoff_initial": self.conformance.backoff}},
+            registry,
+        )
+        runtime = Runtime(app, settings, registry, fail_fast=True)
+        await runtime.start()
+        try:
+            reader = await self.open_dead_letters(runtime.binders["conformance"], destination, group)
+            producer = await self._producer(runtime.binders["conformance"], destination)
+            count = 9
+            for i in range(1, count + 1):
+                await producer.publish(_json_message({"n": i}))
+            expected = [i for i in range(1, count + 1) if i % 3]
+            await wait_until(
+                lambda: runtime.handled >= count, self.timeout * 2, f"{count} handled messages"
+            )
+            assert sorted(good) == expected
+            dead = await reader.read(count - len(expected), self.timeout)
+            assert sorted(m.json()["n"] for m in dead) == [3, 6, 9]
+            await reader.close()
+        finally:
+            await runtime.stop()
+
+    async def test_retry_then_dead_letter_with_error_headers(
+        self, binder: Binder, registry: BinderRegistry
+    ) -> None:
+        destination = _name("dlq")
+        group = _name("g") if binder.capabilities.consumer_groups else None
+        app = App("conformance")
+        attempts: list[int] = []
+
+        @app.consumer(destination, group=group)
+        def always_fails(payload: dict, message: Message) -> None:
+            attempts.append(message.delivery_attempt)
+            raise ValueError("payment service said no")
+
+        settings = self._app_settings(
+            {"default": {"max_attempts": 3, "backoff_initial": self.conformance.backoff}},
+            registry,
+        )
+        runtime = Runtime(app, settings, registry, fail_fast=True)
+        await runtime.start()
+        try:
+            reader = await self.open_dead_letters(runtime.binders["conformance"], destination, group)
+            producer = await self._producer(runtime.binders["conformance"], destination)
+            sent = _json_message({"id": 7}, headers={"tenant": "acme"})
+            await producer.publish(sent)
+            [dead] = await reader.read(1, self.timeout * 2)
+            assert attempts == [1, 2, 3]
+            assert dead.json() == {"id": 7}
+            headers = dead.headers
+            assert headers["x-exception-message"] == "payment service said no"
+            assert headers["x-exception-type"] == "builtins.ValueError"
+            assert "ValueError" in headers["x-exception-stacktrace"]
+            assert headers["x-original-destination"] == destination
+            assert headers["x-original-group"] == (group or "")
+            assert headers["x-delivery-attempts"] == "3"
+            if binder.capabilities.native_headers:
+                assert headers["tenant"] == "acme"
+            await reader.close()
+        finally:
+            await runtime.stop()
+
+    async def test_undecodable_payload_is_dead_lettered_at_once(
+        self, binder: Binder, registry: BinderRegistry
+    ) -> None:
+        destination = _name("undecodable")
+        group = _name("g") if binder.capabilities.consumer_groups else None
+        app = App("conformance")
+        handled: list[dict[str, Any]] = []
+
+        @app.consumer(destination, group=group)
+        def handle(payload: dict) -> None:
+            handled.append(payload)
+
+        settings = self._app_settings(
+            {"default": {"max_attempts": 5, "backoff_initial": 1.0}}, registry
+        )
+        runtime = Runtime(app, settings, registry, fail_fast=True)
+        await runtime.start()
+        try:
+            reader = await self.open_dead_letters(runtime.binders["conformance"], destination, group)
+            producer = await self._producer(runtime.binders["conformance"], destination)
+            await producer.publish(Message(b"{not json", content_type="application/json"))
+            await producer.publish(_json_message({"after": True}))
+            [dead] = await reader.read(1, self.timeout)
+            assert dead.payload == b"{not json"
+            assert dead.headers["x-exception-type"] == "binder.errors.DecodeError"
+            assert dead.headers["x-delivery-attempts"] == "1"
+            await wait_until(lambda: handled, self.timeout, "the next message")
+            assert handled == [{"after": True}]
+            await reader.close()
+        finally:
+            await runtime.stop()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def test_close_is_idempotent_and_flushes_pending_publishes(
+        self, binder: Binder
+    ) -> None:
+        destination = _name("close")
+        received = Collector()
+        consumer = await self._consumer(
+            binder, destination, received, **self._subscriber_spec(binder)
+        )
+        producer = await self._producer(binder, destination)
+        count = self.conformance.messages
+        pending = [
+            asyncio.ensure_future(producer.publish(_json_message({"n": i}))) for i in range(count)
+        ]
+        await asyncio.sleep(0)  # let every publish start, then close with them in flight
+        await producer.close()
+        await producer.close()
+        await asyncio.gather(*pending)
+        await received.wait_for(count, self.timeout)
+        assert sorted(p["n"] for p in received.payloads()) == list(range(count))
+        await consumer.close()
+        await consumer.close()
+        await binder.close()
+        await binder.close()
+
+    async def test_capability_declared_false_is_refused_at_bind_time(
+        self, binder: Binder
+    ) -> None:
+        caps = binder.capabilities
+        destination = _name("caps")
+        checked = 0
+
+        async def nothing(message: Message) -> None:
+            return None
+
+        if not caps.consumer_groups:
+            checked += 1
+            with pytest.raises(UnsupportedFeature):
+                await self._consumer(binder, destination, nothing, group="g")
+        if not caps.anonymous_subscribers:
+            checked += 1
+            with pytest.raises(UnsupportedFeature):
+                await self._consumer(binder, destination, nothing)
+        if not caps.partitioning:
+            checked += 1
+            with pytest.raises(UnsupportedFeature):
+                await self._producer(binder, destination, partition_count=3)
+            with pytest.raises(UnsupportedFeature):
+                await self._consumer(
+                    binder,
+                    destination,
+                    nothing,
+                    group="g" if caps.consumer_groups else None,
+                    partitioned=True,
+                    instance_index=0,
+                    instance_count=2,
+                )
+        if not checked:
+            pytest.skip("every capability that a binding can ask for is declared true")

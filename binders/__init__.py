@@ -1,0 +1,1 @@
+"""Binder plugins shipped with eventbinder, one package per broker."""

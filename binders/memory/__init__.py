@@ -1,0 +1,1 @@
+"""The in-memory binder: a faithful broker model for tests and the zero-setup demo."""

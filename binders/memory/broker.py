@@ -1,0 +1,186 @@
+"""The in-memory broker's state: topics, group queues, dead letters.
+
+A topic fans each published message out to one queue per consumer group and one
+queue per anonymous subscriber.  The members of a group compete for its queue.  An
+entry carries an ordering token (its partition, else its key): while an entry with a
+token is being handled, later entries with the same token wait, which keeps order per
+partition key at any concurrency.  A nacked entry goes back to the head of its queue.
+
+Everything here belongs to one :class:`MemoryBroker` instance: no module or class
+level state, so two binders (or two tests) never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from binder.message import Message
+
+__all__ = ["Entry", "GroupQueue", "MemoryBroker", "Topic"]
+
+
+@dataclass(slots=True)
+class Entry:
+    """A message waiting in a queue, with its delivery count and ordering token."""
+
+    message: Message
+    token: Hashable | None
+    deliveries: int = 0
+
+
+class GroupQueue:
+    """The queue of one consumer group (or of one anonymous subscriber)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.entries: deque[Entry] = deque()
+        self.busy_tokens: set[Hashable] = set()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def put(self, entry: Entry, *, front: bool = False) -> None:
+        """Enqueue ``entry`` (at the head for a redelivery) and wake a waiting member."""
+        if front:
+            self.entries.appendleft(entry)
+        else:
+            self.entries.append(entry)
+        self._wake(all_waiters=bool(self.busy_tokens))
+
+    def take(self, accepts: Callable[[Entry], bool] | None = None) -> Entry | None:
+        """Remove and return the first entry a member may handle now, or None."""
+        entries = self.entries
+        if not entries:
+            return None
+        if not self.busy_tokens and accepts is None:
+            entry = entries[0]
+            if entry.token is None:
+                return entries.popleft()
+        for index, entry in enumerate(entries):
+            if entry.token is not None and entry.token in self.busy_tokens:
+                continue
+            if accepts is not None and not accepts(entry):
+                continue
+            del entries[index]
+            if entry.token is not None:
+                self.busy_tokens.add(entry.token)
+            return entry
+        return None
+
+    def release(self, entry: Entry) -> None:
+        """Mark ``entry``'s token free again (after ack or nack)."""
+        if entry.token is not None:
+            self.busy_tokens.discard(entry.token)
+            self._wake(all_waiters=True)
+
+    async def wait(self) -> None:
+        """Wait until the queue changes."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+
+    def wake_all(self) -> None:
+        """Wake every waiting member (used when members leave)."""
+        self._wake(all_waiters=True)
+
+    def _wake(self, *, all_waiters: bool) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if not all_waiters:
+                    return
+
+
+class Topic:
+    """A destination: fans out to group queues and anonymous queues."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.groups: dict[str, GroupQueue] = {}
+        self.anonymous: dict[int, GroupQueue] = {}
+
+
+class MemoryBroker:
+    """All state of one in-memory binder."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, Topic] = {}
+        self.dead_letters: dict[tuple[str, str | None], list[Message]] = {}
+        self._anonymous_ids = itertools.count(1)
+        self._taps: list[Callable[[str, Message], None]] = []
+
+    def topic(self, name: str) -> Topic:
+        """Return the topic called ``name``, creating it."""
+        topic = self.topics.get(name)
+        if topic is None:
+            topic = self.topics[name] = Topic(name)
+        return topic
+
+    def group_queue(self, destination: str, group: str) -> GroupQueue:
+        """Return the durable queue of ``group`` on ``destination``, creating it."""
+        topic = self.topic(destination)
+        queue = topic.groups.get(group)
+        if queue is None:
+            queue = topic.groups[group] = GroupQueue(f"{destination}.{group}")
+        return queue
+
+    def anonymous_queue(self, destination: str) -> tuple[int, GroupQueue]:
+        """Create a queue for one anonymous subscriber; return its id and the queue."""
+        anon_id = next(self._anonymous_ids)
+        queue = GroupQueue(f"{destination}.anonymous.{anon_id}")
+        self.topic(destination).anonymous[anon_id] = queue
+        return anon_id, queue
+
+    def drop_anonymous(self, destination: str, anon_id: int) -> None:
+        """Delete an anonymous subscriber's queue (its messages go with it)."""
+        self.topic(destination).anonymous.pop(anon_id, None)
+
+    def add_tap(self, tap: Callable[[str, Message], None]) -> Callable[[], None]:
+        """Call ``tap(destination, message)`` for every publish; return an un-tap function."""
+        self._taps.append(tap)
+        return lambda: self._taps.remove(tap)
+
+    def publish(self, destination: str, message: Message) -> None:
+        """Deliver a copy of ``message`` to every queue of ``destination``."""
+        for tap in self._taps:
+            tap(destination, message)
+        topic = self.topics.get(destination)
+        if topic is None:
+            return
+        token: Hashable | None = message.partition if message.partition is not None else message.key
+        queues = list(topic.groups.values()) + list(topic.anonymous.values())
+        if len(queues) == 1:
+            queues[0].put(Entry(message, token))
+            return
+        for queue in queues:
+            queue.put(Entry(_copy(message), token))
+
+    def store_dead_letter(self, destination: str, group: str | None, message: Message) -> None:
+        """Keep a dead letter so tests and tools can inspect it."""
+        self.dead_letters.setdefault((destination, group), []).append(message)
+
+
+def _copy(message: Message) -> Message:
+    return Message(
+        message.payload,
+        dict(message.headers),
+        message.key,
+        message.content_type,
+        message.message_id,
+        message.timestamp,
+        1,
+        message.destination,
+        message.partition,
+    )

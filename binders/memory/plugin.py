@@ -1,0 +1,45 @@
+"""Registers the ``memory`` binder type; loaded through the ``binder.binders`` entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from binder.plugins import hookimpl
+from binder.schema import validate_section
+from binder.spi import Binder, BinderType, Direction
+
+__all__ = ["MemoryBinderType", "binder_types"]
+
+
+class MemoryBinderType:
+    """The in-memory broker: no settings, no binding options."""
+
+    name = "memory"
+    description = "in-process broker for tests and demos (groups, partitions, dead letters)"
+
+    def validate_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The memory binder takes no settings."""
+        return validate_section(settings, {})
+
+    def validate_binding_options(
+        self, options: Mapping[str, Any], direction: Direction
+    ) -> dict[str, Any]:
+        """The memory binder takes no binding options."""
+        return validate_section(options, {})
+
+    def secret_keys(self) -> frozenset[str]:
+        """Nothing secret here."""
+        return frozenset()
+
+    def create(self, name: str, settings: Mapping[str, Any]) -> Binder:
+        """Build a fresh binder with its own broker state."""
+        from binders.memory.binder import MemoryBinder
+
+        return MemoryBinder(name, settings)
+
+
+@hookimpl
+def binder_types() -> list[BinderType]:
+    """The memory binder type."""
+    return [MemoryBinderType()]

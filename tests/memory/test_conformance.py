@@ -1,0 +1,12 @@
+"""The in-memory binder passes the conformance suite every binder must pass."""
+
+from __future__ import annotations
+
+from binder.testing.conformance import BinderConformance
+
+
+class TestMemoryConformance(BinderConformance):
+    binder_settings = {"type": "memory"}
+
+    def dead_letter_destination(self, destination: str, group: str | None) -> str:
+        return f"{destination}.{group or 'anonymous'}.dlq"
