@@ -1,0 +1,246 @@
+"""The MQTT binder: a publishing connection plus one connection per consumer binding."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from binder.errors import BinderError, ConfigError, UnsupportedFeature
+from binder.message import Message
+from binder.spi import Capabilities, ConsumerSpec, Handler, ProducerSpec, require
+from binders.mqtt.connection import MqttConnection
+from binders.mqtt.consumer import MqttConsumerBinding
+from binders.mqtt.producer import MqttProducerBinding
+from binders.mqtt.settings import ConnectionSettings, validate_binding_options
+from binders.mqtt.wire import to_properties
+
+__all__ = ["MqttBinder", "capabilities_for", "group_client_id"]
+
+log = logging.getLogger(__name__)
+
+#: Client ids of this process's live group consumers, per broker address.  Group
+#: consumer ids are derived (stable across restarts), so two bindings of one process
+#: in the same group would otherwise take each other's session over.
+_IDS_IN_USE: set[tuple[str, str]] = set()
+_IDS_LOCK = threading.Lock()
+
+
+def capabilities_for(mqtt5: bool) -> Capabilities:
+    """What this binder can do; see docs/binders/mqtt.md for the reasoning."""
+    return Capabilities(
+        consumer_groups=True,
+        anonymous_subscribers=True,
+        ordering=False,
+        durable=True,
+        replay=False,
+        native_headers=mqtt5,
+        partitioning=False,
+        redelivery_on_nack=False,
+    )
+
+
+def group_client_id(prefix: str, group: str, destination: str, instance_index: int) -> str:
+    """The stable client id of a group consumer (its persistent session's name)."""
+    digest = hashlib.sha1(destination.encode("utf-8")).hexdigest()[:8]
+    return f"{prefix}-{group}-{digest}-{instance_index}"
+
+
+def _has_wildcard(topic: str) -> bool:
+    return any(level in ("+", "#") for level in topic.split("/"))
+
+
+class MqttBinder:
+    """Binds consumers and producers to an MQTT broker through paho-mqtt."""
+
+    def __init__(self, name: str, settings: Mapping[str, Any]) -> None:
+        self.name = name
+        self.settings = ConnectionSettings.from_settings(settings)
+        self.capabilities = capabilities_for(self.settings.mqtt5)
+        self._publisher: MqttConnection | None = None
+        self._consumers: list[MqttConsumerBinding] = []
+        self._producers: list[MqttProducerBinding] = []
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<MqttBinder {self.name!r} {self.settings!r}>"
+
+    async def start(self) -> None:
+        """Open the publishing connection; raise MqttConnectionError when refused."""
+        async with self._start_lock:
+            if self._publisher is not None:
+                return
+            self._closed = False
+            client_id = f"{self.settings.client_id}-pub-{uuid.uuid4().hex[:12]}"
+            publisher = MqttConnection(self.settings, client_id, label=f"{self.name} publisher")
+            await publisher.open()
+            self._publisher = publisher
+
+    def _require_publisher(self) -> MqttConnection:
+        if self._publisher is None:
+            raise BinderError(f"MQTT binder {self.name!r} is not started")
+        return self._publisher
+
+    async def close(self) -> None:
+        """Close consumers (waiting for their handlers), flush producers, disconnect."""
+        if self._closed:
+            return
+        self._closed = True
+        for consumer in list(self._consumers):
+            await consumer.close()
+        for producer in list(self._producers):
+            await producer.close()
+        self._producers.clear()
+        if self._publisher is not None:
+            publisher, self._publisher = self._publisher, None
+            await publisher.flush(timeout=10.0)
+            await publisher.close()
+
+    async def provision(
+        self, destination: str, group: str | None, options: Mapping[str, Any]
+    ) -> None:
+        """Nothing to create: MQTT topics exist implicitly.
+
+        A group's persistent session is created by its first consumer (see the docs).
+        """
+        if not destination:
+            raise ConfigError("an MQTT destination (topic) cannot be empty")
+
+    # -- consumers --------------------------------------------------------------------
+
+    def _dead_letter_topic(self, spec: ConsumerSpec, topic_filter: str) -> str | None:
+        if spec.dead_letter is False:
+            return None
+        if not self.settings.mqtt5:
+            raise UnsupportedFeature(
+                f"binding {spec.binding}: dead letters carry the error in headers and MQTT "
+                "3.1.1 has none; set dead_letter: false on this binding or use protocol 5"
+            )
+        if isinstance(spec.dead_letter, str):
+            topic = spec.dead_letter
+        elif _has_wildcard(spec.destination):
+            raise ConfigError(
+                f"destination {spec.destination!r} has wildcards, so '<destination>/dlq' is "
+                "not a topic; name the dead-letter topic explicitly",
+                key=f"bindings.{spec.binding}.dead_letter",
+            )
+        else:
+            topic = f"{spec.destination}/dlq"
+        if _has_wildcard(topic) or mqtt.topic_matches_sub(spec.destination, topic):
+            raise ConfigError(
+                f"dead-letter topic {topic!r} is not a plain topic outside the subscription "
+                f"{topic_filter!r}",
+                key=f"bindings.{spec.binding}.dead_letter",
+            )
+        return topic
+
+    def _claim_client_id(self, spec: ConsumerSpec, options: Mapping[str, Any]) -> str:
+        if options.get("client_id"):
+            return str(options["client_id"])
+        if spec.group is None:
+            return f"{self.settings.client_id}-{uuid.uuid4().hex[:16]}"
+        base = group_client_id(
+            self.settings.client_id, spec.group, spec.destination, spec.instance_index
+        )
+        address = self.settings.address
+        with _IDS_LOCK:
+            candidate, n = base, 1
+            while (address, candidate) in _IDS_IN_USE:
+                n += 1
+                candidate = f"{base}-{n}"
+            _IDS_IN_USE.add((address, candidate))
+        return candidate
+
+    def _release_client_id(self, client_id: str) -> None:
+        with _IDS_LOCK:
+            _IDS_IN_USE.discard((self.settings.address, client_id))
+
+    async def bind_consumer(self, spec: ConsumerSpec, handler: Handler) -> MqttConsumerBinding:
+        """Subscribe (shared for a group) on a connection of the binding's own.
+
+        Returns after the SUBACK, so every later publish reaches the binding.
+        """
+        publisher = self._require_publisher()
+        if spec.partitioned or spec.instance_count > 1:
+            require(self.capabilities, "partitioning", "mqtt", f"binding {spec.binding}")
+        if not spec.destination:
+            raise ConfigError("empty destination", key=f"bindings.{spec.binding}.destination")
+        options = validate_binding_options(spec.options, "consumer")
+        topic_filter = f"$share/{spec.group}/{spec.destination}" if spec.group else spec.destination
+        dead_letter_topic = self._dead_letter_topic(spec, topic_filter)
+        client_id = self._claim_client_id(spec, options)
+
+        def closed(binding: MqttConsumerBinding) -> None:
+            self._release_client_id(client_id)
+            if binding in self._consumers:
+                self._consumers.remove(binding)
+
+        async def publish_dead_letter(topic: str, message: Message) -> None:
+            future = publisher.publish(
+                topic, message.payload, 1, False, to_properties(message, True)
+            )
+            if future is not None:
+                await future
+
+        binding = MqttConsumerBinding(
+            spec,
+            handler,
+            qos=options["qos"],
+            dead_letter_topic=dead_letter_topic,
+            publish_dead_letter=publish_dead_letter,
+            on_closed=closed,
+        )
+        session_expiry = options.get("session_expiry") or self.settings.session_expiry
+        connection = MqttConnection(
+            self.settings,
+            client_id,
+            persistent=spec.group is not None,
+            session_expiry=session_expiry,
+            receive_maximum=min(spec.max_in_flight, 65535),
+            on_message=binding.on_mqtt_message,
+            label=f"{self.name} consumer {spec.binding}",
+        )
+        binding.connection = connection
+        try:
+            await connection.open()
+            await connection.subscribe(topic_filter, options["qos"])
+        except BaseException:
+            await binding.close()
+            raise
+        self._consumers.append(binding)
+        return binding
+
+    # -- producers --------------------------------------------------------------------
+
+    async def bind_producer(self, spec: ProducerSpec) -> MqttProducerBinding:
+        """Return a producer publishing on the binder's connection."""
+        publisher = self._require_publisher()
+        if spec.partition_count > 1:
+            require(self.capabilities, "partitioning", "mqtt", f"binding {spec.binding}")
+        if not spec.destination or _has_wildcard(spec.destination):
+            raise ConfigError(
+                f"cannot publish to {spec.destination!r}: a producer needs a topic "
+                "without wildcards",
+                key=f"bindings.{spec.binding}.destination",
+            )
+        if spec.required_groups:
+            log.warning(
+                "binding %s: MQTT keeps a group's messages only once a member of the group "
+                "has subscribed (its persistent session); required_groups %s are not "
+                "pre-created",
+                spec.binding,
+                list(spec.required_groups),
+            )
+        options = validate_binding_options(spec.options, "producer")
+        producer = MqttProducerBinding(
+            publisher, spec, qos=options["qos"], retain=options["retain"]
+        )
+        self._producers.append(producer)
+        return producer

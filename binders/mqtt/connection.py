@@ -1,0 +1,355 @@
+"""One paho-mqtt client and its network thread, bridged to asyncio.
+
+paho runs its network loop in a thread (``loop_start``).  Everything paho reports
+back (CONNACK, PUBACK, SUBACK) is moved to the event loop with
+``loop.call_soon_threadsafe`` and resolves asyncio futures there.  A PUBACK can never
+be handled before its future exists: ``publish`` registers the future in the same
+synchronous step of the event loop thread that called ``client.publish``, and the
+callback that resolves it runs later on that same thread.
+
+paho reconnects by itself (with exponential backoff between the configured delays),
+re-sends unacknowledged QoS 1 publishes, and this class re-subscribes when the broker
+did not keep the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from binder.errors import BinderError
+from binders.mqtt.settings import ConnectionSettings
+
+__all__ = ["MqttConnection", "MqttConnectionError"]
+
+log = logging.getLogger(__name__)
+
+_SESSION_TAKEN_OVER = 142
+_DEFAULT_MAX_INFLIGHT = 20
+
+
+class MqttConnectionError(BinderError):
+    """The broker could not be reached, refused the connection or dropped a request."""
+
+
+OnMessage = Callable[[mqtt.MQTTMessage], None]
+
+
+class MqttConnection:
+    """A connected MQTT client: publish with confirmation, subscribe, acknowledge."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        client_id: str,
+        *,
+        persistent: bool = False,
+        session_expiry: int = 0,
+        receive_maximum: int | None = None,
+        on_message: OnMessage | None = None,
+        label: str = "connection",
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.label = label
+        self._persistent = persistent
+        self._session_expiry = session_expiry if persistent else 0
+        self._receive_maximum = receive_maximum
+        self._loop = asyncio.get_running_loop()
+        self._subscriptions: dict[str, int] = {}
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._first_connack: asyncio.Future[None] | None = None
+        self._connected = False
+        self._closing = False
+        self._closed = False
+        self._lost_logged = False
+        self._client = self._make_client(on_message)
+
+    def __repr__(self) -> str:
+        return f"<MqttConnection {self.label} {self.client_id!r} to {self.settings.address}>"
+
+    # -- set-up -----------------------------------------------------------------------
+
+    def _make_client(self, on_message: OnMessage | None) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=None if s.mqtt5 else not self._persistent,
+            protocol=mqtt.MQTTv5 if s.mqtt5 else mqtt.MQTTv311,
+            reconnect_on_failure=True,
+            manual_ack=True,
+        )
+        client.suppress_exceptions = True
+        client.enable_logger(logging.getLogger("binders.mqtt.paho"))
+        client.reconnect_delay_set(s.reconnect_min_delay, s.reconnect_max_delay)  # type: ignore[arg-type]
+        client.max_inflight_messages_set(s.max_inflight or _DEFAULT_MAX_INFLIGHT)
+        client.max_queued_messages_set(0)
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if s.tls:
+            self._set_tls(client, s.tls)
+        if s.will:
+            will = s.will
+            client.will_set(will["topic"], will["payload"], will["qos"], will["retain"])
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        if on_message is not None:
+            client.on_message = lambda _c, _u, msg: on_message(msg)
+        return client
+
+    @staticmethod
+    def _set_tls(client: mqtt.Client, tls: Any) -> None:
+        options = tls if isinstance(tls, dict) else {}
+        client.tls_set(
+            ca_certs=options.get("ca_certs"),
+            certfile=options.get("certfile"),
+            keyfile=options.get("keyfile"),
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        if options.get("insecure"):
+            client.tls_insecure_set(True)
+
+    def _connect_properties(self) -> Properties | None:
+        if not self.settings.mqtt5:
+            return None
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._session_expiry
+        if self._receive_maximum is not None:
+            props.ReceiveMaximum = self._receive_maximum
+        return props
+
+    async def open(self) -> None:
+        """Connect and wait for a successful CONNACK; raise MqttConnectionError if not."""
+        s = self.settings
+        self._first_connack = self._loop.create_future()
+        clean_start: Any = (not self._persistent) if s.mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(
+                    self._client.connect,
+                    s.host,
+                    s.port,
+                    s.keepalive,
+                    clean_start=clean_start,
+                    properties=self._connect_properties(),
+                ),
+                s.connect_timeout,
+            )
+        except (OSError, TimeoutError, ValueError, ssl.SSLError) as exc:
+            raise MqttConnectionError(
+                f"cannot connect to the MQTT broker at {s.address}: {type(exc).__name__}: {exc}"
+            ) from None
+        self._client.loop_start()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._first_connack), s.connect_timeout)
+        except BaseException as exc:
+            await self._stop_client()
+            if isinstance(exc, TimeoutError):
+                raise MqttConnectionError(
+                    f"the MQTT broker at {s.address} did not answer CONNECT within "
+                    f"{s.connect_timeout}s"
+                ) from None
+            raise
+        log.debug("%r connected", self)
+
+    # -- paho thread callbacks --------------------------------------------------------
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        if reason.is_failure:
+            self._connected = False
+            text = _refusal(reason)
+            if self._first_connack is not None and not self._first_connack.done():
+                self._call(self._fail_first, text)
+            else:
+                log.error("%s", text.format(where=f"{self.label} {self.settings.address}"))
+            return
+        self._connected = True
+        if self._subscriptions and not flags.session_present:
+            client.subscribe(self._subscribe_args(list(self._subscriptions.items())))
+        if self._lost_logged:
+            self._lost_logged = False
+            log.info("%r reconnected (session present: %s)", self, flags.session_present)
+        self._call(self._succeed_first)
+
+    def _succeed_first(self) -> None:
+        if self._first_connack is not None and not self._first_connack.done():
+            self._first_connack.set_result(None)
+
+    def _fail_first(self, text: str) -> None:
+        if self._first_connack is not None and not self._first_connack.done():
+            where = f"the MQTT broker at {self.settings.address}"
+            self._first_connack.set_exception(MqttConnectionError(text.format(where=where)))
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
+        self._connected = False
+        if self._closing:
+            return
+        if reason.value == _SESSION_TAKEN_OVER:
+            log.error(
+                "%r: another client connected with the same client id and took the session "
+                "over; give every instance of a group a distinct instance_index or "
+                "mqtt.client_id",
+                self,
+            )
+        elif not self._lost_logged:
+            self._lost_logged = True
+            log.warning("%r lost its connection (%s); reconnecting", self, reason)
+
+    def _on_publish(
+        self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode, _props: Any
+    ) -> None:
+        self._call(self._published, mid, reason)
+
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, mid: int, reasons: list[ReasonCode], _p: Any
+    ) -> None:
+        self._call(self._subscribed, mid, list(reasons))
+
+    # -- event loop side --------------------------------------------------------------
+
+    def _published(self, mid: int, reason: ReasonCode) -> None:
+        future = self._pending.pop(mid, None)
+        if future is None or future.done():
+            return
+        if reason.is_failure:
+            future.set_exception(
+                MqttConnectionError(f"the MQTT broker refused the message: {reason}")
+            )
+        else:
+            future.set_result(None)
+
+    def _subscribed(self, mid: int, reasons: list[ReasonCode]) -> None:
+        future = self._subacks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(reasons)
+        elif any(r.is_failure for r in reasons):
+            log.error("%r: the broker refused a re-subscription: %s", self, reasons)
+
+    @property
+    def connected(self) -> bool:
+        """True while the client has a live, accepted connection."""
+        return self._connected
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> asyncio.Future[None] | None:
+        """Hand a message to paho; for QoS 1 return a future resolved by the PUBACK.
+
+        QoS 1 messages published while disconnected are kept by paho and sent after
+        the reconnect, so the future simply resolves later.  A QoS 0 message cannot be
+        kept: publishing one while disconnected raises.
+        """
+        if self._closing:
+            raise MqttConnectionError(f"{self!r} is closed")
+        info = self._client.publish(topic, payload, qos, retain, properties)
+        if qos == 0:
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise MqttConnectionError(
+                    f"cannot publish to {topic!r}: {mqtt.error_string(info.rc)}"
+                )
+            return None
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise MqttConnectionError(f"cannot publish to {topic!r}: {mqtt.error_string(info.rc)}")
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._pending[info.mid] = future
+        return future
+
+    def _subscribe_args(self, items: list[tuple[str, int]]) -> list[tuple[str, Any]]:
+        if self.settings.mqtt5:
+            return [(topic, SubscribeOptions(qos=qos)) for topic, qos in items]
+        return list(items)
+
+    async def subscribe(self, topic_filter: str, qos: int) -> None:
+        """Subscribe and wait for the SUBACK; raise if the broker refused."""
+        self._subscriptions[topic_filter] = qos
+        rc, mid = self._client.subscribe(self._subscribe_args([(topic_filter, qos)]))
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise MqttConnectionError(
+                f"cannot subscribe to {topic_filter!r}: {mqtt.error_string(rc)}"
+            )
+        future: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
+        self._subacks[mid] = future
+        try:
+            reasons = await asyncio.wait_for(future, self.settings.connect_timeout)
+        except TimeoutError:
+            self._subacks.pop(mid, None)
+            raise MqttConnectionError(
+                f"the MQTT broker did not acknowledge the subscription to {topic_filter!r}"
+            ) from None
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            self._subscriptions.pop(topic_filter, None)
+            raise MqttConnectionError(
+                f"the MQTT broker refused the subscription to {topic_filter!r}: {refused[0]}"
+            )
+
+    def ack(self, mid: int, qos: int) -> None:
+        """Acknowledge a received QoS 1 message (manual acknowledgement)."""
+        if qos > 0 and not self._closed:
+            self._client.ack(mid, qos)
+
+    async def flush(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for outstanding PUBACKs."""
+        pending = [f for f in self._pending.values() if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    async def close(self) -> None:
+        """Disconnect cleanly (a persistent session is kept) and stop the thread."""
+        if self._closing:
+            return
+        self._closing = True
+        await self._stop_client()
+        self._closed = True
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(
+                    MqttConnectionError("connection closed before the broker confirmed")
+                )
+        self._pending.clear()
+        for future in self._subacks.values():
+            if not future.done():
+                future.cancel()
+        self._subacks.clear()
+
+    async def _stop_client(self) -> None:
+        self._closing = True
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+
+
+def _refusal(reason: ReasonCode) -> str:
+    """A sentence for a refused CONNECT; ``{where}`` is filled in by the caller."""
+    name = getattr(reason, "getName", lambda: str(reason))()
+    hint = ""
+    if reason.value in (0x86, 0x87, 4, 5):
+        hint = " (check the binder's username and password)"
+    return "{where} refused the connection: " + f"{name}{hint}"

@@ -1,0 +1,100 @@
+"""Message <-> MQTT PUBLISH: payload, MQTT 5 content type and user properties."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from binder.message import KEY_HEADER, MESSAGE_ID_HEADER, Message, new_message_id
+
+__all__ = ["ESCAPED_HEADER", "TIMESTAMP_HEADER", "from_mqtt", "to_properties"]
+
+#: User property carrying ``Message.timestamp`` (seconds since the epoch, as text).
+TIMESTAMP_HEADER = "messageTimestamp"
+#: User property listing headers whose values travel JSON-encoded (see ``_escape``).
+ESCAPED_HEADER = "x-escaped-headers"
+_RESERVED = frozenset({MESSAGE_ID_HEADER, KEY_HEADER, TIMESTAMP_HEADER, ESCAPED_HEADER})
+# MQTT strings must not hold control characters or non-characters (Mosquitto closes the
+# connection with "Malformed UTF-8"); a stack trace's newlines are the usual case.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
+
+
+def _escape(value: str) -> str:
+    return json.dumps(value, ensure_ascii=True)
+
+
+def _unescape(value: str) -> str:
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    return decoded if isinstance(decoded, str) else value
+
+
+def to_properties(message: Message, mqtt5: bool) -> Properties | None:
+    """MQTT 5 PUBLISH properties for ``message``; None under MQTT 3.1.1 (no properties)."""
+    if not mqtt5:
+        return None
+    props = Properties(PacketTypes.PUBLISH)
+    if message.content_type:
+        props.ContentType = message.content_type
+    user: list[tuple[str, str]] = []
+    escaped: list[str] = []
+    for name, value in message.headers.items():
+        if name in _RESERVED:
+            continue
+        name, value = _UNSAFE.sub("?", str(name)), str(value)
+        if _UNSAFE.search(value):
+            name = name.replace(",", "?")  # the escaped list is comma-separated
+            escaped.append(name)
+            value = _escape(value)
+        user.append((name, value))
+    if escaped:
+        user.append((ESCAPED_HEADER, ",".join(escaped)))
+    user.append((MESSAGE_ID_HEADER, message.message_id))
+    user.append((TIMESTAMP_HEADER, repr(message.timestamp)))
+    if message.key is not None:
+        user.append((KEY_HEADER, message.key))
+    props.UserProperty = user
+    return props
+
+
+def from_mqtt(msg: Any) -> Message:
+    """Build a :class:`Message` from a paho ``MQTTMessage``.
+
+    ``destination`` is the concrete topic (useful with wildcard subscriptions); a
+    redelivered QoS 1 message (DUP flag) gets ``delivery_attempt`` 2, as MQTT does not
+    count deliveries.
+    """
+    headers: dict[str, str] = {}
+    content_type: str | None = None
+    props = getattr(msg, "properties", None)
+    if props is not None:
+        content_type = getattr(props, "ContentType", None)
+        for name, value in getattr(props, "UserProperty", ()) or ():
+            headers[name] = value
+    for name in filter(None, headers.pop(ESCAPED_HEADER, "").split(",")):
+        if name in headers:
+            headers[name] = _unescape(headers[name])
+    message_id = headers.pop(MESSAGE_ID_HEADER, None) or new_message_id()
+    key = headers.pop(KEY_HEADER, None)
+    stamp = headers.pop(TIMESTAMP_HEADER, None)
+    try:
+        timestamp = float(stamp) if stamp is not None else time.time()
+    except ValueError:
+        timestamp = time.time()
+    return Message(
+        payload=bytes(msg.payload),
+        headers=headers,
+        key=key,
+        content_type=content_type,
+        message_id=message_id,
+        timestamp=timestamp,
+        delivery_attempt=2 if msg.dup else 1,
+        destination=msg.topic,
+    )
