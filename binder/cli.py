@@ -159,7 +159,9 @@ def cmd_bindings(args: argparse.Namespace) -> int:
         rows.append((binding.name, binding.direction, binding.destination, group, binder))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     return 0
 
 

@@ -108,7 +108,9 @@ def _dataclass(cls: type) -> Decoder:
     def decode(payload: bytes, content_type: str | None) -> Any:
         data = _json(payload, content_type)
         if not isinstance(data, dict):
-            raise DecodeError(f"expected a JSON object for {cls.__name__}, got {type(data).__name__}")
+            raise DecodeError(
+                f"expected a JSON object for {cls.__name__}, got {type(data).__name__}"
+            )
         try:
             return cls(**{k: v for k, v in data.items() if k in names})
         except TypeError as exc:

@@ -63,4 +63,3 @@ def binder_runtime_stopping(runtime: Runtime) -> None:
 
     Results are ignored; exceptions are logged and do not stop the shutdown.
     """
-

@@ -34,7 +34,9 @@ class Invoker:
         try:
             hints = typing.get_type_hints(function)
         except Exception as exc:  # unresolvable forward reference: say which handler
-            raise TypeError(f"cannot resolve the annotations of handler {self.name}: {exc}") from exc
+            raise TypeError(
+                f"cannot resolve the annotations of handler {self.name}: {exc}"
+            ) from exc
         self.payload_param: str | None = None
         self.message_param: str | None = None
         self.decode: Decoder | None = None

@@ -58,9 +58,7 @@ class OutputPort:
                 message.key = key
         else:
             ctype = content_type or self.settings.content_type
-            message = Message(
-                encode(value, ctype), dict(headers) if headers else {}, key, ctype
-            )
+            message = Message(encode(value, ctype), dict(headers) if headers else {}, key, ctype)
         if source is not None:
             propagate_headers(source, message.headers)
         self._partition(message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -13,13 +14,13 @@ from binder.app import App, HandlerDecl
 from binder.bindings import BindingSettings
 from binder.config import BinderConfig, Settings
 from binder.errors import BinderError, NotRunningError, UnsupportedFeature
+from binder.message import Message
 from binder.middleware import RetryPolicy, chain, dead_letter, observe, retry
 from binder.middleware.observe import BindingStats
 from binder.output import OutputPort
 from binder.plugins import BinderRegistry
 from binder.redaction import redact_url
 from binder.resolve import resolve_bindings, resolve_dynamic
-from binder.message import Message
 from binder.spi import Binder, ConsumerBinding, ConsumerSpec, Handler, ProducerSpec
 
 __all__ = ["BindingRuntime", "ConnectError", "Runtime"]
@@ -126,7 +127,9 @@ class Runtime:
             except Exception as exc:
                 reason = redact_url(f"{type(exc).__name__}: {exc}")
                 if self.fail_fast:
-                    raise ConnectError(f"binder {name!r} cannot reach its broker: {reason}") from None
+                    raise ConnectError(
+                        f"binder {name!r} cannot reach its broker: {reason}"
+                    ) from None
                 delay = min(initial * multiplier**attempt, ceiling)
                 attempt += 1
                 self._set_status(name, f"waiting for broker (attempt {attempt}): {reason}")
@@ -303,10 +306,8 @@ class Runtime:
             except Exception:
                 log.exception("supplier %s failed; trying again in %.2fs", decl.name, decl.every)
             deadline += decl.every
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                pass
 
     async def poll_supplier(self, name: str) -> Any:
         """Call supplier ``name`` once now and publish its result; return the value."""
@@ -350,9 +351,7 @@ class Runtime:
                         await self._connect(settings.binder)
                     port = await self._bind_producer(settings)
                     self._dynamic[destination] = port
-        await port.publish(
-            payload, headers=headers, key=key, content_type=content_type
-        )
+        await port.publish(payload, headers=headers, key=key, content_type=content_type)
 
     # -- status ----------------------------------------------------------------------
 

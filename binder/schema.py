@@ -70,7 +70,9 @@ def validate_section(
         path = f"{prefix}.{key}" if prefix else str(key)
         opt = schema.get(key)
         if opt is None:
-            raise ConfigError(f"unknown key '{key}'{did_you_mean(str(key), list(schema))}", key=path)
+            raise ConfigError(
+                f"unknown key '{key}'{did_you_mean(str(key), list(schema))}", key=path
+            )
         if value is None and not opt.required and opt.default is None:
             result[key] = None
             continue

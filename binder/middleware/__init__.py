@@ -15,7 +15,15 @@ from binder.middleware.observe import observe
 from binder.middleware.retry import RetryPolicy, ShutdownInterrupt, retry
 from binder.spi import Handler
 
-__all__ = ["Middleware", "RetryPolicy", "ShutdownInterrupt", "chain", "dead_letter", "observe", "retry"]
+__all__ = [
+    "Middleware",
+    "RetryPolicy",
+    "ShutdownInterrupt",
+    "chain",
+    "dead_letter",
+    "observe",
+    "retry",
+]
 
 
 def chain(handler: Handler, middleware: Sequence[Middleware]) -> Handler:

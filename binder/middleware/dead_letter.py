@@ -52,16 +52,24 @@ def dead_letter(
             if not enabled:
                 log.error(
                     "%s: %s after %d attempt(s), dropping message %s (dead_letter is off): %s: %s",
-                    name, reason, attempts, message.message_id,
-                    failure.exception_type, failure.exception_message,
+                    name,
+                    reason,
+                    attempts,
+                    message.message_id,
+                    failure.exception_type,
+                    failure.exception_message,
                 )
                 return
             consumer = await binding()
             await consumer.dead_letter(message, failure)
             log.warning(
                 "%s: %s after %d attempt(s); message %s dead-lettered: %s: %s",
-                name, reason, attempts, message.message_id,
-                failure.exception_type, failure.exception_message,
+                name,
+                reason,
+                attempts,
+                message.message_id,
+                failure.exception_type,
+                failure.exception_message,
             )
 
         return handle

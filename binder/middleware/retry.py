@@ -71,7 +71,11 @@ def retry(policy: RetryPolicy, stopping: asyncio.Event, binding: str) -> Middlew
                     delay = policy.delay(tries)
                     log.warning(
                         "%s: attempt %d failed (%s: %s); retrying in %.2fs",
-                        binding, attempt, type(exc).__name__, exc, delay,
+                        binding,
+                        attempt,
+                        type(exc).__name__,
+                        exc,
+                        delay,
                     )
                     if stopping.is_set():
                         raise ShutdownInterrupt(binding) from exc
@@ -87,4 +91,3 @@ def retry(policy: RetryPolicy, stopping: asyncio.Event, binding: str) -> Middlew
         return handle
 
     return wrap
-

@@ -36,7 +36,10 @@ def require_broker(name: str) -> None:
     """Skip (laptop) or fail (CI) the calling test when broker ``name`` is down."""
     if broker_available(name):
         return
-    reason = f"{name} broker is not running on 127.0.0.1:{BROKER_PORTS[name]}; start it with `scripts/brokers up {name}`"
+    reason = (
+        f"{name} broker is not running on 127.0.0.1:{BROKER_PORTS[name]}; "
+        f"start it with `scripts/brokers up {name}`"
+    )
     if in_ci():
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)

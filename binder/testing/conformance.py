@@ -23,6 +23,7 @@ capabilities, which are data about the broker.  Every test uses fresh destinatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -95,10 +96,8 @@ class Collector:
                     f"got {len(self.messages)} message(s), {len(self.attempts)} attempt(s)"
                 )
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
 
     async def wait_for(self, count: int, timeout: float) -> list[Message]:
         """Wait until ``count`` messages were handled successfully."""
@@ -429,7 +428,9 @@ class BinderConformance:
         runtime = Runtime(app, settings, registry, fail_fast=True)
         await runtime.start()
         try:
-            reader = await self.open_dead_letters(runtime.binders["conformance"], destination, group)
+            reader = await self.open_dead_letters(
+                runtime.binders["conformance"], destination, group
+            )
             producer = await self._producer(runtime.binders["conformance"], destination)
             count = 9
             for i in range(1, count + 1):
@@ -465,7 +466,9 @@ class BinderConformance:
         runtime = Runtime(app, settings, registry, fail_fast=True)
         await runtime.start()
         try:
-            reader = await self.open_dead_letters(runtime.binders["conformance"], destination, group)
+            reader = await self.open_dead_letters(
+                runtime.binders["conformance"], destination, group
+            )
             producer = await self._producer(runtime.binders["conformance"], destination)
             sent = _json_message({"id": 7}, headers={"tenant": "acme"})
             await producer.publish(sent)
@@ -503,7 +506,9 @@ class BinderConformance:
         runtime = Runtime(app, settings, registry, fail_fast=True)
         await runtime.start()
         try:
-            reader = await self.open_dead_letters(runtime.binders["conformance"], destination, group)
+            reader = await self.open_dead_letters(
+                runtime.binders["conformance"], destination, group
+            )
             producer = await self._producer(runtime.binders["conformance"], destination)
             await producer.publish(Message(b"{not json", content_type="application/json"))
             await producer.publish(_json_message({"after": True}))
@@ -519,9 +524,7 @@ class BinderConformance:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def test_close_is_idempotent_and_flushes_pending_publishes(
-        self, binder: Binder
-    ) -> None:
+    async def test_close_is_idempotent_and_flushes_pending_publishes(self, binder: Binder) -> None:
         destination = _name("close")
         received = Collector()
         consumer = await self._consumer(
@@ -543,9 +546,7 @@ class BinderConformance:
         await binder.close()
         await binder.close()
 
-    async def test_capability_declared_false_is_refused_at_bind_time(
-        self, binder: Binder
-    ) -> None:
+    async def test_capability_declared_false_is_refused_at_bind_time(self, binder: Binder) -> None:
         caps = binder.capabilities
         destination = _name("caps")
         checked = 0

@@ -171,7 +171,9 @@ class MemoryBinder:
         """Nothing to connect to."""
         self._started = True
 
-    async def provision(self, destination: str, group: str | None, options: Mapping[str, Any]) -> None:
+    async def provision(
+        self, destination: str, group: str | None, options: Mapping[str, Any]
+    ) -> None:
         """Create the topic and, with a group, its durable queue."""
         self.broker.topic(destination)
         if group is not None:

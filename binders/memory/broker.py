@@ -13,6 +13,7 @@ level state, so two binders (or two tests) never see each other's messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -84,10 +85,8 @@ class GroupQueue:
         finally:
             if not waiter.done():
                 waiter.cancel()
-            try:
+            with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
-            except ValueError:
-                pass
 
     def wake_all(self) -> None:
         """Wake every waiting member (used when members leave)."""

@@ -1,0 +1,262 @@
+"""The runtime: lifecycle, shutdown draining, connection retries, dynamic sends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from binder import App, Message, NotRunningError, UnsupportedFeature
+from binder.config import BinderConfig, load_settings
+from binder.plugins import load_registry
+from binder.runtime import ConnectError, Runtime
+from binder.spi import Capabilities
+from binder.testing import run_app
+from binder.testing.conformance import wait_until
+from binders.memory.binder import MemoryBinder
+
+
+def settings(config: Mapping[str, Any] | None = None) -> Any:
+    return load_settings(config or {}, registry=load_registry(), discover=False, environ={})
+
+
+async def test_startup_and_shutdown_hooks_run_around_the_bindings() -> None:
+    app = App("hooks")
+    events: list[str] = []
+
+    @app.on_startup
+    async def opened() -> None:
+        events.append("startup")
+
+    @app.on_shutdown
+    def closed() -> None:
+        events.append("shutdown")
+
+    @app.consumer("things")
+    def handle(payload: dict) -> None:
+        events.append(f"handled {payload['n']}")
+
+    async with run_app(app) as harness:
+        assert events == ["startup"]
+        await harness.send("things", {"n": 1})
+        await harness.wait_handled(1)
+    assert events == ["startup", "handled 1", "shutdown"]
+
+
+async def test_stop_waits_for_in_flight_handlers_and_acks_them() -> None:
+    app = App("drain")
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[int] = []
+
+    @app.consumer("slow", group="workers")
+    async def handle(payload: dict) -> None:
+        started.set()
+        await release.wait()
+        finished.append(payload["n"])
+
+    memory = MemoryBinder()
+    runtime = Runtime(app, settings(), load_registry(), binder_factory=lambda _: memory)
+    await runtime.start()
+    memory.broker.publish("slow", Message(b'{"n": 1}', content_type="application/json"))
+    await asyncio.wait_for(started.wait(), 2)
+    stopping = asyncio.create_task(runtime.stop())
+    for _ in range(50):  # give stop() every chance to (wrongly) finish early
+        await asyncio.sleep(0)
+    assert not stopping.done(), "stop must wait for the in-flight handler"
+    release.set()
+    await asyncio.wait_for(stopping, 2)
+    assert finished == [1]
+    assert runtime.handled == 1
+    assert list(memory.broker.topic("slow").groups["workers"].entries) == []
+
+
+async def test_stop_during_retry_backoff_leaves_the_message_for_redelivery() -> None:
+    app = App("interrupt")
+    attempts: list[int] = []
+
+    @app.consumer("jobs", group="workers", max_attempts=5, backoff_initial=60.0)
+    def handle(payload: dict) -> None:
+        attempts.append(payload["n"])
+        raise RuntimeError("downstream is down")
+
+    memory = MemoryBinder()
+    runtime = Runtime(app, settings(), load_registry(), binder_factory=lambda _: memory)
+    await runtime.start()
+    memory.broker.publish("jobs", Message(b'{"n": 1}', content_type="application/json"))
+    await wait_until(lambda: attempts == [1], 2, "the first attempt")
+    await asyncio.wait_for(runtime.stop(), 2)  # a 60 s backoff must not delay the stop
+    queue = memory.broker.topic("jobs").groups["workers"]
+    assert [e.message.json() for e in queue.entries] == [{"n": 1}]
+    assert memory.dead_letters("jobs", "workers") == []
+
+
+async def test_a_function_can_send_to_dynamic_destinations() -> None:
+    app = App("router")
+
+    @app.consumer("events", group="router")
+    async def route(payload: dict) -> None:
+        await app.send(f"events.{payload['kind']}", payload, headers={"routed": "yes"})
+
+    async with run_app(app) as harness:
+        await harness.send("events", {"kind": "created", "id": 1})
+        routed = await harness.receive("events.created")
+        assert routed.json() == {"kind": "created", "id": 1}
+        assert routed.headers == {"routed": "yes"}
+        await app.send("events.deleted", {"id": 2})  # from outside any handler
+        assert (await harness.receive("events.deleted")).json() == {"id": 2}
+    with pytest.raises(NotRunningError):
+        await app.send("events.created", {})
+
+
+async def test_suppliers_run_on_their_schedule() -> None:
+    app = App("ticker")
+    ticks = iter(range(1000))
+
+    @app.supplier("ticks", every=0.01)
+    def tick() -> dict | None:
+        n = next(ticks)
+        return {"n": n} if n % 2 == 0 else None  # None publishes nothing
+
+    async with run_app(app) as harness:
+        received = [(await harness.receive("ticks")).json()["n"] for _ in range(3)]
+    assert received == [0, 2, 4]
+
+
+async def test_max_messages_sets_done() -> None:
+    app = App("counted")
+
+    @app.consumer("things")
+    def handle(payload: dict) -> None:
+        return None
+
+    memory = MemoryBinder()
+    runtime = Runtime(
+        app, settings(), load_registry(), binder_factory=lambda _: memory, max_messages=3
+    )
+    await runtime.start()
+    try:
+        for n in range(3):
+            memory.broker.publish("things", Message(f'{{"n": {n}}}'.encode()))
+        await asyncio.wait_for(runtime.done.wait(), 2)
+        assert runtime.handled == 3
+    finally:
+        await runtime.stop()
+
+
+class FlakyBinder(MemoryBinder):
+    """Refuses to connect a given number of times, like a broker still starting."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__("flaky")
+        self.failures = failures
+        self.attempts = 0
+
+    async def start(self) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise ConnectionRefusedError("[Errno 111] connect to amqp://app:s3cret@127.0.0.1")
+        await super().start()
+
+
+async def test_unreachable_broker_is_retried_and_reported(caplog: pytest.LogCaptureFixture) -> None:
+    app = App("patient")
+
+    @app.consumer("things", group="g")
+    def handle(payload: dict) -> None:
+        return None
+
+    flaky = FlakyBinder(failures=3)
+    runtime = Runtime(
+        app,
+        settings(),
+        load_registry(),
+        binder_factory=lambda _: flaky,
+        connect_backoff=(0.001, 2.0, 0.01),
+    )
+    caplog.set_level(logging.WARNING, "binder.runtime")
+    starting = asyncio.create_task(runtime.start())
+    await wait_until(lambda: flaky.attempts >= 2, 2, "a retry")
+    assert runtime.status()["handle-in-0"].startswith("waiting for broker")
+    await asyncio.wait_for(starting, 2)
+    assert runtime.status() == {"handle-in-0": "running"}
+    assert flaky.attempts == 4
+    assert "cannot reach broker" in caplog.text
+    assert "s3cret" not in caplog.text and "s3cret" not in str(runtime.status())
+    await runtime.stop()
+
+
+async def test_fail_fast_raises_a_connect_error_without_secrets() -> None:
+    app = App("impatient")
+    runtime = Runtime(
+        app,
+        settings(),
+        load_registry(),
+        binder_factory=lambda _: FlakyBinder(failures=1),
+        fail_fast=True,
+    )
+    with pytest.raises(ConnectError) as caught:
+        await runtime.start()
+    assert "cannot reach its broker" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+class GrouplessBinder(MemoryBinder):
+    capabilities = Capabilities(consumer_groups=False, partitioning=False)
+
+
+async def test_a_capability_the_binder_lacks_is_refused_at_bind_time() -> None:
+    app = App("needs-groups")
+
+    @app.consumer("things", group="workers")
+    def handle(payload: dict) -> None:
+        return None
+
+    runtime = Runtime(app, settings(), load_registry(), binder_factory=lambda _: GrouplessBinder())
+    with pytest.raises(UnsupportedFeature, match="consumer groups"):
+        await runtime.start()
+
+
+async def test_partition_count_on_a_binder_without_partitions_is_refused() -> None:
+    app = App("needs-partitions")
+
+    @app.supplier("things", every=1.0, partition_count=4, partition_key="key")
+    def emit() -> None:
+        return None
+
+    runtime = Runtime(app, settings(), load_registry(), binder_factory=lambda _: GrouplessBinder())
+    with pytest.raises(UnsupportedFeature, match="partitioning"):
+        await runtime.start()
+
+
+async def test_each_binder_name_gets_its_own_binder_instance() -> None:
+    app = App("two-brokers")
+
+    @app.function(input="in", output="out", group="g")
+    def relay(payload: dict) -> dict:
+        return payload
+
+    created: dict[str, MemoryBinder] = {}
+
+    def factory(config: BinderConfig) -> MemoryBinder:
+        created[config.name] = MemoryBinder(config.name)
+        return created[config.name]
+
+    config = {
+        "binders": {"left": {"type": "memory"}, "right": {"type": "memory"}},
+        "default_binder": "left",
+        "bindings": {"relay-out-0": {"binder": "right"}},
+    }
+    runtime = Runtime(app, settings(config), load_registry(), binder_factory=factory)
+    await runtime.start()
+    try:
+        seen: list[Message] = []
+        untap = created["right"].broker.add_tap(lambda _dest, message: seen.append(message))
+        created["left"].broker.publish("in", Message(b'{"x": 1}'))
+        await wait_until(lambda: seen, 2, "the relayed message on the right binder")
+        assert seen[0].json() == {"x": 1}
+        untap()
+    finally:
+        await runtime.stop()
