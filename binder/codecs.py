@@ -17,9 +17,10 @@ from typing import Any
 
 from binder.errors import DecodeError
 
-__all__ = ["Decoder", "decoder_for", "encode", "is_json", "is_text"]
+__all__ = ["Decoder", "Encoder", "decoder_for", "encode", "encoder_for", "is_json", "is_text"]
 
 Decoder = Callable[[bytes, str | None], Any]
+Encoder = Callable[[Any], bytes]
 JSON = "application/json"
 
 
@@ -51,19 +52,43 @@ def _to_jsonable(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
+_JSON_ENCODER = json.JSONEncoder(default=_to_jsonable, separators=(",", ":"))
+_JSON_DECODER = json.JSONDecoder()
+_BINARY = bytes | bytearray | memoryview
+
+
+def encoder_for(content_type: str | None) -> Encoder:
+    """Return the function serialising values for ``content_type`` (bytes pass through)."""
+    if is_text(content_type):
+        charset = _charset(content_type)
+
+        def text(value: Any) -> bytes:
+            return bytes(value) if isinstance(value, _BINARY) else str(value).encode(charset)
+
+        return text
+    if is_json(content_type):
+        encode_json = _JSON_ENCODER.encode
+
+        def as_json(value: Any) -> bytes:
+            return bytes(value) if isinstance(value, _BINARY) else encode_json(value).encode()
+
+        return as_json
+
+    def other(value: Any) -> bytes:
+        if isinstance(value, _BINARY):
+            return bytes(value)
+        if isinstance(value, str):
+            return value.encode()
+        raise TypeError(
+            f"cannot encode {type(value).__name__} as {content_type}; return bytes for this type"
+        )
+
+    return other
+
+
 def encode(value: Any, content_type: str | None) -> bytes:
     """Serialise ``value`` for ``content_type``; bytes are sent as they are."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    if is_text(content_type):
-        return str(value).encode(_charset(content_type))
-    if is_json(content_type):
-        return json.dumps(value, default=_to_jsonable, separators=(",", ":")).encode()
-    if isinstance(value, str):
-        return value.encode()
-    raise TypeError(
-        f"cannot encode {type(value).__name__} as {content_type}; return bytes for this type"
-    )
+    return encoder_for(content_type)(value)
 
 
 def _text(payload: bytes, content_type: str | None) -> str:
@@ -75,7 +100,10 @@ def _text(payload: bytes, content_type: str | None) -> str:
 
 def _json(payload: bytes, content_type: str | None) -> Any:
     try:
-        return json.loads(payload)
+        try:
+            return _JSON_DECODER.decode(payload.decode())
+        except UnicodeDecodeError:
+            return json.loads(payload)  # UTF-16/32 JSON, detected from its first bytes
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"payload is not valid JSON ({content_type or JSON}): {exc}") from exc
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from binder.bindings import BindingSettings
-from binder.codecs import encode
+from binder.codecs import Encoder, encoder_for
 from binder.message import CORRELATION_ID, TRACE_HEADERS, Message
 from binder.partitioning import partition_for
 from binder.spi import ProducerBinding
@@ -37,6 +37,13 @@ class OutputPort:
         self.producer = producer
         self._partition_key = settings.partition_key
         self._partitions = settings.partition_count
+        self._encoders: dict[str | None, Encoder] = {}
+
+    def _encode(self, value: Any, content_type: str) -> bytes:
+        encoder = self._encoders.get(content_type)
+        if encoder is None:
+            encoder = self._encoders[content_type] = encoder_for(content_type)
+        return encoder(value)
 
     def to_message(
         self,
@@ -58,7 +65,8 @@ class OutputPort:
                 message.key = key
         else:
             ctype = content_type or self.settings.content_type
-            message = Message(encode(value, ctype), dict(headers) if headers else {}, key, ctype)
+            payload = self._encode(value, ctype)
+            message = Message(payload, dict(headers) if headers else {}, key, ctype)
         if source is not None:
             propagate_headers(source, message.headers)
         self._partition(message)

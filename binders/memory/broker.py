@@ -109,6 +109,29 @@ class Topic:
         self.name = name
         self.groups: dict[str, GroupQueue] = {}
         self.anonymous: dict[int, GroupQueue] = {}
+        self._queues: list[GroupQueue] | None = None
+
+    @property
+    def queues(self) -> list[GroupQueue]:
+        """Every queue a publish fans out to (cached until a queue is added or removed)."""
+        if self._queues is None:
+            self._queues = [*self.groups.values(), *self.anonymous.values()]
+        return self._queues
+
+    def add_group(self, group: str, queue: GroupQueue) -> None:
+        """Attach a group's queue."""
+        self.groups[group] = queue
+        self._queues = None
+
+    def add_anonymous(self, anon_id: int, queue: GroupQueue) -> None:
+        """Attach an anonymous subscriber's queue."""
+        self.anonymous[anon_id] = queue
+        self._queues = None
+
+    def remove_anonymous(self, anon_id: int) -> None:
+        """Detach an anonymous subscriber's queue."""
+        self.anonymous.pop(anon_id, None)
+        self._queues = None
 
 
 class MemoryBroker:
@@ -132,19 +155,20 @@ class MemoryBroker:
         topic = self.topic(destination)
         queue = topic.groups.get(group)
         if queue is None:
-            queue = topic.groups[group] = GroupQueue(f"{destination}.{group}")
+            queue = GroupQueue(f"{destination}.{group}")
+            topic.add_group(group, queue)
         return queue
 
     def anonymous_queue(self, destination: str) -> tuple[int, GroupQueue]:
         """Create a queue for one anonymous subscriber; return its id and the queue."""
         anon_id = next(self._anonymous_ids)
         queue = GroupQueue(f"{destination}.anonymous.{anon_id}")
-        self.topic(destination).anonymous[anon_id] = queue
+        self.topic(destination).add_anonymous(anon_id, queue)
         return anon_id, queue
 
     def drop_anonymous(self, destination: str, anon_id: int) -> None:
         """Delete an anonymous subscriber's queue (its messages go with it)."""
-        self.topic(destination).anonymous.pop(anon_id, None)
+        self.topic(destination).remove_anonymous(anon_id)
 
     def add_tap(self, tap: Callable[[str, Message], None]) -> Callable[[], None]:
         """Call ``tap(destination, message)`` for every publish; return an un-tap function."""
@@ -153,13 +177,14 @@ class MemoryBroker:
 
     def publish(self, destination: str, message: Message) -> None:
         """Deliver a copy of ``message`` to every queue of ``destination``."""
-        for tap in self._taps:
-            tap(destination, message)
+        if self._taps:
+            for tap in self._taps:
+                tap(destination, message)
         topic = self.topics.get(destination)
         if topic is None:
             return
         token: Hashable | None = message.partition if message.partition is not None else message.key
-        queues = list(topic.groups.values()) + list(topic.anonymous.values())
+        queues = topic.queues
         if len(queues) == 1:
             queues[0].put(Entry(message, token))
             return
