@@ -1,0 +1,174 @@
+"""binder.app: declaring bindings with decorators (no I/O) and App.send."""
+
+import pytest
+
+from binder import App, Message, NotRunningError
+from binder.testing import run_app
+
+
+def test_consumer_declares_fn_in_0() -> None:
+    app = App("svc")
+
+    @app.consumer("orders", group="billing", max_attempts=5)
+    def bill(order: dict) -> None: ...
+
+    decl = app.handlers["bill"]
+    assert decl.kind == "consumer"
+    assert decl.output is None
+    assert decl.input is not None
+    assert decl.input.name == "bill-in-0"
+    assert decl.input.destination == "orders"
+    assert dict(decl.input.options) == {"max_attempts": 5, "group": "billing"}
+    assert decl.invoker.payload_param == "order"
+
+
+def test_decorators_return_the_function_unchanged() -> None:
+    app = App("svc")
+
+    def handle(order: dict) -> None: ...
+
+    assert app.consumer("orders")(handle) is handle
+    assert app.supplier("ticks", every=1)(lambda: None) is not None
+
+
+def test_function_declares_fn_in_0_and_fn_out_0_with_group_on_the_input_only() -> None:
+    app = App("svc")
+
+    @app.function("orders", "invoices", group="billing", content_type="text/plain")
+    def price(order: dict) -> str:
+        return "x"
+
+    decl = app.handlers["price"]
+    assert decl.kind == "function"
+    assert decl.input is not None and decl.output is not None
+    assert (decl.input.name, decl.input.destination) == ("price-in-0", "orders")
+    assert (decl.output.name, decl.output.destination) == ("price-out-0", "invoices")
+    assert decl.input.options["group"] == "billing"
+    assert "group" not in decl.output.options
+    assert decl.output.options["content_type"] == "text/plain"
+
+
+def test_supplier_declares_fn_out_0_with_its_interval() -> None:
+    app = App("svc")
+
+    @app.supplier("ticks", every=0.5)
+    def tick() -> dict:
+        return {}
+
+    decl = app.handlers["tick"]
+    assert decl.kind == "supplier"
+    assert decl.input is None
+    assert decl.output is not None
+    assert (decl.output.name, decl.output.destination) == ("tick-out-0", "ticks")
+    assert decl.every == 0.5
+
+
+@pytest.mark.parametrize("every", [0, -1, -0.5])
+def test_supplier_interval_must_be_positive(every: float) -> None:
+    app = App("svc")
+    with pytest.raises(ValueError, match="supplier interval must be positive"):
+        app.supplier("ticks", every=every)
+    assert app.handlers == {}
+
+
+def test_duplicate_handler_names_are_refused() -> None:
+    app = App("svc")
+
+    @app.consumer("a")
+    def handle(payload: dict) -> None: ...
+
+    with pytest.raises(ValueError, match="already has a handler named 'handle'"):
+
+        @app.function("b", "c")
+        def handle(payload: dict) -> None: ...
+
+    assert app.handlers["handle"].kind == "consumer"
+
+
+def test_same_function_name_in_two_apps_is_fine() -> None:
+    first, second = App("a"), App("b")
+    for app in (first, second):
+
+        @app.consumer("x")
+        def handle(payload: dict) -> None: ...
+
+    assert "handle" in first.handlers and "handle" in second.handlers
+
+
+def test_unknown_binding_option_says_did_you_mean() -> None:
+    app = App("svc")
+    with pytest.raises(
+        TypeError,
+        match=r"bill: unknown binding option 'max_attempt' \(did you "
+        r'mean "max_attempts"\?\)',
+    ):
+
+        @app.consumer("orders", max_attempt=3)
+        def bill(order: dict) -> None: ...
+
+
+@pytest.mark.parametrize("option", ["destination", "group"])
+def test_destination_and_group_are_not_free_binding_options(option: str) -> None:
+    app = App("svc")
+    with pytest.raises(TypeError, match=f"unknown binding option '{option}'"):
+
+        @app.supplier("ticks", every=1, **{option: "x"})
+        def tick() -> None: ...
+
+
+def test_bad_handler_signature_fails_at_declaration() -> None:
+    app = App("svc")
+    with pytest.raises(TypeError, match="neither the payload"):
+
+        @app.consumer("orders")
+        def bill(order: dict, extra: str) -> None: ...
+
+    assert app.handlers == {}
+
+
+def test_startup_and_shutdown_hooks_are_registered_in_order() -> None:
+    app = App("svc")
+
+    def first() -> None: ...
+
+    async def second() -> None: ...
+
+    assert app.on_startup(first) is first
+    app.on_startup(second)
+    app.on_shutdown(second)
+    assert app.startup_hooks == [first, second]
+    assert app.shutdown_hooks == [second]
+
+
+async def test_send_when_not_running_raises_not_running_error() -> None:
+    app = App("svc")
+    with pytest.raises(NotRunningError, match="app 'svc' is not running"):
+        await app.send("anywhere", {"a": 1})
+    with pytest.raises(NotRunningError):
+        _ = app.runtime
+
+
+async def test_send_while_running_publishes_and_after_stop_raises_again() -> None:
+    app = App("svc")
+    async with run_app(app) as harness:
+        await app.send("events", {"n": 1}, headers={"h": "v"}, key="k")
+        message = await harness.receive("events")
+        assert isinstance(message, Message)
+        assert message.json() == {"n": 1}
+        assert message.headers["h"] == "v"
+        assert message.key == "k"
+        assert message.content_type == "application/json"
+    with pytest.raises(NotRunningError):
+        await app.send("events", {"n": 2})
+
+
+async def test_send_from_inside_a_handler() -> None:
+    app = App("svc")
+
+    @app.consumer("in")
+    async def forward(payload: dict) -> None:
+        await app.send("out", {"seen": payload["n"]}, content_type="application/json")
+
+    async with run_app(app) as harness:
+        await harness.send("in", {"n": 3})
+        assert (await harness.receive("out")).json() == {"seen": 3}
