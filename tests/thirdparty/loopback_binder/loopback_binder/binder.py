@@ -1,0 +1,200 @@
+"""The loopback binder: per-subscriber asyncio queues, all state in the binder object.
+
+* Every anonymous subscriber of a destination has its own bounded queue; a publish
+  puts a copy into each (waiting while a queue is full: backpressure, no unbounded
+  buffer).  A message published while nobody subscribes goes nowhere.
+* ``concurrency`` workers take from a subscriber's queue.  A handler that raises gets
+  the same message again with ``delivery_attempt`` increased (redelivery on nack).
+* Dead letters are kept in :attr:`LoopbackBinder.dead_letters`, oldest first.
+* No consumer groups, no partitions, no ordering guarantee beyond ``concurrency=1``:
+  declared false in :data:`CAPABILITIES`, and a binding asking for them is refused
+  with :class:`binder.errors.UnsupportedFeature`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from binder.message import Message
+from binder.spi import Capabilities, ConsumerSpec, Failure, Handler, ProducerSpec, require
+
+__all__ = ["CAPABILITIES", "LoopbackBinder", "LoopbackConsumer", "LoopbackProducer"]
+
+log = logging.getLogger(__name__)
+
+CAPABILITIES = Capabilities(
+    consumer_groups=False,
+    anonymous_subscribers=True,
+    ordering=False,
+    durable=False,
+    replay=False,
+    native_headers=True,
+    partitioning=False,
+    redelivery_on_nack=True,
+)
+
+
+def _copy_for(message: Message, destination: str) -> Message:
+    return message.copy(delivery_attempt=1, destination=destination)
+
+
+class LoopbackProducer:
+    """Publishes a copy of each message into every subscriber queue of the destination."""
+
+    def __init__(self, binder: LoopbackBinder, spec: ProducerSpec) -> None:
+        self.spec = spec
+        self._binder = binder
+        self._closed = False
+
+    async def publish(self, message: Message) -> None:
+        """Return once every current subscriber's queue holds the message."""
+        if self._closed:
+            raise RuntimeError(f"loopback producer {self.spec.binding!r} is closed")
+        await self._binder.deliver(self.spec.destination, message)
+
+    async def close(self) -> None:
+        """Nothing is buffered on the producer side; idempotent."""
+        self._closed = True
+
+
+class LoopbackConsumer:
+    """An anonymous subscriber: its own queue and ``concurrency`` workers."""
+
+    def __init__(
+        self, binder: LoopbackBinder, spec: ConsumerSpec, handler: Handler, queue_size: int
+    ) -> None:
+        self.spec = spec
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(queue_size)
+        self._binder = binder
+        self._handler = handler
+        self._closing = False
+        self._idle: set[asyncio.Task[None]] = set()
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"loopback:{spec.binding}:{i}")
+            for i in range(spec.concurrency)
+        ]
+
+    async def _work(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        while not self._closing:
+            self._idle.add(me)
+            try:
+                message = await self.queue.get()
+            finally:
+                self._idle.discard(me)
+            await self._deliver(message)
+
+    async def _deliver(self, message: Message) -> None:
+        while True:
+            try:
+                await self._handler(message)
+                return
+            except Exception:
+                if self._closing:
+                    log.warning("%s: closing; dropping unacknowledged message", self.spec.binding)
+                    return
+                log.debug("%s: handler failed; redelivering", self.spec.binding, exc_info=True)
+                message = message.copy(delivery_attempt=message.delivery_attempt + 1)
+                await asyncio.sleep(0)  # let other work run between redeliveries
+
+    async def dead_letter(self, message: Message, failure: Failure) -> None:
+        """Keep a copy with the failure headers in the binder's dead-letter list."""
+        dead = message.copy(delivery_attempt=1)
+        dead.headers.update(failure.headers())
+        if isinstance(self.spec.dead_letter, str):
+            dead.headers["x-dead-letter-destination"] = self.spec.dead_letter
+        self._binder.dead_letters.append(dead)
+
+    async def close(self) -> None:
+        """Unsubscribe, stop idle workers, let busy ones finish their message; idempotent."""
+        if not self._closing:
+            self._closing = True
+            self._binder.unsubscribe(self)
+            for task in self._idle:
+                task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+
+class LoopbackBinder:
+    """One in-process "broker"; nothing is shared between instances."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, name: str, settings: Mapping[str, Any]) -> None:
+        self.name = name
+        self.queue_size: int = settings.get("queue_size", 100)
+        self.dead_letters: list[Message] = []
+        self._subscribers: dict[str, list[LoopbackConsumer]] = {}
+        self._producers: list[LoopbackProducer] = []
+        self._started = False
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
+        self._started = True
+
+    async def provision(
+        self, destination: str, group: str | None, options: Mapping[str, Any]
+    ) -> None:
+        """Destinations need no provisioning; groups do not exist here."""
+        if group is not None:
+            require(self.capabilities, "consumer_groups", self.name, f"group {group!r}")
+        self._subscribers.setdefault(destination, [])
+
+    async def bind_consumer(self, spec: ConsumerSpec, handler: Handler) -> LoopbackConsumer:
+        """Subscribe anonymously to ``spec.destination``."""
+        if spec.group is not None:
+            require(
+                self.capabilities,
+                "consumer_groups",
+                self.name,
+                f"binding {spec.binding} asks for group {spec.group!r}",
+            )
+        if spec.partitioned or spec.instance_count > 1:
+            require(self.capabilities, "partitioning", self.name, f"binding {spec.binding}")
+        consumer = LoopbackConsumer(self, spec, handler, self.queue_size)
+        self._subscribers.setdefault(spec.destination, []).append(consumer)
+        return consumer
+
+    async def bind_producer(self, spec: ProducerSpec) -> LoopbackProducer:
+        """Return a producer for ``spec.destination``."""
+        if spec.partition_count > 1:
+            require(
+                self.capabilities,
+                "partitioning",
+                self.name,
+                f"binding {spec.binding} asks for partition_count={spec.partition_count}",
+            )
+        if spec.required_groups:
+            require(
+                self.capabilities,
+                "consumer_groups",
+                self.name,
+                f"binding {spec.binding} requires groups {list(spec.required_groups)}",
+            )
+        producer = LoopbackProducer(self, spec)
+        self._producers.append(producer)
+        return producer
+
+    async def deliver(self, destination: str, message: Message) -> None:
+        """Put a copy of ``message`` into each subscriber queue of ``destination``."""
+        for consumer in list(self._subscribers.get(destination, ())):
+            await consumer.queue.put(_copy_for(message, destination))
+
+    def unsubscribe(self, consumer: LoopbackConsumer) -> None:
+        """Forget ``consumer``; its queued messages go with it (anonymous semantics)."""
+        with contextlib.suppress(ValueError):
+            self._subscribers.get(consumer.spec.destination, []).remove(consumer)
+
+    async def close(self) -> None:
+        """Close every consumer and producer; idempotent."""
+        for consumers in list(self._subscribers.values()):
+            for consumer in list(consumers):
+                await consumer.close()
+        for producer in self._producers:
+            await producer.close()
+        self._started = False
