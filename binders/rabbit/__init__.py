@@ -1,0 +1,1 @@
+"""The RabbitMQ binder (kombu / py-amqp); see :mod:`binders.rabbit.binder`."""

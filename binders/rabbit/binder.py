@@ -1,0 +1,441 @@
+"""The RabbitMQ binder: asyncio bindings over :class:`binders.rabbit.link.Link`.
+
+A binder owns two AMQP connections, each driven by its own I/O thread (see
+:mod:`binders.rabbit.link` for the bridge): one for publishing (producers, dead
+letters, provisioning) and one for consuming, as RabbitMQ recommends, so flow control
+on publishers never stalls deliveries and acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from binder.errors import BinderError
+from binder.message import Message
+from binder.partitioning import partition_for
+from binder.spi import Capabilities, ConsumerSpec, Failure, Handler, ProducerSpec, require
+from binders.rabbit.codec import from_amqp, to_amqp
+from binders.rabbit.connection import connection_factory
+from binders.rabbit.link import ConsumerHandle, Link, Publish
+from binders.rabbit.options import CONSUMER_OPTIONS, PRODUCER_OPTIONS
+from binders.rabbit.topology import (
+    DLX,
+    consumer_topology,
+    dead_letter_target,
+    destination_topology,
+    group_queue_topology,
+)
+
+__all__ = [
+    "RABBIT_CAPABILITIES",
+    "RabbitBinder",
+    "RabbitConsumerBinding",
+    "RabbitProducerBinding",
+]
+
+log = logging.getLogger("binders.rabbit")
+
+RABBIT_CAPABILITIES = Capabilities(
+    consumer_groups=True,
+    anonymous_subscribers=True,
+    ordering=True,
+    durable=True,
+    replay=False,
+    native_headers=True,
+    partitioning=True,
+    redelivery_on_nack=True,
+)
+
+_NACK_MEMORY = 10_000
+_STOP = object()
+
+
+def _with_defaults(options: Mapping[str, Any], consumer: bool) -> dict[str, Any]:
+    """Fill in defaults for keys missing from an (already validated) options mapping."""
+    schema = CONSUMER_OPTIONS if consumer else PRODUCER_OPTIONS
+    result = {key: opt.default for key, opt in schema.items() if not opt.required}
+    result.update(options)
+    return result
+
+
+class RabbitProducerBinding:
+    """Publishes to the destination's exchange; ``publish`` returns after the confirm."""
+
+    def __init__(self, binder: RabbitBinder, spec: ProducerSpec, options: dict[str, Any]) -> None:
+        self.spec = spec
+        self._binder = binder
+        self._link = binder._publisher
+        self._options = options
+        self._persistent = bool(options["persistent"])
+        self._confirm = bool(options["confirms"])
+        self._default_exchange = bool(options["default_exchange"])
+        self._exchange = "" if self._default_exchange else spec.destination
+        source = options.get("routing_key") or {}
+        self._fixed_key: str | None = source.get("fixed")
+        self._header_key: str | None = source.get("header")
+        self._from_message_key = bool(source.get("message_key"))
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+
+    def routing_key(self, message: Message) -> str:
+        """Where ``message`` goes: partition key, fixed, header, message key or destination."""
+        destination = self.spec.destination
+        if self._default_exchange:
+            return destination
+        count = self.spec.partition_count
+        if count > 1:
+            partition = message.partition
+            if partition is None:
+                partition = partition_for(message.key or message.message_id, count)
+            return f"{destination}-{partition}"
+        if self._fixed_key is not None:
+            return self._fixed_key
+        if self._header_key is not None:
+            return message.headers.get(self._header_key, destination)
+        if self._from_message_key and message.key is not None:
+            return message.key
+        return destination
+
+    async def publish(self, message: Message) -> None:
+        """Publish ``message``; return once RabbitMQ confirmed it (raise if it did not)."""
+        if self._closed:
+            raise BinderError(f"producer binding {self.spec.binding!r} is closed")
+        future: asyncio.Future[None] = self._binder._loop.create_future()
+        pub = Publish(
+            self._exchange,
+            self.routing_key(message),
+            to_amqp(message, persistent=self._persistent),
+            future,
+            self._confirm,
+        )
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            self._link.publish(pub)
+            await future
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def close(self) -> None:
+        """Wait for publishes in flight, then refuse new ones; idempotent."""
+        self._closed = True
+        await self._idle.wait()
+
+
+class _Delivery:
+    __slots__ = ("epoch", "exchange", "message", "routing_key", "tag")
+
+    def __init__(self, message: Message, tag: int, epoch: int, exchange: str, routing_key: str):
+        self.message = message
+        self.tag = tag
+        self.epoch = epoch
+        self.exchange = exchange
+        self.routing_key = routing_key
+
+
+class RabbitConsumerBinding:
+    """Deliveries from one queue to ``handler``, ``concurrency`` at a time, ordered per key.
+
+    RabbitMQ bounds the unacked deliveries with ``basic.qos`` (the prefetch), so the
+    in-process inbox never holds more than the prefetch.  Messages with the same
+    ordering token (partition, else key) are handled one at a time, in order.
+    """
+
+    def __init__(
+        self,
+        binder: RabbitBinder,
+        spec: ConsumerSpec,
+        handler: Handler,
+        options: dict[str, Any],
+        queue: str,
+        decls: list[Any],
+    ) -> None:
+        self.spec = spec
+        self.queue = queue
+        self._binder = binder
+        self._link: Link = binder._consumer_link  # type: ignore[assignment]
+        self._handler = handler
+        self._options = options
+        self._dlq_name, self._dlq_key = dead_letter_target(
+            spec.destination, spec.group, spec.dead_letter or True
+        )
+        self._exchange = "" if options["default_exchange"] else spec.destination
+        prefetch = options.get("prefetch") or spec.max_in_flight
+        self.handle = ConsumerHandle(queue, max(prefetch, 1), decls, self._deliver)
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._lanes: dict[Hashable, deque[_Delivery]] = {}
+        self._origins: dict[str, tuple[str, str]] = {}
+        self._nacks: OrderedDict[str, int] = OrderedDict()
+        self._workers: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._closed = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start the workers and the AMQP consumer (queue declared and bound first)."""
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"rabbit:{self.spec.binding}:{i}")
+            for i in range(max(self.spec.concurrency, 1))
+        ]
+        try:
+            await self._link.add_consumer(self.handle)
+        except BaseException:
+            for worker in self._workers:
+                worker.cancel()
+            raise
+
+    # called on the event loop by the I/O thread, one chunk per turn
+    def _deliver(self, batch: list[Any], epoch: int) -> None:
+        destination = self.spec.destination
+        partition = self.spec.instance_index if self.spec.partitioned else None
+        put = self._inbox.put_nowait
+        for raw in batch:
+            info = raw.delivery_info
+            message = from_amqp(raw, destination)
+            message.partition = partition
+            message.delivery_attempt = self._attempt(message, raw, info["redelivered"])
+            put(
+                _Delivery(
+                    message, info["delivery_tag"], epoch, info["exchange"], info["routing_key"]
+                )
+            )
+
+    def _attempt(self, message: Message, raw: Any, redelivered: bool) -> int:
+        attempt = 2 if redelivered else 1
+        count = (raw.properties.get("application_headers") or {}).get("x-delivery-count")
+        if isinstance(count, int):
+            attempt = max(attempt, count + 1)
+        return max(attempt, self._nacks.get(message.message_id, 0) + 1)
+
+    async def _work(self) -> None:
+        inbox = self._inbox
+        lanes = self._lanes
+        while True:
+            item = await inbox.get()
+            if item is _STOP:
+                return
+            message = item.message
+            token = message.partition if message.partition is not None else message.key
+            if token is None:
+                await self._process(item)
+                continue
+            lane = lanes.get(token)
+            if lane is not None:  # another worker is handling this token: queue behind it
+                lane.append(item)
+                continue
+            lane = lanes[token] = deque()
+            try:
+                await self._process(item)
+                while lane:
+                    await self._process(lane.popleft())
+            finally:
+                del lanes[token]
+
+    async def _process(self, delivery: _Delivery) -> None:
+        if self._closing:
+            self._link.ack(self.handle, delivery.epoch, delivery.tag, False)
+            return
+        message = delivery.message
+        message_id = message.message_id
+        self._origins[message_id] = (delivery.exchange, delivery.routing_key)
+        try:
+            await self._handler(message)
+        except Exception:
+            log.debug("%s: handler failed; redelivering", self.spec.binding, exc_info=True)
+            self._nacks[message_id] = self._nacks.get(message_id, 0) + 1
+            self._nacks.move_to_end(message_id)
+            if len(self._nacks) > _NACK_MEMORY:
+                self._nacks.popitem(last=False)
+            self._link.ack(self.handle, delivery.epoch, delivery.tag, False)
+        else:
+            self._nacks.pop(message_id, None)
+            self._link.ack(self.handle, delivery.epoch, delivery.tag, True)
+        finally:
+            self._origins.pop(message_id, None)
+
+    async def dead_letter(self, message: Message, failure: Failure) -> None:
+        """Publish a copy to ``DLX`` -> the DLQ with the failure and Spring headers."""
+        exchange, routing_key = self._origins.get(
+            message.message_id, (self._exchange, self.spec.destination)
+        )
+        headers = dict(message.headers)
+        headers.update(failure.headers())
+        headers["x-original-exchange"] = exchange
+        headers["x-original-routingKey"] = routing_key
+        dead = message.copy(headers=headers, delivery_attempt=1)
+        future: asyncio.Future[None] = self._binder._loop.create_future()
+        self._binder._publisher.publish(
+            Publish(DLX, self._dlq_key, to_amqp(dead, persistent=True), future, True)
+        )
+        await future
+
+    async def close(self) -> None:
+        """Cancel the AMQP consumer, finish in-flight handlers, requeue the rest."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        try:
+            if self._link.connected:
+                await self._link.cancel_consumer(self.handle)
+        except Exception as exc:  # the connection may be gone; RabbitMQ redelivers
+            log.debug("%s: cancel failed: %s", self.spec.binding, exc)
+        for _ in self._workers:
+            self._inbox.put_nowait(_STOP)
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        while not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            if item is not _STOP:
+                self._link.ack(self.handle, item.epoch, item.tag, False)
+        try:
+            await self._link.close_consumer(self.handle)
+        except Exception as exc:
+            log.debug("%s: closing the channel failed: %s", self.spec.binding, exc)
+        self._binder._forget(self)
+        self._closed.set()
+
+
+class RabbitBinder:
+    """A RabbitMQ binder: one publishing and one consuming connection."""
+
+    capabilities = RABBIT_CAPABILITIES
+
+    def __init__(self, name: str, settings: Mapping[str, Any]) -> None:
+        self.name = name
+        self.settings = dict(settings)
+        self._connect = connection_factory(self.settings)
+        self._publisher: Link = None  # type: ignore[assignment]
+        self._consumer_link: Link | None = None
+        self._consumer_link_lock = asyncio.Lock()
+        self._consumers: list[RabbitConsumerBinding] = []
+        self._producers: list[RabbitProducerBinding] = []
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"<RabbitBinder {self.name!r}>"
+
+    def _link(self, role: str) -> Link:
+        s = self.settings
+        return Link(
+            f"{self.name}/{role}",
+            self._connect,
+            self._loop,
+            reconnect_initial=s.get("reconnect_initial", 0.2),
+            reconnect_max=s.get("reconnect_max", 10.0),
+            reconnect_multiplier=s.get("reconnect_multiplier", 2.0),
+            publish_timeout=s.get("publish_timeout", 60.0),
+        )
+
+    async def start(self) -> None:
+        """Open the publishing connection; raise :class:`LinkError` if RabbitMQ is unreachable."""
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        publisher = self._link("publish")
+        try:
+            await publisher.start()
+        except BaseException:
+            await publisher.close()
+            raise
+        self._publisher = publisher
+        self._started = True
+
+    async def _consumer(self) -> Link:
+        async with self._consumer_link_lock:
+            if self._consumer_link is None:
+                link = self._link("consume")
+                try:
+                    await link.start()
+                except BaseException:
+                    await link.close()
+                    raise
+                self._consumer_link = link
+            return self._consumer_link
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise BinderError(f"rabbit binder {self.name!r} is not started")
+
+    async def provision(
+        self, destination: str, group: str | None, options: Mapping[str, Any]
+    ) -> None:
+        """Declare the destination's exchange and, with a group, its queue and DLQ."""
+        self._require_started()
+        opts = _with_defaults(options, consumer=False)
+        if not opts["declare"]:
+            return
+        decls = list(destination_topology(destination, opts))
+        if group is not None:
+            decls += group_queue_topology(destination, group, opts).decls
+        await self._publisher.declare(decls)
+
+    async def bind_producer(self, spec: ProducerSpec) -> RabbitProducerBinding:
+        """Declare the exchange (and required groups' queues); return the producer."""
+        self._require_started()
+        opts = _with_defaults(spec.options, consumer=False)
+        if spec.partition_count > 1:
+            require(self.capabilities, "partitioning", "rabbit", f"binding {spec.binding}")
+        if opts["declare"]:
+            decls = list(destination_topology(spec.destination, opts))
+            for group in spec.required_groups:
+                partitions: list[int | None] = (
+                    list(range(spec.partition_count)) if spec.partition_count > 1 else [None]
+                )
+                for partition in partitions:
+                    top = group_queue_topology(spec.destination, group, opts, partition=partition)
+                    decls += top.decls
+            await self._publisher.declare(decls)
+        producer = RabbitProducerBinding(self, spec, opts)
+        self._producers.append(producer)
+        return producer
+
+    async def bind_consumer(self, spec: ConsumerSpec, handler: Handler) -> RabbitConsumerBinding:
+        """Declare and bind the queue, then start consuming it."""
+        self._require_started()
+        if spec.group is not None:
+            require(self.capabilities, "consumer_groups", "rabbit", f"binding {spec.binding}")
+        if spec.partitioned:
+            require(self.capabilities, "partitioning", "rabbit", f"binding {spec.binding}")
+        opts = _with_defaults(spec.options, consumer=True)
+        partition = spec.instance_index if spec.partitioned else None
+        top = consumer_topology(
+            spec.destination,
+            spec.group,
+            opts,
+            partition=partition,
+            dead_letter=spec.dead_letter,
+        )
+        if not opts["declare"]:
+            top.decls = []
+        link = await self._consumer()
+        assert link is self._consumer_link
+        binding = RabbitConsumerBinding(self, spec, handler, opts, top.queue, top.decls)
+        await binding.start()
+        self._consumers.append(binding)
+        return binding
+
+    def _forget(self, binding: RabbitConsumerBinding) -> None:
+        if binding in self._consumers:
+            self._consumers.remove(binding)
+
+    async def close(self) -> None:
+        """Close bindings, then both connections; idempotent."""
+        for consumer in list(self._consumers):
+            await consumer.close()
+        for producer in self._producers:
+            await producer.close()
+        self._producers.clear()
+        if self._consumer_link is not None:
+            await self._consumer_link.close()
+            self._consumer_link = None
+        if self._publisher is not None:
+            await self._publisher.close()
+        self._started = False

@@ -1,0 +1,81 @@
+"""Turn validated binder settings into a kombu connection factory (failover, TLS)."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from binder.redaction import redact_url
+
+__all__ = ["DEFAULT_URL", "connection_factory", "effective_urls"]
+
+DEFAULT_URL = "amqp://guest:guest@localhost:5672//"
+URL_ENV = "EVENTBINDER_RABBIT_URL"
+
+
+def _with_credentials(url: str, username: str | None, password: str | None) -> str:
+    if username is None and password is None:
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    old_user, _, old_password = parts.netloc.rpartition("@")[0].partition(":")
+    user = quote(username, safe="") if username is not None else old_user
+    secret = quote(password, safe="") if password is not None else old_password
+    userinfo = f"{user}:{secret}" if secret else user
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+
+
+def effective_urls(settings: Mapping[str, Any]) -> list[str]:
+    """The URLs to try in turn: ``url`` setting, else ``$EVENTBINDER_RABBIT_URL``, else local."""
+    urls = settings.get("url") or os.environ.get(URL_ENV) or DEFAULT_URL
+    if isinstance(urls, str):
+        urls = [u.strip() for u in urls.split(";") if u.strip()]
+    return [_with_credentials(u, settings.get("username"), settings.get("password")) for u in urls]
+
+
+def _ssl_options(value: Any) -> Any:
+    if not value or value is True:
+        return bool(value)
+    options: dict[str, Any] = {
+        "cert_reqs": ssl.CERT_REQUIRED if value.get("verify", True) else ssl.CERT_NONE
+    }
+    for name in ("ca_certs", "certfile", "keyfile", "server_hostname"):
+        if value.get(name):
+            options[name] = value[name]
+    return options
+
+
+def connection_factory(settings: Mapping[str, Any]) -> Callable[[], Any]:
+    """Return a function that opens a connected ``kombu.Connection``, trying each URL."""
+    import kombu
+
+    urls = effective_urls(settings)
+    ssl_option = _ssl_options(settings.get("ssl"))
+    state = {"next": 0}
+
+    def connect() -> Any:
+        errors: list[str] = []
+        for attempt in range(len(urls)):
+            index = (state["next"] + attempt) % len(urls)
+            url = urls[index]
+            conn = kombu.Connection(
+                url,
+                heartbeat=settings.get("heartbeat", 30.0) or 0,
+                connect_timeout=settings.get("connect_timeout", 10.0),
+                ssl=ssl_option if ssl_option else url.startswith("amqps://"),
+                transport_options={"confirm_publish": False},
+            )
+            try:
+                conn.connect()
+            except Exception as exc:
+                errors.append(f"{redact_url(url)}: {type(exc).__name__}: {redact_url(str(exc))}")
+                conn.release()
+                continue
+            state["next"] = index
+            return conn
+        raise ConnectionError("cannot connect to RabbitMQ: " + "; ".join(errors))
+
+    return connect

@@ -1,0 +1,652 @@
+"""One AMQP connection, owned and driven by one I/O thread, bridged to asyncio.
+
+Why this shape (measured; see docs/binders/rabbit.md for figures):
+
+* py-amqp (under kombu) is blocking and not thread-safe, so every call on a connection
+  and its channels -- publish, ack, declare, consume, heartbeat -- happens on the one
+  thread that owns it.  asyncio code never touches the socket.
+* The thread sleeps in ``select()`` on the AMQP socket plus a wake-up pipe.  The event
+  loop appends work to lock-free deques (``collections.deque`` appends are atomic) and
+  writes one byte to the pipe only when the thread is not already awake, so a burst of
+  publishes or acks costs one wake-up, not one per message.
+* Each turn of the thread sends every queued publish and ack, reads every frame the
+  socket has (non-blocking), then hands results back in chunks: one
+  ``loop.call_soon_threadsafe`` per consumer per turn carrying all its deliveries, and
+  one carrying all confirmed publishes.  There is no thread hop per message and no
+  executor.
+* Publisher confirms are pipelined: the channel is put in confirm mode once
+  (``confirm.select``), every publish gets the next delivery tag and stays in an
+  "unconfirmed" table, and ``basic.ack``/``basic.nack`` (often with ``multiple``)
+  resolve the matching asyncio futures.  Many publishes are in flight at once instead
+  of kombu's ``confirm_publish`` wait-per-message.
+* Reconnection: on a connection error the thread reconnects with exponential backoff
+  (trying each URL in turn), re-declares the recorded topology, re-opens consumer
+  channels and re-publishes every publish that was not confirmed (at-least-once: a
+  publish is reported done only after its confirm; one not confirmed within
+  ``publish_timeout`` fails).  Unacked deliveries are redelivered by RabbitMQ; acks for
+  deliveries of a dead channel are dropped (tracked with an epoch per consumer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from binder.errors import BinderError
+from binder.redaction import redact_url
+from binders.rabbit.topology import BindDecl, Decl, ExchangeDecl, QueueDecl
+
+__all__ = ["ConsumerHandle", "Link", "LinkError", "Publish", "PublishFailed"]
+
+log = logging.getLogger("binders.rabbit")
+
+_MAX_FRAMES_PER_TURN = 512
+_CONFIRM_CLOSE = 0.0
+
+
+class LinkError(BinderError):
+    """The connection to RabbitMQ failed or is closed."""
+
+
+class PublishFailed(BinderError):
+    """A publish was rejected (nack), lost with its channel, or not confirmed in time."""
+
+
+@dataclass(slots=True, eq=False)
+class Publish:
+    """One publish travelling from the event loop to the I/O thread and back."""
+
+    exchange: str
+    routing_key: str
+    message: Any  # amqp.Message
+    future: asyncio.Future[None]
+    confirm: bool = True
+    deadline: float = 0.0
+    tag: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class ConsumerHandle:
+    """The I/O thread's view of one consumer: queue, prefetch, its own channel."""
+
+    queue: str
+    prefetch: int
+    decls: list[Decl]
+    deliver: Callable[[list[Any], int], None]
+    """Called on the event loop with a chunk of amqp messages and the channel epoch."""
+    channel: Any = None
+    epoch: int = 0
+    tag: str = ""
+    cancelled: bool = False
+    batch: list[Any] = field(default_factory=list)
+
+
+def _declare(channel: Any, decl: Decl) -> None:
+    if isinstance(decl, ExchangeDecl):
+        if decl.name:
+            channel.exchange_declare(decl.name, decl.type, durable=decl.durable, auto_delete=False)
+    elif isinstance(decl, QueueDecl):
+        channel.queue_declare(
+            decl.name,
+            durable=decl.durable,
+            exclusive=decl.exclusive,
+            auto_delete=decl.auto_delete,
+            arguments=dict(decl.arguments) or None,
+        )
+    elif isinstance(decl, BindDecl):
+        channel.queue_bind(
+            decl.queue, decl.exchange, decl.routing_key, arguments=dict(decl.arguments) or None
+        )
+
+
+class Link:
+    """An AMQP connection plus the I/O thread that owns it; see the module docstring."""
+
+    def __init__(
+        self,
+        label: str,
+        connect: Callable[[], Any],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        reconnect_initial: float = 0.2,
+        reconnect_max: float = 10.0,
+        reconnect_multiplier: float = 2.0,
+        publish_timeout: float = 60.0,
+    ) -> None:
+        self.label = label
+        self._connect_fn = connect
+        self._loop = loop
+        self._reconnect = (reconnect_initial, reconnect_max, reconnect_multiplier)
+        self._publish_timeout = publish_timeout
+        self._outbox: deque[Publish] = deque()
+        self._commands: deque[Callable[[], None]] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._wake_pending = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._stopped = threading.Event()
+        # Everything below is touched by the I/O thread only.
+        self._kconn: Any = None
+        self._conn: Any = None
+        self._control: Any = None  # publishes, in confirm mode
+        self._admin: Any = None  # declarations: an error there must not hit publishes
+        self._next_tag = 1
+        self._unconfirmed: dict[int, Publish] = {}
+        self._confirm_order: deque[Publish] = deque()
+        self._done: list[asyncio.Future[None]] = []
+        self._failed: list[tuple[asyncio.Future[None], BaseException]] = []
+        self._ready: list[ConsumerHandle] = []
+        self._consumers: list[ConsumerHandle] = []
+        self._decls: dict[Decl, None] = {}
+        self._broken_channels: set[Any] = set()
+        self.connected = False
+        self.reconnects = 0
+
+    # ------------------------------------------------------------------ event loop side
+
+    async def start(self) -> None:
+        """Start the thread and wait for the first connection (raise if it fails)."""
+        self._started = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._run, name=f"eventbinder-rabbit-{self.label}", daemon=True
+        )
+        self._thread.start()
+        await self._started
+
+    def _wake(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._wake_w, b"x")
+
+    def publish(self, pub: Publish) -> None:
+        """Queue ``pub``; its future resolves on confirm (or fails)."""
+        if self._stopping:
+            pub.future.set_exception(LinkError(f"{self.label}: connection is closed"))
+            return
+        pub.deadline = time.monotonic() + self._publish_timeout
+        self._outbox.append(pub)
+        self._wake()
+
+    def ack(self, handle: ConsumerHandle, epoch: int, tag: int, ok: bool) -> None:
+        """Ack (``ok``) or reject-and-requeue a delivery; dropped if its channel died."""
+        self._commands.append(lambda: self._do_ack(handle, epoch, tag, ok))
+        self._wake()
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the I/O thread (once connected) and return its result."""
+        if self._stopping:
+            raise LinkError(f"{self.label}: connection is closed")
+        future: asyncio.Future[Any] = self._loop.create_future()
+
+        def run() -> None:
+            try:
+                result = fn()
+            except BaseException as exc:
+                self._post(_set_exception, future, exc)
+                raise
+            else:
+                self._post(_set_result, future, result)
+
+        self._commands.append(run)
+        self._wake()
+        return await future
+
+    async def declare(self, decls: Iterable[Decl], *, remember: bool = True) -> None:
+        """Declare ``decls`` now and (``remember``) again after every reconnect."""
+        decls = list(decls)
+        if not decls:
+            return
+
+        def run() -> None:
+            for decl in decls:
+                _declare(self._admin, decl)
+                if remember:
+                    self._decls[decl] = None
+
+        await self.call(run)
+
+    async def add_consumer(self, handle: ConsumerHandle) -> None:
+        """Declare the consumer's topology, open its channel and start consuming."""
+
+        def run() -> None:
+            self._consumers.append(handle)
+            try:
+                self._open_consumer(handle)
+            except BaseException:
+                self._consumers.remove(handle)
+                raise
+
+        await self.call(run)
+
+    async def cancel_consumer(self, handle: ConsumerHandle) -> None:
+        """Stop deliveries to ``handle`` (pending acks still go out)."""
+
+        def run() -> None:
+            handle.cancelled = True
+            channel = handle.channel
+            if channel is not None and channel.is_open and handle.tag:
+                channel.basic_cancel(handle.tag)
+
+        await self.call(run)
+
+    async def close_consumer(self, handle: ConsumerHandle) -> None:
+        """Close the consumer's channel after every ack queued before this call."""
+
+        handle.cancelled = True
+
+        def run() -> None:
+            if handle in self._consumers:
+                self._consumers.remove(handle)
+            channel, handle.channel = handle.channel, None
+            handle.epoch += 1
+            if channel is not None and channel.is_open:
+                channel.close()
+
+        if self.connected:
+            await self.call(run)
+        else:
+            self._commands.append(run)
+
+    async def close(self) -> None:
+        """Close the connection and stop the thread; pending publishes fail.  Idempotent."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        self._wake()
+        while not self._stopped.is_set():
+            await asyncio.sleep(0.005)
+        thread, self._thread = self._thread, None
+        await asyncio.to_thread(thread.join, 5)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # loop already closed
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    # ------------------------------------------------------------------ I/O thread side
+
+    def _run(self) -> None:
+        initial, maximum, multiplier = self._reconnect
+        delay = initial
+        first = True
+        served_from = time.monotonic()
+        try:
+            while not self._stopping:
+                try:
+                    self._kconn = self._connect_fn()
+                    self._conn = self._kconn.connection
+                except Exception as exc:
+                    if first:
+                        self._post(_set_exception, self._started, LinkError(_describe(exc)))
+                        return
+                    log.warning(
+                        "%s: reconnect failed (%s); next attempt in %.1fs",
+                        self.label,
+                        _describe(exc),
+                        delay,
+                    )
+                    self._sleep(delay)
+                    self._expire_publishes()
+                    delay = min(delay * multiplier, maximum)
+                    continue
+                try:
+                    self._restore()
+                    self.connected = True
+                    if first:
+                        first = False
+                        self._post(_set_result, self._started, None)
+                    else:
+                        self.reconnects += 1
+                        log.warning("%s: reconnected", self.label)
+                    served_from = time.monotonic()
+                    self._serve()
+                except Exception as exc:
+                    if self._stopping:
+                        break
+                    if first:
+                        self._post(_set_exception, self._started, LinkError(_describe(exc)))
+                        return
+                    log.warning(
+                        "%s: connection lost (%s); reconnecting", self.label, _describe(exc)
+                    )
+                finally:
+                    self.connected = False
+                    self._drop_connection()
+                if not self._stopping:
+                    # a connection that dies at once must not make a busy reconnect loop
+                    if time.monotonic() - served_from > maximum:
+                        delay = initial
+                    self._sleep(delay)
+                    delay = min(delay * multiplier, maximum)
+        finally:
+            self._shutdown()
+
+    def _sleep(self, seconds: float) -> None:
+        select.select([self._wake_r], [], [], seconds)
+        self._drain_wake()
+
+    def _drain_wake(self) -> None:
+        self._wake_pending = False
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.read(self._wake_r, 4096)
+
+    def _open_control(self) -> None:
+        if self._admin is None:
+            self._admin = self._conn.channel()
+            self._watch(self._admin)
+        channel = self._conn.channel()
+        self._watch(channel)
+        channel.confirm_select()
+        channel.events["basic_ack"].add(self._on_confirm)
+        channel.events["basic_nack"].add(self._on_reject)
+        self._control = channel
+        self._next_tag = 1
+
+    def _watch(self, channel: Any) -> None:
+        """Note which channel the broker closed (py-amqp reopens it in place)."""
+        from amqp import spec
+
+        original = channel._callbacks[spec.Channel.Close]
+
+        def on_close(*args: Any) -> Any:
+            self._broken_channels.add(channel)
+            return original(*args)
+
+        channel._callbacks[spec.Channel.Close] = on_close
+
+    def _restore(self) -> None:
+        """After (re)connecting: control channel, topology, consumers, unconfirmed publishes."""
+        self._open_control()
+        for decl in list(self._decls):
+            _declare(self._admin, decl)
+        for handle in list(self._consumers):
+            if not handle.cancelled:
+                self._open_consumer(handle)
+        self._republish_unconfirmed()
+
+    def _republish_unconfirmed(self) -> None:
+        pending = sorted(self._unconfirmed.values(), key=lambda p: p.tag)
+        self._unconfirmed.clear()
+        self._confirm_order.clear()
+        for pub in reversed(pending):
+            self._outbox.appendleft(pub)
+
+    def _open_consumer(self, handle: ConsumerHandle) -> None:
+        for decl in handle.decls:
+            _declare(self._admin, decl)
+        channel = self._conn.channel()
+        self._watch(channel)
+        channel.basic_qos(0, handle.prefetch, False)
+        handle.epoch += 1
+        handle.channel = channel
+        handle.batch = []
+
+        def on_message(message: Any, handle: ConsumerHandle = handle) -> None:
+            if not handle.batch:
+                self._ready.append(handle)
+            handle.batch.append(message)
+
+        def on_cancel(tag: str, handle: ConsumerHandle = handle) -> None:
+            if not handle.cancelled:
+                log.warning("%s: the broker cancelled the consumer of %s", self.label, handle.queue)
+
+        handle.tag = channel.basic_consume(
+            handle.queue, callback=on_message, on_cancel=on_cancel, no_ack=False
+        )
+
+    def _serve(self) -> None:
+        conn = self._conn
+        sock = conn.sock
+        wake = self._wake_r
+        heartbeat = float(conn.heartbeat or 0)
+        tick = min(1.0, heartbeat / 4) if heartbeat else 1.0
+        next_tick = time.monotonic() + tick
+        ssl_sock = isinstance(sock, ssl.SSLSocket)
+        while not self._stopping:
+            self._run_commands()
+            self._send_publishes()
+            self._flush()
+            if ssl_sock and sock.pending():
+                readable: list[Any] = [sock]
+            else:
+                readable, _, _ = select.select([sock, wake], [], [], tick)
+            if wake in readable:
+                self._drain_wake()
+            if sock in readable:
+                self._read_frames()
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + tick
+                if heartbeat:
+                    conn.heartbeat_tick()
+                self._expire_publishes()
+        self._close_gracefully()
+
+    def _read_frames(self) -> None:
+        conn = self._conn
+        from amqp.exceptions import ChannelError
+
+        for _ in range(_MAX_FRAMES_PER_TURN):
+            try:
+                conn.drain_events(timeout=0)
+            except TimeoutError:
+                return
+            except ChannelError as exc:
+                self._repair_channels(exc)
+
+    def _run_commands(self) -> None:
+        from amqp.exceptions import ChannelError
+
+        commands = self._commands
+        while commands:
+            command = commands.popleft()
+            try:
+                command()
+            except ChannelError as exc:
+                self._repair_channels(exc)
+            except Exception as exc:
+                if _is_connection_error(exc):
+                    raise
+                log.debug("%s: command failed: %s", self.label, _describe(exc))
+
+    def _send_publishes(self) -> None:
+        outbox = self._outbox
+        channel = self._control
+        unconfirmed = self._unconfirmed
+        order = self._confirm_order
+        while outbox:
+            pub = outbox.popleft()
+            if pub.future.done():  # timed out or cancelled while queued
+                continue
+            try:
+                channel.basic_publish(pub.message, pub.exchange, pub.routing_key)
+            except Exception as exc:
+                if not _is_connection_error(exc):  # e.g. a header py-amqp cannot encode
+                    self._failed.append((pub.future, PublishFailed(_describe(exc))))
+                    continue
+                outbox.appendleft(pub)
+                raise
+            if pub.confirm:
+                pub.tag = self._next_tag
+                unconfirmed[pub.tag] = pub
+                order.append(pub)
+            else:
+                self._done.append(pub.future)
+            self._next_tag += 1
+
+    def _on_confirm(self, tag: int, multiple: bool) -> None:
+        unconfirmed = self._unconfirmed
+        done = self._done
+        if multiple:
+            order = self._confirm_order
+            while order and order[0].tag <= tag:
+                pub = order.popleft()
+                if unconfirmed.pop(pub.tag, None) is not None:
+                    done.append(pub.future)
+        else:
+            pub = unconfirmed.pop(tag, None)
+            if pub is not None:
+                done.append(pub.future)
+
+    def _on_reject(self, tag: int, multiple: bool) -> None:
+        unconfirmed = self._unconfirmed
+        tags = [t for t in unconfirmed if t <= tag] if multiple else [tag]
+        for t in tags:
+            pub = unconfirmed.pop(t, None)
+            if pub is not None:
+                self._failed.append((pub.future, PublishFailed("the broker rejected the message")))
+
+    def _expire_publishes(self) -> None:
+        now = time.monotonic()
+        expired = [p for p in self._unconfirmed.values() if p.deadline < now]
+        for pub in expired:
+            del self._unconfirmed[pub.tag]
+            self._failed.append((pub.future, PublishFailed("not confirmed in time")))
+        for pub in list(self._outbox):
+            if pub.deadline < now and not pub.future.done():
+                self._failed.append((pub.future, PublishFailed("not sent in time")))
+        if expired or self._failed:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._done:
+            done, self._done = self._done, []
+            self._post(_resolve_all, done)
+        if self._failed:
+            failed, self._failed = self._failed, []
+            self._post(_fail_all, failed)
+        if self._ready:
+            ready, self._ready = self._ready, []
+            for handle in ready:
+                batch, handle.batch = handle.batch, []
+                self._post(handle.deliver, batch, handle.epoch)
+
+    def _do_ack(self, handle: ConsumerHandle, epoch: int, tag: int, ok: bool) -> None:
+        channel = handle.channel
+        if channel is None or epoch != handle.epoch or not channel.is_open:
+            return  # the channel died: RabbitMQ redelivers the message
+        if ok:
+            channel.basic_ack(tag)
+        else:
+            channel.basic_reject(tag, requeue=True)
+
+    def _repair_channels(self, exc: BaseException) -> None:
+        """A channel was closed by the broker (py-amqp reopened it): restore its role."""
+        broken, self._broken_channels = self._broken_channels, set()
+        log.warning("%s: channel error: %s", self.label, _describe(exc))
+        # py-amqp has already reopened a broken admin channel in place: nothing to restore.
+        if self._control in broken:
+            # Which publish caused it is unknown: fail every unconfirmed one rather than
+            # resend a poison publish forever; none of them is reported as sent.
+            for pub in self._unconfirmed.values():
+                self._failed.append((pub.future, PublishFailed(f"channel closed: {exc}")))
+            self._unconfirmed.clear()
+            self._confirm_order.clear()
+            with contextlib.suppress(Exception):
+                self._control.close()
+            self._open_control()
+        for handle in self._consumers:
+            if handle.channel in broken and not handle.cancelled:
+                with contextlib.suppress(Exception):
+                    handle.channel.close()
+                handle.channel = None
+                try:
+                    self._open_consumer(handle)
+                except Exception as again:
+                    if _is_connection_error(again):
+                        raise
+                    log.error(
+                        "%s: cannot resume consuming %s: %s",
+                        self.label,
+                        handle.queue,
+                        _describe(again),
+                    )
+        self._flush()
+
+    def _close_gracefully(self) -> None:
+        """Stopping: flush queued acks and publishes, wait briefly for confirms."""
+        with contextlib.suppress(Exception):
+            self._run_commands()
+            self._send_publishes()
+            deadline = time.monotonic() + 5.0
+            while self._unconfirmed and time.monotonic() < deadline:
+                with contextlib.suppress(socket.timeout):
+                    self._conn.drain_events(timeout=0.1)
+            self._flush()
+            self._kconn.release()
+
+    def _drop_connection(self) -> None:
+        for handle in self._consumers:
+            handle.channel = None
+            handle.epoch += 1
+            handle.batch = []
+        self._ready.clear()
+        self._broken_channels.clear()
+        self._control = None
+        self._admin = None
+        kconn, self._kconn, self._conn = self._kconn, None, None
+        if kconn is not None:
+            with contextlib.suppress(Exception):
+                kconn.collect()
+        self._flush()
+
+    def _shutdown(self) -> None:
+        error = LinkError(f"{self.label}: connection closed")
+        for pub in list(self._unconfirmed.values()) + list(self._outbox):
+            self._failed.append((pub.future, error))
+        self._unconfirmed.clear()
+        self._outbox.clear()
+        self._flush()
+        self._stopped.set()
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    from amqp.exceptions import ConnectionError as AMQPConnectionError
+    from amqp.exceptions import RecoverableConnectionError
+
+    return isinstance(exc, AMQPConnectionError | RecoverableConnectionError | OSError)
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as text with any URL password masked."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return redact_url(text)
+
+
+def _set_result(future: asyncio.Future[Any] | None, result: Any) -> None:
+    if future is not None and not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any] | None, exc: BaseException) -> None:
+    if future is not None and not future.done():
+        future.set_exception(exc)
+
+
+def _resolve_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def _fail_all(failures: list[tuple[asyncio.Future[None], BaseException]]) -> None:
+    for future, exc in failures:
+        if not future.done():
+            future.set_exception(exc)

@@ -1,0 +1,45 @@
+"""Registers the ``rabbit`` binder type; kombu is imported only by :meth:`create`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from binder.plugins import hookimpl
+from binder.spi import Binder, BinderType, Direction
+from binders.rabbit import options
+
+__all__ = ["RabbitBinderType", "binder_types"]
+
+
+class RabbitBinderType:
+    """RabbitMQ through kombu/py-amqp, with Spring Cloud Stream's exchange/queue layout."""
+
+    name = "rabbit"
+    description = "RabbitMQ (kombu): topic exchanges, group queues, DLX dead letters, confirms"
+
+    def validate_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Check a ``binders.<name>`` section (url, heartbeat, ssl, reconnect_*...)."""
+        return options.validate_settings(settings)
+
+    def validate_binding_options(
+        self, binding_options: Mapping[str, Any], direction: Direction
+    ) -> dict[str, Any]:
+        """Check a binding's ``rabbit:`` section for a consumer or producer."""
+        return options.validate_binding_options(binding_options, direction)
+
+    def secret_keys(self) -> frozenset[str]:
+        """``url`` (it may hold a password) and ``password``."""
+        return options.SECRET_KEYS
+
+    def create(self, name: str, settings: Mapping[str, Any]) -> Binder:
+        """Build an unstarted :class:`~binders.rabbit.binder.RabbitBinder`."""
+        from binders.rabbit.binder import RabbitBinder
+
+        return RabbitBinder(name, settings)
+
+
+@hookimpl
+def binder_types() -> list[BinderType]:
+    """The rabbit binder type."""
+    return [RabbitBinderType()]

@@ -1,0 +1,245 @@
+"""Names and declarations of exchanges, queues and bindings (Spring Cloud Stream layout).
+
+Pure functions of (destination, group, options): the same binding always declares the
+same arguments, so a producer provisioning a group queue and the group's consumers never
+disagree (RabbitMQ refuses a re-declaration with different arguments).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "DLX",
+    "BindDecl",
+    "Decl",
+    "ExchangeDecl",
+    "QueueDecl",
+    "Topology",
+    "anonymous_queue_name",
+    "consumer_topology",
+    "dead_letter_target",
+    "destination_topology",
+    "group_queue_topology",
+    "partition_routing_key",
+]
+
+DLX = "DLX"
+"""The direct exchange every dead letter goes through."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeDecl:
+    """exchange.declare"""
+
+    name: str
+    type: str
+    durable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDecl:
+    """queue.declare"""
+
+    name: str
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+    arguments: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BindDecl:
+    """queue.bind"""
+
+    queue: str
+    exchange: str
+    routing_key: str = ""
+    arguments: tuple[tuple[str, Any], ...] = ()
+
+
+Decl = ExchangeDecl | QueueDecl | BindDecl
+
+
+@dataclass(slots=True)
+class Topology:
+    """What to declare, in order, and the queue a consumer reads."""
+
+    decls: list[Decl] = field(default_factory=list)
+    queue: str = ""
+
+    def add(self, *decls: Decl) -> None:
+        """Append declarations, skipping duplicates."""
+        for decl in decls:
+            if decl not in self.decls:
+                self.decls.append(decl)
+
+
+def partition_routing_key(destination: str, partition: int) -> str:
+    """The routing key of partition ``partition``: ``<destination>-<n>``."""
+    return f"{destination}-{partition}"
+
+
+def anonymous_queue_name(destination: str) -> str:
+    """A fresh ``<destination>.anonymous.<id>``."""
+    return f"{destination}.anonymous.{uuid.uuid4().hex}"
+
+
+def _items(mapping: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((mapping or {}).items()))
+
+
+def _dlq_routing_key(destination: str, group: str | None) -> str:
+    return f"{destination}.{group or 'anonymous'}"
+
+
+def dead_letter_target(
+    destination: str, group: str | None, dead_letter: str | bool
+) -> tuple[str, str]:
+    """(DLQ name, DLX routing key) of a consumer: ``<dest>.<group>.dlq`` by default."""
+    if isinstance(dead_letter, str):
+        return dead_letter, dead_letter
+    key = _dlq_routing_key(destination, group)
+    return f"{key}.dlq", key
+
+
+def dead_letter_topology(queue: str, routing_key: str) -> list[Decl]:
+    """The DLX exchange and a durable DLQ bound to it with ``routing_key``."""
+    return [
+        ExchangeDecl(DLX, "direct"),
+        QueueDecl(queue),
+        BindDecl(queue, DLX, routing_key),
+    ]
+
+
+def destination_topology(destination: str, options: Mapping[str, Any]) -> list[Decl]:
+    """The destination's exchange (nothing with ``default_exchange``)."""
+    if options.get("default_exchange"):
+        return []
+    return [
+        ExchangeDecl(
+            destination, options.get("exchange_type", "topic"), options.get("durable", True)
+        )
+    ]
+
+
+def _binding_keys(destination: str, options: Mapping[str, Any]) -> list[str]:
+    keys = options.get("binding_routing_key")
+    if keys:
+        return list(keys)
+    exchange_type = options.get("exchange_type", "topic")
+    if exchange_type == "topic":
+        return ["#"]
+    if exchange_type == "direct":
+        return [destination]
+    return [""]
+
+
+def _queue_arguments(
+    options: Mapping[str, Any], dlq_key: str | None, quorum_allowed: bool
+) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if quorum_allowed and options.get("queue_type") == "quorum":
+        args["x-queue-type"] = "quorum"
+    if options.get("ttl") is not None:
+        args["x-message-ttl"] = options["ttl"]
+    if options.get("max_length") is not None:
+        args["x-max-length"] = options["max_length"]
+    if dlq_key is not None:
+        args["x-dead-letter-exchange"] = DLX
+        args["x-dead-letter-routing-key"] = dlq_key
+    return args
+
+
+def _bindings(
+    queue: str, destination: str, options: Mapping[str, Any], partition: int | None
+) -> list[Decl]:
+    if partition is not None:
+        keys = [partition_routing_key(destination, partition)]
+    else:
+        keys = _binding_keys(destination, options)
+    arguments = _items(options.get("binding_arguments"))
+    return [BindDecl(queue, destination, key, arguments) for key in keys]
+
+
+def group_queue_topology(
+    destination: str,
+    group: str,
+    options: Mapping[str, Any],
+    *,
+    partition: int | None = None,
+) -> Topology:
+    """Exchange, durable group queue ``<dest>.<group>[-<partition>]``, bindings, DLQ.
+
+    With ``auto_bind_dlq`` the queue dead-letters (broker-side rejects, expiry,
+    overflow) to ``DLX`` with routing key ``<dest>.<group>``, bound to
+    ``<dest>.<group>.dlq`` -- independent of a consumer's own ``dead_letter`` name, so
+    every declaration of the queue carries the same arguments.
+    """
+    top = Topology()
+    if options.get("default_exchange"):
+        top.queue = destination
+        top.add(
+            QueueDecl(
+                destination,
+                durable=options.get("durable", True),
+                arguments=_items(_queue_arguments(options, None, True)),
+            )
+        )
+        return top
+    queue = f"{destination}.{group}" if partition is None else f"{destination}.{group}-{partition}"
+    dlq_key: str | None = None
+    if options.get("auto_bind_dlq", True):
+        dlq_name, dlq_key = dead_letter_target(destination, group, True)
+        top.add(*dead_letter_topology(dlq_name, dlq_key))
+    top.queue = queue
+    top.add(*destination_topology(destination, options))
+    top.add(
+        QueueDecl(
+            queue,
+            durable=options.get("durable", True),
+            arguments=_items(_queue_arguments(options, dlq_key, True)),
+        )
+    )
+    top.add(*_bindings(queue, destination, options, partition))
+    return top
+
+
+def consumer_topology(
+    destination: str,
+    group: str | None,
+    options: Mapping[str, Any],
+    *,
+    partition: int | None = None,
+    dead_letter: str | bool = True,
+) -> Topology:
+    """What a consumer declares; anonymous consumers get an exclusive auto-delete queue.
+
+    With ``dead_letter`` (and ``auto_bind_dlq``) the consumer's DLQ is declared too, so
+    :meth:`dead_letter` never publishes into an unbound routing key.
+    """
+    if group is not None or options.get("default_exchange"):
+        top = group_queue_topology(destination, group or "", options, partition=partition)
+    else:
+        top = _anonymous_topology(destination, options, partition)
+    if dead_letter is not False and options.get("auto_bind_dlq", True):
+        top.add(*dead_letter_topology(*dead_letter_target(destination, group, dead_letter)))
+    return top
+
+
+def _anonymous_topology(
+    destination: str, options: Mapping[str, Any], partition: int | None
+) -> Topology:
+    top = Topology()
+    queue = anonymous_queue_name(destination)
+    top.queue = queue
+    top.add(*destination_topology(destination, options))
+    args = _queue_arguments(options, None, False)
+    top.add(
+        QueueDecl(queue, durable=False, exclusive=True, auto_delete=True, arguments=_items(args))
+    )
+    top.add(*_bindings(queue, destination, options, partition))
+    return top
