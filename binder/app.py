@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -135,7 +136,7 @@ class App:
 
         Each non-``None`` return value is published to ``output``.
         """
-        if every <= 0:
+        if not (isinstance(every, int | float) and math.isfinite(every) and every > 0):
             raise ValueError(f"supplier interval must be positive, got {every!r}")
 
         def register(function: F) -> F:

@@ -52,8 +52,14 @@ def load_app(target: str) -> App:
             sys.path.insert(0, str(Path.cwd()))
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            raise TargetError(f"cannot import module {module_name!r}: {exc}") from None
+        except SyntaxError as exc:
+            raise TargetError(f"{exc.filename}, line {exc.lineno}: {exc.msg}") from None
+        except BinderError:
+            raise
+        except (ImportError, TypeError, ValueError, NameError) as exc:
+            raise TargetError(
+                f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+            ) from None
     if attr:
         app = getattr(module, attr, None)
         if not isinstance(app, App):
@@ -78,7 +84,14 @@ def _import_file(path: Path) -> Any:
         raise TargetError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise TargetError(f"{exc.filename}, line {exc.lineno}: {exc.msg}") from None
+    except BinderError:
+        raise
+    except (ImportError, TypeError, ValueError, NameError) as exc:
+        raise TargetError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
     return module
 
 
@@ -243,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``binder`` command."""
     parser = argparse.ArgumentParser(prog="binder", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--log-level", default=os.environ.get("BINDER_LOG_LEVEL", "INFO"), help="default INFO"
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        default=os.environ.get("BINDER_LOG_LEVEL", "INFO").upper(),
+        help="default INFO (or $BINDER_LOG_LEVEL)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -290,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``binder`` command; return its exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )

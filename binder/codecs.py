@@ -38,8 +38,11 @@ def is_text(content_type: str | None) -> bool:
 
 
 def _charset(content_type: str | None) -> str:
-    if content_type and "charset=" in content_type:
-        return content_type.split("charset=", 1)[1].split(";", 1)[0].strip() or "utf-8"
+    """The ``charset`` parameter (names are case-insensitive, RFC 2045), else UTF-8."""
+    for parameter in (content_type or "").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip().strip('"')
     return "utf-8"
 
 
@@ -116,6 +119,19 @@ def _any(payload: bytes, content_type: str | None) -> Any:
     return payload
 
 
+def _str(payload: bytes, content_type: str | None) -> str:
+    """Text; under a JSON content type a JSON string literal is unquoted."""
+    text = _text(payload, content_type)
+    if is_json(content_type) and text[:1] == '"':
+        try:
+            value = _JSON_DECODER.decode(text)
+        except ValueError:
+            return text
+        if isinstance(value, str):
+            return value
+    return text
+
+
 def _raw(payload: bytes, content_type: str | None) -> bytes:
     return payload
 
@@ -162,7 +178,7 @@ def decoder_for(annotation: Any) -> Decoder:
     if annotation in (bytes, bytearray):
         return _raw
     if annotation is str:
-        return lambda payload, ct: _text(payload, ct)
+        return _str
     origin = typing.get_origin(annotation) or annotation
     if origin is dict:
         return _typed(dict, "object")

@@ -44,8 +44,9 @@ def binder_consumer_middleware(binding: BindingRuntime) -> Any:
     """Return a ``Handler -> Handler`` wrapper for one consumer binding, or None.
 
     Called for every consumer binding when the runtime binds it.  All non-None results
-    are applied; the first plugin registered wraps outermost.  The wrapper sees every
-    delivery, including retries, and must re-raise failures it does not handle.
+    are applied in pluggy's call order, so the most recently registered plugin's
+    wrapper is the outermost.  Wrappers sit inside the retry middleware: they see every
+    attempt, and must re-raise failures they do not handle.
     """
 
 
@@ -61,5 +62,6 @@ def binder_runtime_started(runtime: Runtime) -> None:
 def binder_runtime_stopping(runtime: Runtime) -> None:
     """Called when the runtime begins to stop, before consumers are drained.
 
-    Results are ignored; exceptions are logged and do not stop the shutdown.
+    Results are ignored; an exception is logged and neither stops the shutdown nor
+    keeps the other plugins' implementations from being called.
     """

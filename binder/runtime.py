@@ -104,7 +104,8 @@ class Runtime:
                 await _call_hook(hook)
             names = {b.binder for b in self.bindings.values()} | {self.settings.default_binder}
             for name in sorted(names):
-                self.binders[name] = self._factory(self.settings.binders[name])
+                if name not in self.binders:  # App.send in a startup hook may have made it
+                    self.binders[name] = self._factory(self.settings.binders[name])
             await asyncio.gather(*(self._connect(name) for name in sorted(names)))
             await self._provision()
             await self._bind_outputs()
@@ -380,10 +381,11 @@ class Runtime:
             return
         self._stopped = True
         self._stopping.set()
-        try:
-            self.registry.hook.binder_runtime_stopping(runtime=self)
-        except Exception:
-            log.exception("a binder_runtime_stopping hook failed")
+        for impl in self.registry.hook.binder_runtime_stopping.get_hookimpls():
+            try:
+                impl.function(runtime=self)
+            except Exception:
+                log.exception("binder_runtime_stopping hook of %s failed", impl.plugin_name)
         for task in self._supplier_tasks:
             task.cancel()
         await asyncio.gather(*self._supplier_tasks, return_exceptions=True)

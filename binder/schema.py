@@ -20,7 +20,9 @@ class Option:
 
     ``kind`` is a type or tuple of types the value must have (``float`` accepts ints);
     ``choices`` restricts the value; ``check`` may normalise it or raise ``ValueError``
-    with a sentence explaining what is wrong; ``secret`` hides it from output and logs.
+    with a sentence explaining what is wrong; ``secret`` keeps the value out of error
+    messages (list the key in ``BinderType.secret_keys()`` too, which hides it from
+    ``binder config`` and logs).
     """
 
     kind: type | tuple[type, ...] = object

@@ -18,7 +18,13 @@ log = logging.getLogger("binder.retry")
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """``max_attempts`` deliveries in all, waiting ``backoff_initial * multiplier**n``."""
+    """``max_attempts`` calls of the handler per delivery, in this process.
+
+    Between attempts it waits ``backoff_initial * backoff_multiplier ** n`` seconds, at
+    most ``backoff_max``.  A message the broker redelivers (after a crash or a shutdown
+    during backoff) gets a fresh set of attempts; its ``delivery_attempt`` keeps
+    counting from the broker's number.
+    """
 
     max_attempts: int = 3
     backoff_initial: float = 1.0
@@ -67,7 +73,7 @@ def retry(policy: RetryPolicy, stopping: asyncio.Event, binding: str) -> Middlew
                 except Exception as exc:
                     tries = attempt - first + 1
                     if _permanent(exc) or tries >= policy.max_attempts:
-                        raise Exhausted(attempt, exc) from exc
+                        raise Exhausted(tries, exc) from exc
                     delay = policy.delay(tries)
                     log.warning(
                         "%s: attempt %d failed (%s: %s); retrying in %.2fs",

@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-__all__ = ["BROKER_PORTS", "broker_available", "in_ci", "require_broker"]
+__all__ = ["BROKER_PORTS", "broker_available", "broker_port", "in_ci", "require_broker"]
 
 #: Loopback ports ``scripts/brokers up`` starts the brokers on.
 BROKER_PORTS = {"rabbit": 5672, "kafka": 9092, "mqtt": 1883}
@@ -22,9 +22,17 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+def broker_port(name: str) -> int:
+    """The port broker ``name`` is expected on (``EVENTBINDER_<NAME>_PORT`` overrides)."""
+    if name not in BROKER_PORTS:
+        known = ", ".join(sorted(BROKER_PORTS))
+        raise ValueError(f"unknown broker {name!r} in a broker marker; known: {known}")
+    return int(os.environ.get(f"EVENTBINDER_{name.upper()}_PORT", BROKER_PORTS[name]))
+
+
 def broker_available(name: str, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
     """True when something accepts TCP connections on the broker's port."""
-    port = int(os.environ.get(f"EVENTBINDER_{name.upper()}_PORT", BROKER_PORTS[name]))
+    port = broker_port(name)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -37,7 +45,7 @@ def require_broker(name: str) -> None:
     if broker_available(name):
         return
     reason = (
-        f"{name} broker is not running on 127.0.0.1:{BROKER_PORTS[name]}; "
+        f"{name} broker is not running on 127.0.0.1:{broker_port(name)}; "
         f"start it with `scripts/brokers up {name}`"
     )
     if in_ci():

@@ -4,7 +4,8 @@
   "start it with scripts/brokers up rabbit" reason on a laptop, and fails in CI.
 * ``binder_harness``: runs the ``binder_app`` fixture (which you define) with
   :func:`binder.testing.run_app` and yields the harness; define ``binder_config`` to
-  pass a config file or mapping.
+  pass a config file or mapping and ``binder_run_options`` for other ``run_app``
+  arguments such as ``{"suppliers": False}``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import pytest
 
 from binder.testing.brokers import require_broker
 
-__all__ = ["binder_config", "binder_harness", "pytest_configure", "pytest_runtest_setup"]
+__all__ = [
+    "binder_config",
+    "binder_harness",
+    "binder_run_options",
+    "pytest_configure",
+    "pytest_runtest_setup",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,6 +46,12 @@ def binder_config() -> Any:
     return None
 
 
+@pytest.fixture
+def binder_run_options() -> dict[str, Any]:
+    """Override to pass more ``run_app`` options, e.g. ``{"suppliers": False}``."""
+    return {}
+
+
 try:
     import pytest_asyncio
 except ImportError:  # pragma: no cover - the fixture needs pytest-asyncio
@@ -46,9 +59,11 @@ except ImportError:  # pragma: no cover - the fixture needs pytest-asyncio
 else:
 
     @pytest_asyncio.fixture
-    async def binder_harness(binder_app: Any, binder_config: Any) -> AsyncIterator[Any]:
+    async def binder_harness(
+        binder_app: Any, binder_config: Any, binder_run_options: dict[str, Any]
+    ) -> AsyncIterator[Any]:
         """The ``binder_app`` fixture's app, running on the in-memory binder."""
         from binder.testing.harness import run_app
 
-        async with run_app(binder_app, binder_config) as harness:
+        async with run_app(binder_app, binder_config, **binder_run_options) as harness:
             yield harness

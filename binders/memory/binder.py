@@ -27,7 +27,7 @@ MEMORY_CAPABILITIES = Capabilities(
     consumer_groups=True,
     anonymous_subscribers=True,
     ordering=True,
-    durable=True,
+    durable=False,  # group queues outlive their members, but not the process
     replay=False,
     native_headers=True,
     partitioning=True,
@@ -85,6 +85,8 @@ class MemoryConsumerBinding:
         self._queue = queue
         self._anonymous_id = anonymous_id
         self._accepts = self._partition_filter(spec)
+        if self._accepts is not None:
+            queue.selective_members += 1
         self._workers = [
             asyncio.create_task(self._work(), name=f"memory:{spec.binding}:{i}")
             for i in range(spec.concurrency)
@@ -148,6 +150,10 @@ class MemoryConsumerBinding:
         self._closing = True
         self._queue.wake_all()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._accepts is not None:
+            self._queue.selective_members -= 1
+        # A publish may have woken one of our workers, which left without taking it.
+        self._queue.wake_all()
         if self._anonymous_id is not None:
             self._binder.broker.drop_anonymous(self.spec.destination, self._anonymous_id)
         self._binder._forget(self)

@@ -40,6 +40,8 @@ class GroupQueue:
         self.name = name
         self.entries: deque[Entry] = deque()
         self.busy_tokens: set[Hashable] = set()
+        self.selective_members = 0
+        """Members that take only some partitions: a wake-up must then reach them all."""
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     def put(self, entry: Entry, *, front: bool = False) -> None:
@@ -48,7 +50,7 @@ class GroupQueue:
             self.entries.appendleft(entry)
         else:
             self.entries.append(entry)
-        self._wake(all_waiters=bool(self.busy_tokens))
+        self._wake(all_waiters=bool(self.busy_tokens) or self.selective_members > 0)
 
     def take(self, accepts: Callable[[Entry], bool] | None = None) -> Entry | None:
         """Remove and return the first entry a member may handle now, or None."""

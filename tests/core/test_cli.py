@@ -139,3 +139,20 @@ def test_module_attr_targets_load(tmp_path: Path) -> None:
     result = binder("bindings", "examples.quickstart.app:app")
     assert result.returncode == 0, result.stderr
     assert "print_invoice-in-0" in result.stdout
+
+
+def test_mistakes_in_the_app_file_are_one_line_errors(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("from binder import App\napp = App('x'\n")
+    result = binder("run", str(broken))
+    assert result.returncode == 2
+    assert "line 2" in result.stderr and "Traceback" not in result.stderr
+    typo = tmp_path / "typo.py"
+    typo.write_text(
+        "from binder import App\napp = App('x')\n"
+        "@app.consumer('in', max_attemps=3)\ndef handle(p: dict) -> None: ...\n"
+    )
+    result = binder("run", str(typo))
+    assert result.returncode == 2
+    assert 'did you mean "max_attempts"' in result.stderr
+    assert "Traceback" not in result.stderr
