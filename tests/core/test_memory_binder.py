@@ -107,12 +107,6 @@ async def test_instance_count_larger_than_partition_count_leaves_some_idle(
     assert not binder.broker.group_queue("q", "g").entries, "nothing left behind"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lost wake-up: GroupQueue.put wakes a single waiter when no token is busy; if that "
-    "waiter's partition filter rejects the entry, the instance that owns the partition keeps "
-    "sleeping and the message is never delivered",
-)
 async def test_partition_owned_by_the_later_waiting_instance_is_delivered(
     binder: MemoryBinder,
 ) -> None:
@@ -122,12 +116,16 @@ async def test_partition_owned_by_the_later_waiting_instance_is_delivered(
             consumer_spec("w", group="g", partitioned=True, instance_index=index, instance_count=2),
             handler,
         )
-    # let both workers reach queue.wait(): instance 0 waits first
+    # regression: put() woke a single waiter; when that was instance 0, whose filter
+    # rejects partition 1, instance 1 slept on and the message was never delivered.
+    # Let both workers reach queue.wait(): instance 0 waits first.
     queue = binder.broker.group_queue("w", "g")
     await wait_until(lambda: len(queue._waiters) == 2)
     producer = await binder.bind_producer(producer_spec("w", partition_count=2))
     await producer.publish(msg(1, partition=1))  # owned by instance 1
-    await instances[1].wait_for(1, timeout=0.2)
+    [got] = await instances[1].wait_for(1)
+    assert got.partition == 1
+    assert instances[0].messages == []
 
 
 async def test_unpartitioned_consumer_in_a_partitioned_group_gets_everything(
