@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import binder.plugins as plugins_module
-from binder import App, ConfigError
+from binder import App, ConfigError, NotRunningError
 from binder.config import load_settings
 from binder.message import Message
 from binder.plugins import ENTRY_POINT_GROUP, hookimpl, load_registry
@@ -200,3 +200,64 @@ async def test_runtime_started_and_stopping_hooks_are_called_once() -> None:
     async with run_app(app, registry=load_registry(extra_plugins=[plugin])):
         assert events == [("started", 1)]
     assert events == [("started", 1), ("stopping", 1)]
+
+
+async def test_runtime_started_hook_failure_aborts_the_start_and_stops_cleanly() -> None:
+    stopping: list[str] = []
+
+    def binder_runtime_started(runtime: Any) -> None:
+        raise RuntimeError("plugin refuses to start")
+
+    def binder_runtime_stopping(runtime: Any) -> None:
+        stopping.append(runtime.app.name)
+
+    plugin = make_plugin(
+        "refuser",
+        binder_runtime_started=binder_runtime_started,
+        binder_runtime_stopping=binder_runtime_stopping,
+    )
+    app = App("svc")
+
+    @app.consumer("in")
+    def handle(payload: dict) -> None: ...
+
+    with pytest.raises(RuntimeError, match="plugin refuses to start"):
+        async with run_app(app, registry=load_registry(extra_plugins=[plugin])):
+            pytest.fail("the app must not run")
+    assert stopping == ["svc"], "the partly started runtime was stopped"
+    with pytest.raises(NotRunningError):
+        await app.send("in", {})
+
+
+async def test_a_failing_stopping_hook_is_logged_and_the_others_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    called: list[str] = []
+
+    def failing(runtime: Any) -> None:
+        called.append("failing")
+        raise RuntimeError("stopping hook broke")
+
+    def fine(runtime: Any) -> None:
+        called.append("fine")
+
+    plugins = [
+        make_plugin("fine_plugin", binder_runtime_stopping=fine),
+        make_plugin("failing_plugin", binder_runtime_stopping=failing),
+    ]
+    app = App("svc")
+    closed: list[bool] = []
+
+    @app.on_shutdown
+    def after() -> None:
+        closed.append(True)
+
+    caplog.set_level(logging.ERROR, logger="binder.runtime")
+    async with run_app(app, registry=load_registry(extra_plugins=plugins)):
+        pass
+    assert sorted(called) == ["failing", "fine"]
+    assert closed == [True], "shutdown went on"
+    assert any(
+        "stopping hook broke" in (r.exc_text or "") or "failing_plugin" in r.message
+        for r in caplog.records
+    )
