@@ -183,6 +183,14 @@ def test_app_runs_on_the_loopback_binder_from_a_config_file(site: Path, project:
         'dead letter {"n":3} builtins.ValueError: three is not allowed attempts=2'
     ]
     assert "Traceback" not in result.stderr
+    table = run(
+        ["-m", "binder.cli", "bindings", "app.py", "--config", "binder.yaml"],
+        site=site,
+        cwd=project,
+    ).stdout
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[1:]}
+    assert rows["show-in-0"] == ["consumer", "squares", "(anonymous)", "lb", "(loopback)"]
+    assert rows["square-out-0"] == ["producer", "squares", "-", "lb", "(loopback)"]
 
 
 def test_conformance_suite_passes_on_the_loopback_binder(site: Path) -> None:
