@@ -2,7 +2,8 @@
 
 * Every anonymous subscriber of a destination has its own bounded queue; a publish
   puts a copy into each (waiting while a queue is full: backpressure, no unbounded
-  buffer).  A message published while nobody subscribes goes nowhere.
+  buffer; a subscriber that closes releases waiting publishers).  A message published
+  while nobody subscribes goes nowhere.
 * ``concurrency`` workers take from a subscriber's queue.  A handler that raises gets
   the same message again with ``delivery_attempt`` increased (redelivery on nack).
 * Dead letters are kept in :attr:`LoopbackBinder.dead_letters`, oldest first.
@@ -72,11 +73,29 @@ class LoopbackConsumer:
         self._binder = binder
         self._handler = handler
         self._closing = False
+        self._closed = asyncio.Event()
         self._idle: set[asyncio.Task[None]] = set()
         self._workers = [
             asyncio.create_task(self._work(), name=f"loopback:{spec.binding}:{i}")
             for i in range(spec.concurrency)
         ]
+
+    async def offer(self, message: Message) -> None:
+        """Queue ``message``, waiting while the queue is full; give up once closed."""
+        if self._closing:
+            return
+        try:
+            self.queue.put_nowait(message)
+            return
+        except asyncio.QueueFull:
+            pass
+        put = asyncio.ensure_future(self.queue.put(message))
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({put, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            put.cancel()
+            closed.cancel()
 
     async def _work(self) -> None:
         me = asyncio.current_task()
@@ -114,6 +133,7 @@ class LoopbackConsumer:
         """Unsubscribe, stop idle workers, let busy ones finish their message; idempotent."""
         if not self._closing:
             self._closing = True
+            self._closed.set()  # publishers waiting for queue space give up
             self._binder.unsubscribe(self)
             for task in self._idle:
                 task.cancel()
@@ -183,7 +203,7 @@ class LoopbackBinder:
     async def deliver(self, destination: str, message: Message) -> None:
         """Put a copy of ``message`` into each subscriber queue of ``destination``."""
         for consumer in list(self._subscribers.get(destination, ())):
-            await consumer.queue.put(_copy_for(message, destination))
+            await consumer.offer(_copy_for(message, destination))
 
     def unsubscribe(self, consumer: LoopbackConsumer) -> None:
         """Forget ``consumer``; its queued messages go with it (anonymous semantics)."""
