@@ -69,7 +69,7 @@ def connection_factory(settings: Mapping[str, Any]) -> Callable[[], Any]:
                 transport_options={"confirm_publish": False},
             )
             try:
-                conn.connect()
+                conn.ensure_connection(max_retries=0)
             except Exception as exc:
                 errors.append(f"{redact_url(url)}: {type(exc).__name__}: {redact_url(str(exc))}")
                 conn.release()
