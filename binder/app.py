@@ -85,7 +85,8 @@ class App:
         def register(function: F) -> F:
             name = function.__name__
             opts = _check_options(name, options)
-            opts["group"] = group
+            if group is not None:
+                opts["group"] = group
             self._add(
                 HandlerDecl(
                     "consumer",
@@ -121,7 +122,11 @@ class App:
                     "function",
                     name,
                     Invoker(function, threaded=threaded),
-                    input=BindingDecl(input_binding_name(name), input, {**opts, "group": group}),
+                    input=BindingDecl(
+                        input_binding_name(name),
+                        input,
+                        {**opts, "group": group} if group is not None else opts,
+                    ),
                     output=BindingDecl(output_binding_name(name), output, opts),
                 )
             )

@@ -82,6 +82,8 @@ BINDING_SCHEMA: Mapping[str, Option] = MappingProxyType(
     }
 )
 
+_NULLABLE = frozenset({"group", "partition_key"})
+
 _DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
         "content_type": "application/json",
@@ -139,7 +141,8 @@ class BindingSettings:
         for layer in layers:
             for key, value in layer.items():
                 if key in BINDING_SCHEMA:
-                    if value is not None:
+                    # An explicit null may clear an optional setting (group: null = anonymous).
+                    if value is not None or key in _NULLABLE:
                         values[key] = value
                 elif isinstance(value, Mapping):
                     options.setdefault(key, {}).update(value)

@@ -56,7 +56,9 @@ class OutputPort:
     ) -> Message:
         """Build the outgoing message for ``value`` (a :class:`Message` is kept as is)."""
         if isinstance(value, Message):
-            message = value.copy()
+            message = value.copy(delivery_attempt=1, destination=None)
+            if source is not None and value.message_id == source.message_id:
+                message.partition = None  # passed through: re-partition for this output
             if message.content_type is None:
                 message.content_type = content_type or self.settings.content_type
             if headers:

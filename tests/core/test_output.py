@@ -240,13 +240,6 @@ async def test_function_returning_none_publishes_nothing() -> None:
         assert [m.json() for m in harness.published("invoices")] == [{"keep": True}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OutputPort.to_message keeps the partition of a returned Message even when it is "
-    "the input message (pass-through handlers): the output is then sent to the INPUT's "
-    "partition number, which may not exist on the output topic (Kafka: BinderError, retried "
-    "then dead-lettered) and ignores the output's partition_count/partition_for(key)",
-)
 @pytest.mark.parametrize(("count", "expected"), [(1, None), (2, partition_for("k", 2))])
 def test_passing_the_input_message_through_does_not_keep_its_partition(
     count: int, expected: int | None

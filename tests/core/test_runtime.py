@@ -260,3 +260,18 @@ async def test_each_binder_name_gets_its_own_binder_instance() -> None:
         untap()
     finally:
         await runtime.stop()
+
+
+async def test_group_null_in_the_config_makes_a_decorated_group_anonymous() -> None:
+    app = App("anon")
+
+    @app.consumer("things", group="workers")
+    def handle(payload: dict) -> None:
+        return None
+
+    runtime = Runtime(
+        app, settings({"bindings": {"handle-in-0": {"group": None}}}), load_registry()
+    )
+    assert runtime.bindings["handle-in-0"].group is None
+    runtime = Runtime(app, settings(), load_registry())
+    assert runtime.bindings["handle-in-0"].group == "workers"
