@@ -1,0 +1,119 @@
+"""Interoperability with plain kombu clients (not through eventbinder), both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import kombu
+import pytest
+
+from binder.app import App
+from binder.config import load_settings
+from binder.message import Message
+from binder.plugins import load_registry
+from binder.runtime import Runtime
+from binder.spi import ProducerSpec
+from tests.rabbit.conftest import URL, fresh, producer_options, wait_until
+
+pytestmark = pytest.mark.broker("rabbit")
+
+
+@dataclass
+class Order:
+    id: int
+    item: str
+
+
+def _kombu_publish(destination: str, body: Any, headers: dict[str, Any]) -> None:
+    with kombu.Connection(URL) as conn:
+        producer = conn.Producer(serializer="json")
+        producer.publish(
+            body,
+            exchange=kombu.Exchange(destination, "topic", durable=True),
+            routing_key="orders.new",
+            headers=headers,
+            declare=[kombu.Exchange(destination, "topic", durable=True)],
+            delivery_mode=2,
+        )
+
+
+async def test_plain_kombu_json_message_is_consumed_and_decoded() -> None:
+    destination, group = fresh("kombu-in"), "billing"
+    app = App("interop")
+    received: list[tuple[Order, Message]] = []
+
+    @app.consumer(destination, group=group)
+    def bill(order: Order, message: Message) -> None:
+        received.append((order, message))
+
+    registry = load_registry()
+    settings = load_settings(
+        {"binders": {"rabbit": {"type": "rabbit", "url": URL}}, "default_binder": "rabbit"},
+        registry=registry,
+        discover=False,
+        environ={},
+    )
+    runtime = Runtime(app, settings, registry, fail_fast=True)
+    await runtime.start()
+    try:
+        await asyncio.to_thread(
+            _kombu_publish, destination, {"id": 7, "item": "bagel"}, {"tenant": "acme", "n": 3}
+        )
+        await wait_until(lambda: received, 10.0, "the kombu message")
+    finally:
+        await runtime.stop()
+    order, message = received[0]
+    assert order == Order(id=7, item="bagel")
+    assert message.content_type == "application/json"
+    assert message.headers["tenant"] == "acme"
+    assert message.headers["n"] == "3"
+    assert message.key is None
+
+
+def _kombu_get(queue_name: str, destination: str, timeout: float) -> kombu.Message:
+    with kombu.Connection(URL) as conn:
+        queue = kombu.Queue(queue_name, kombu.Exchange(destination, "topic"), routing_key="#")
+        bound = queue(conn.default_channel)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = bound.get(no_ack=True, accept=["json"])
+            if message is not None:
+                return message
+            time.sleep(0.01)
+    raise AssertionError(f"no message on {queue_name} within {timeout}s")
+
+
+def _kombu_declare(queue_name: str, destination: str) -> None:
+    with kombu.Connection(URL) as conn:
+        exchange = kombu.Exchange(destination, "topic", durable=True)
+        kombu.Queue(queue_name, exchange, routing_key="#", auto_delete=True)(
+            conn.default_channel
+        ).declare()
+
+
+async def test_plain_kombu_consumer_reads_an_eventbinder_message(binder) -> None:  # type: ignore[no-untyped-def]
+    destination = fresh("kombu-out")
+    queue_name = f"{destination}.plain"
+    producer = await binder.bind_producer(
+        ProducerSpec("out", destination, options=producer_options())
+    )
+    await asyncio.to_thread(_kombu_declare, queue_name, destination)
+    sent = Message(
+        json.dumps({"id": 1, "text": "héllo"}).encode(),
+        headers={"tenant": "acme"},
+        key="order-1",
+        content_type="application/json",
+    )
+    await producer.publish(sent)
+    got = await asyncio.to_thread(_kombu_get, queue_name, destination, 10.0)
+    assert got.decode() == {"id": 1, "text": "héllo"}
+    assert got.content_type == "application/json"
+    assert got.headers["tenant"] == "acme"
+    assert got.headers["messageKey"] == "order-1"
+    assert got.properties["message_id"] == sent.message_id
+    assert got.properties["delivery_mode"] == 2
+    assert got.delivery_info["routing_key"] == destination
