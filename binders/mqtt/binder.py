@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -79,9 +80,27 @@ class MqttBinder:
                 return
             self._closed = False
             client_id = f"{self.settings.client_id}-pub-{uuid.uuid4().hex[:12]}"
-            publisher = MqttConnection(self.settings, client_id, label=f"{self.name} publisher")
+            publisher = MqttConnection(
+                self.settings,
+                client_id,
+                reconnect_gate=self._wait_for_group_subscriptions,
+                label=f"{self.name} publisher",
+            )
             await publisher.open()
             self._publisher = publisher
+
+    def _wait_for_group_subscriptions(self) -> None:
+        """Hold the publisher's re-sends after a reconnect until groups re-subscribed.
+
+        Runs in the publisher's network thread.  Mosquitto 2.0 forgets shared
+        subscriptions when it restarts; a message re-sent before this binder's group
+        consumers subscribed again would reach nobody.  Bounded by connect_timeout.
+        """
+        deadline = time.monotonic() + self.settings.connect_timeout
+        for consumer in list(self._consumers):
+            connection = consumer.connection
+            if connection is not None and connection.persistent:
+                connection.ready.wait(max(0.0, deadline - time.monotonic()))
 
     def _require_publisher(self) -> MqttConnection:
         if self._publisher is None:

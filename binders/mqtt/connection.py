@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -58,12 +59,18 @@ class MqttConnection:
         session_expiry: int = 0,
         receive_maximum: int | None = None,
         on_message: OnMessage | None = None,
+        reconnect_gate: Callable[[], None] | None = None,
         label: str = "connection",
     ) -> None:
         self.settings = settings
         self.client_id = client_id
         self.label = label
         self._persistent = persistent
+        self._reconnect_gate = reconnect_gate
+        self._resubscribe_mid: int | None = None
+        self._ever_connected = False
+        #: Set while connected with every subscription in place (paho thread sets it).
+        self.ready = threading.Event()
         self._session_expiry = session_expiry if persistent else 0
         self._receive_maximum = receive_maximum
         self._loop = asyncio.get_running_loop()
@@ -185,8 +192,19 @@ class MqttConnection:
                 log.error("%s", text.format(where=f"{self.label} {self.settings.address}"))
             return
         self._connected = True
-        if self._subscriptions and not flags.session_present:
-            client.subscribe(self._subscribe_args(list(self._subscriptions.items())))
+        if self._subscriptions:
+            # Even with the session present: Mosquitto 2.0 does not restore shared
+            # subscriptions from its persistence file after a restart.  Subscribing
+            # again is idempotent (and group consumers get no retained messages).
+            _, self._resubscribe_mid = client.subscribe(
+                self._subscribe_args(list(self._subscriptions.items()))
+            )
+        else:
+            self.ready.set()
+        if self._ever_connected and self._reconnect_gate is not None:
+            # paho re-sends unconfirmed publishes right after this callback returns
+            self._reconnect_gate()
+        self._ever_connected = True
         if self._lost_logged:
             self._lost_logged = False
             log.info("%r reconnected (session present: %s)", self, flags.session_present)
@@ -205,6 +223,7 @@ class MqttConnection:
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
         self._connected = False
+        self.ready.clear()
         if self._closing:
             return
         if reason.value == _SESSION_TAKEN_OVER:
@@ -226,6 +245,8 @@ class MqttConnection:
     def _on_subscribe(
         self, _client: mqtt.Client, _userdata: Any, mid: int, reasons: list[ReasonCode], _p: Any
     ) -> None:
+        if mid == self._resubscribe_mid:
+            self.ready.set()
         self._call(self._subscribed, mid, list(reasons))
 
     # -- event loop side --------------------------------------------------------------
@@ -247,6 +268,11 @@ class MqttConnection:
             future.set_result(reasons)
         elif any(r.is_failure for r in reasons):
             log.error("%r: the broker refused a re-subscription: %s", self, reasons)
+
+    @property
+    def persistent(self) -> bool:
+        """True for a persistent session (a group consumer's connection)."""
+        return self._persistent
 
     @property
     def connected(self) -> bool:
