@@ -69,6 +69,7 @@ class MqttBinder:
         self._producers: list[MqttProducerBinding] = []
         self._start_lock = asyncio.Lock()
         self._closed = False
+        self._told_required_groups = False
 
     def __repr__(self) -> str:
         return f"<MqttBinder {self.name!r} {self.settings!r}>"
@@ -249,8 +250,9 @@ class MqttBinder:
                 "without wildcards",
                 key=f"bindings.{spec.binding}.destination",
             )
-        if spec.required_groups:
-            log.warning(
+        if spec.required_groups and not self._told_required_groups:
+            self._told_required_groups = True
+            log.info(
                 "binding %s: MQTT keeps a group's messages only once a member of the group "
                 "has subscribed (its persistent session); required_groups %s are not "
                 "pre-created",

@@ -37,6 +37,17 @@ __all__ = ["MqttConnection", "MqttConnectionError"]
 log = logging.getLogger(__name__)
 
 _SESSION_TAKEN_OVER = 142
+
+
+class _QuietPaho(logging.Filter):
+    """Drop paho's "Client is not connected" error: its loop ran once after a close."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+_paho_log = logging.getLogger("binders.mqtt.paho")
+_paho_log.addFilter(_QuietPaho())
 _DEFAULT_MAX_INFLIGHT = 20
 
 
@@ -100,7 +111,7 @@ class MqttConnection:
             manual_ack=True,
         )
         client.suppress_exceptions = True
-        client.enable_logger(logging.getLogger("binders.mqtt.paho"))
+        client.enable_logger(_paho_log)
         client.reconnect_delay_set(s.reconnect_min_delay, s.reconnect_max_delay)  # type: ignore[arg-type]
         client.max_inflight_messages_set(s.max_inflight or _DEFAULT_MAX_INFLIGHT)
         client.max_queued_messages_set(0)
