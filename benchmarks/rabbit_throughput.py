@@ -184,21 +184,27 @@ def run_kombu(scenario: str, persistent: bool, count: int, prefetch: int) -> flo
 
 
 async def _publish_all(producer: Any, count: int, window: int) -> None:
+    """Publish ``count`` messages with at most ``window`` publishes in flight."""
     from binder.message import Message
 
     slots = asyncio.Semaphore(window)
+    errors: list[BaseException] = []
 
-    async def one(n: int) -> None:
-        try:
-            await producer.publish(Message(payload(n), content_type="application/json"))
-        finally:
-            slots.release()
+    def finished(task: asyncio.Task[None]) -> None:
+        slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            errors.append(task.exception())  # type: ignore[arg-type]
 
-    tasks = []
     for n in range(count):
         await slots.acquire()
-        tasks.append(asyncio.create_task(one(n)))
-    await asyncio.gather(*tasks)
+        task = asyncio.ensure_future(
+            producer.publish(Message(payload(n), content_type="application/json"))
+        )
+        task.add_done_callback(finished)
+    for _ in range(window):  # wait for the tail
+        await slots.acquire()
+    if errors:
+        raise errors[0]
 
 
 async def _eventbinder_stream(persistent: bool, count: int, prefetch: int, window: int) -> float:
@@ -252,6 +258,9 @@ async def _eventbinder_function(
     from binder.config import load_settings
     from binder.plugins import load_registry
     from binder.runtime import Runtime
+    from binder.spi import ProducerSpec
+    from binders.rabbit.binder import RabbitBinder
+    from binders.rabbit.options import validate_binding_options, validate_settings
 
     tag = uuid.uuid4().hex[:8]
     source, sink = f"bench-in-{tag}", f"bench-out-{tag}"
@@ -289,16 +298,21 @@ async def _eventbinder_function(
     runtime = Runtime(app, settings, registry, fail_fast=True)
     await runtime.start()
     try:
-        from binder.spi import ProducerSpec
-        from binders.rabbit.options import validate_binding_options
-
-        producer = await runtime.binders["rabbit"].bind_producer(
-            ProducerSpec("src-out-0", source, options=validate_binding_options(produce, "producer"))
-        )
-        start = time.perf_counter()
-        await _publish_all(producer, count, window)
-        await done.wait()
-        return time.perf_counter() - start
+        # The source has its own binder (own connection), like the kombu producer thread.
+        feeder = RabbitBinder("feeder", validate_settings({"url": URL}))
+        await feeder.start()
+        try:
+            producer = await feeder.bind_producer(
+                ProducerSpec(
+                    "src-out-0", source, options=validate_binding_options(produce, "producer")
+                )
+            )
+            start = time.perf_counter()
+            await _publish_all(producer, count, window)
+            await done.wait()
+            return time.perf_counter() - start
+        finally:
+            await feeder.close()
     finally:
         await runtime.stop()
 

@@ -343,9 +343,12 @@ class Link:
         self._drain_wake()
 
     def _drain_wake(self) -> None:
-        self._wake_pending = False
+        # Empty the pipe *before* clearing the flag: the other order can swallow the
+        # byte of a wake-up requested in between, and the thread would then sleep
+        # until the next tick with work queued.  Work is taken after this returns.
         with contextlib.suppress(BlockingIOError, OSError):
             os.read(self._wake_r, 4096)
+        self._wake_pending = False
 
     def _open_control(self) -> None:
         if self._admin is None:
