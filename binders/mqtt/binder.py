@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 from binder.errors import BinderError, ConfigError, UnsupportedFeature
 from binder.message import Message
 from binder.spi import Capabilities, ConsumerSpec, Handler, ProducerSpec, require
+from binders.mqtt import fastprops
 from binders.mqtt.connection import MqttConnection
 from binders.mqtt.consumer import MqttConsumerBinding
 from binders.mqtt.producer import MqttProducerBinding
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 #: in the same group would otherwise take each other's session over.
 _IDS_IN_USE: set[tuple[str, str]] = set()
 _IDS_LOCK = threading.Lock()
+
+fastprops.install()
 
 
 def capabilities_for(mqtt5: bool) -> Capabilities:
@@ -188,7 +191,7 @@ class MqttBinder:
         Returns after the SUBACK, so every later publish reaches the binding.
         """
         publisher = self._require_publisher()
-        if spec.partitioned or spec.instance_count > 1:
+        if spec.partitioned:
             require(self.capabilities, "partitioning", "mqtt", f"binding {spec.binding}")
         if not spec.destination:
             raise ConfigError("empty destination", key=f"bindings.{spec.binding}.destination")
@@ -209,9 +212,11 @@ class MqttBinder:
             if future is not None:
                 await future
 
+        in_flight = min(options["receive_maximum"] or spec.max_in_flight, 65535)
         binding = MqttConsumerBinding(
             spec,
             handler,
+            max_in_flight=in_flight,
             qos=options["qos"],
             dead_letter_topic=dead_letter_topic,
             publish_dead_letter=publish_dead_letter,
@@ -223,7 +228,7 @@ class MqttBinder:
             client_id,
             persistent=spec.group is not None,
             session_expiry=session_expiry,
-            receive_maximum=min(spec.max_in_flight, 65535),
+            receive_maximum=in_flight,
             on_message=binding.on_mqtt_message,
             label=f"{self.name} consumer {spec.binding}",
         )

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import ssl
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,9 @@ class MqttConnection:
         self._reconnect_gate = reconnect_gate
         self._resubscribe_mid: int | None = None
         self._ever_connected = False
+        self._calls: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._calls_lock = threading.Lock()
+        self._calls_scheduled = False
         #: Set while connected with every subscription in place (paho thread sets it).
         self.ready = threading.Event()
         self._session_expiry = session_expiry if persistent else 0
@@ -188,8 +192,22 @@ class MqttConnection:
     # -- paho thread callbacks --------------------------------------------------------
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the event loop, in call order, one wake-up per batch."""
+        with self._calls_lock:
+            self._calls.append((fn, args))
+            if self._calls_scheduled:
+                return
+            self._calls_scheduled = True
         with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
-            self._loop.call_soon_threadsafe(fn, *args)
+            self._loop.call_soon_threadsafe(self._run_calls)
+
+    def _run_calls(self) -> None:
+        with self._calls_lock:
+            calls = list(self._calls)
+            self._calls.clear()
+            self._calls_scheduled = False
+        for fn, args in calls:
+            fn(*args)
 
     def _on_connect(
         self, client: mqtt.Client, _userdata: Any, flags: Any, reason: ReasonCode, props: Any

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -21,19 +21,19 @@ __all__ = ["MqttConsumerBinding"]
 log = logging.getLogger(__name__)
 
 _Item = tuple[Message, int, int]
-_ORDERED = object()
 DeadLetterPublisher = Callable[[str, Message], Awaitable[None]]
 
 
 class MqttConsumerBinding:
     """Delivers one subscription's messages to a handler.
 
-    Ordering: with ``concurrency`` 1 messages are handled strictly in arrival order;
-    with more, messages with the same key are handled one at a time in arrival order
-    and messages without a key run concurrently.  A message is acknowledged (PUBACK)
-    only after its handler returned.  MQTT has no negative acknowledgement: when the
-    handler raises (the core's retries and dead-lettering are already exhausted), the
-    failure is logged and the message acknowledged so the stream goes on.
+    ``concurrency`` workers run the handler.  With one worker messages are handled
+    strictly in arrival order; with more, messages with the same key go to the same
+    worker (in arrival order) and messages without a key to whichever worker is free.
+    A message is acknowledged (PUBACK) only after its handler returned.  MQTT has no
+    negative acknowledgement: when the handler raises (the core's retries and
+    dead-lettering are already exhausted), the failure is logged and the message
+    acknowledged so the stream goes on.
     """
 
     def __init__(
@@ -41,6 +41,7 @@ class MqttConsumerBinding:
         spec: ConsumerSpec,
         handler: Handler,
         *,
+        max_in_flight: int,
         qos: int,
         dead_letter_topic: str | None,
         publish_dead_letter: DeadLetterPublisher,
@@ -54,12 +55,22 @@ class MqttConsumerBinding:
         self._publish_dead_letter = publish_dead_letter
         self._on_closed = on_closed
         self._loop = asyncio.get_running_loop()
-        self._semaphore = asyncio.Semaphore(spec.concurrency)
-        self._chains: dict[Any, asyncio.Future[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._handoff: Handoff[_Item] = Handoff(self._loop, spec.max_in_flight, self._dispatch)
+        self._handoff: Handoff[_Item] = Handoff(self._loop, max_in_flight, self._dispatch)
+        #: Messages handed to this binding and not finished yet (at most max_in_flight).
+        self.in_flight = 0
         self._closing = False
         self._closed = asyncio.Event()
+        # Workers, not a task per message: keyed messages (and all of them with
+        # concurrency 1) go to a worker's own lane, which keeps their order.
+        count = self._workers_count = spec.concurrency
+        self._lanes: list[deque[_Item]] = [deque() for _ in range(count)]
+        self._shared: deque[_Item] = deque()
+        self._wakeups = [asyncio.Event() for _ in range(count)]
+        self._idle: set[int] = set()
+        self._tasks = [
+            self._loop.create_task(self._work(i), name=f"mqtt:{spec.binding}:{i}")
+            for i in range(count)
+        ]
 
     def __repr__(self) -> str:
         return f"<MqttConsumerBinding {self.spec.binding} {self.spec.destination!r}>"
@@ -85,49 +96,55 @@ class MqttConsumerBinding:
         if self._closing:
             self._handoff.release()  # dropped unacknowledged: the session redelivers it
             return
-        message = item[0]
-        chain_key: Any = _ORDERED if self.spec.concurrency == 1 else message.key
-        previous: asyncio.Future[None] | None = None
-        done: asyncio.Future[None] | None = None
-        if chain_key is not None:
-            previous = self._chains.get(chain_key)
-            done = self._loop.create_future()
-            self._chains[chain_key] = done
-        task = self._loop.create_task(self._process(item, chain_key, previous, done))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.in_flight += 1
+        key = item[0].key
+        if self._workers_count == 1 or key is not None:
+            index = 0 if self._workers_count == 1 else hash(key) % self._workers_count
+            self._lanes[index].append(item)
+            if index in self._idle:
+                self._idle.discard(index)
+                self._wakeups[index].set()
+        else:
+            self._shared.append(item)
+            if self._idle:
+                self._wakeups[self._idle.pop()].set()
 
-    async def _process(
-        self,
-        item: _Item,
-        chain_key: Any,
-        previous: asyncio.Future[None] | None,
-        done: asyncio.Future[None] | None,
-    ) -> None:
+    async def _work(self, index: int) -> None:
+        """One of ``concurrency`` workers: its own lane (keyed messages) first."""
+        lane, shared, wakeup = self._lanes[index], self._shared, self._wakeups[index]
+        while True:
+            if lane:
+                item = lane.popleft()
+            elif shared:
+                item = shared.popleft()
+            elif self._closing:
+                return
+            else:
+                self._idle.add(index)
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            await self._process(item)
+
+    async def _process(self, item: _Item) -> None:
         message, mid, qos = item
         try:
-            if previous is not None:
-                await previous
-            async with self._semaphore:
-                try:
-                    await self._handler(message)
-                except Exception as exc:
-                    log.error(
-                        "%r: handler failed on message %s from %r and MQTT cannot redeliver "
-                        "it; acknowledging (%s: %s)",
-                        self,
-                        message.message_id,
-                        message.destination,
-                        type(exc).__name__,
-                        exc,
-                    )
-                if self.connection is not None:
-                    self.connection.ack(mid, qos)
+            try:
+                await self._handler(message)
+            except Exception as exc:
+                log.error(
+                    "%r: handler failed on message %s from %r and MQTT cannot redeliver "
+                    "it; acknowledging (%s: %s)",
+                    self,
+                    message.message_id,
+                    message.destination,
+                    type(exc).__name__,
+                    exc,
+                )
+            if self.connection is not None:
+                self.connection.ack(mid, qos)
         finally:
-            if done is not None:
-                done.set_result(None)
-                if self._chains.get(chain_key) is done:
-                    del self._chains[chain_key]
+            self.in_flight -= 1
             self._handoff.release()
 
     async def dead_letter(self, message: Message, failure: Failure) -> None:
@@ -146,9 +163,15 @@ class MqttConsumerBinding:
             return
         self._closing = True
         self._handoff.close()
+        for lane in (*self._lanes, self._shared):
+            for _ in range(len(lane)):  # fetched, not started: the session redelivers
+                lane.popleft()
+                self.in_flight -= 1
+                self._handoff.release()
+        for wakeup in self._wakeups:
+            wakeup.set()
         try:
-            if self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             if self.connection is not None:
                 await self.connection.close()
         finally:

@@ -128,6 +128,12 @@ SETTINGS: dict[str, Option] = {
 
 CONSUMER_OPTIONS: dict[str, Option] = {
     "qos": Option(int, 1, check=_qos, help="subscription QoS"),
+    "receive_maximum": Option(
+        int,
+        None,
+        check=_receive_maximum,
+        help="unacknowledged messages the broker may send (default: prefetch or concurrency)",
+    ),
     "client_id": Option(str, None, help="explicit client id (default: derived, see docs)"),
     "session_expiry": Option(int, None, check=positive, help="overrides the binder setting"),
 }

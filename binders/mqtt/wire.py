@@ -36,13 +36,57 @@ def _unescape(value: str) -> str:
     return decoded if isinstance(decoded, str) else value
 
 
+class PackedProperties(Properties):
+    """PUBLISH properties encoded once, by a direct encoder.
+
+    paho's :class:`Properties` validates every attribute by scanning its name table,
+    which costs more than the rest of a publish; paho only ever calls ``pack()`` on the
+    properties it sends (and ``str()`` when debug logging), so those are provided.
+    """
+
+    def __init__(self, content_type: str | None, user: list[tuple[str, str]]) -> None:
+        body = bytearray()
+        if content_type:
+            body += b"\x03" + _utf8(content_type)
+        for name, value in user:
+            body += b"\x26" + _utf8(name) + _utf8(value)
+        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+        object.__setattr__(self, "ContentType", content_type)
+        object.__setattr__(self, "UserProperty", user)
+        object.__setattr__(self, "_packed", _varint(len(body)) + bytes(body))
+
+    def pack(self) -> bytes:
+        """The encoded property block (length prefix included)."""
+        return self._packed  # type: ignore[no-any-return]
+
+    def __str__(self) -> str:
+        return f"[ContentType: {self.ContentType!r}, UserProperty: {len(self.UserProperty)}]"
+
+    __repr__ = __str__
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode("utf-8")
+    if len(data) > 65535:
+        raise ValueError(f"MQTT strings are limited to 65535 bytes, got {len(data)}")
+    return len(data).to_bytes(2, "big") + data
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        value, digit = divmod(value, 128)
+        if value:
+            out.append(digit | 0x80)
+        else:
+            out.append(digit)
+            return bytes(out)
+
+
 def to_properties(message: Message, mqtt5: bool) -> Properties | None:
     """MQTT 5 PUBLISH properties for ``message``; None under MQTT 3.1.1 (no properties)."""
     if not mqtt5:
         return None
-    props = Properties(PacketTypes.PUBLISH)
-    if message.content_type:
-        props.ContentType = message.content_type
     user: list[tuple[str, str]] = []
     escaped: list[str] = []
     for name, value in message.headers.items():
@@ -60,8 +104,7 @@ def to_properties(message: Message, mqtt5: bool) -> Properties | None:
     user.append((TIMESTAMP_HEADER, repr(message.timestamp)))
     if message.key is not None:
         user.append((KEY_HEADER, message.key))
-    props.UserProperty = user
-    return props
+    return PackedProperties(message.content_type, user)
 
 
 def from_mqtt(msg: Any) -> Message:

@@ -297,7 +297,7 @@ async def test_slow_handler_bounds_messages_in_flight(binder: MqttBinder) -> Non
     loop = asyncio.get_running_loop()
     end = loop.time() + 0.3
     while loop.time() < end:
-        assert len(consumer._tasks) <= 4  # type: ignore[attr-defined]
+        assert consumer.in_flight <= 4  # type: ignore[attr-defined]
         await asyncio.sleep(0.02)
     assert peak == 2
     gate.set()
