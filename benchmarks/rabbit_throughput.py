@@ -42,6 +42,7 @@ URL = os.environ.get("EVENTBINDER_RABBIT_URL", "amqp://guest:guest@127.0.0.1:567
 MODES = ("persistent", "transient")
 SCENARIOS = ("stream", "function")
 IMPLS = ("kombu", "eventbinder")
+EXTRA_IMPLS = ("naive",)  # asyncio over kombu with a thread hop per message
 
 
 def payload(n: int) -> bytes:
@@ -326,6 +327,85 @@ def run_eventbinder(
     return asyncio.run(_eventbinder_function(persistent, count, prefetch, window, concurrency))
 
 
+# -------------------------------------------------------- naive bridge (for contrast)
+
+
+async def _naive_stream(persistent: bool, count: int, prefetch: int) -> float:
+    """The bridge the binder avoids: a thread hop per message in each direction.
+
+    Publishing awaits ``run_in_executor`` per message on a kombu producer with
+    ``confirm_publish`` (one confirm at a time); the consumer thread hands each
+    delivery to the loop with ``run_coroutine_threadsafe`` and waits before acking.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import kombu
+
+    loop = asyncio.get_running_loop()
+    tag = uuid.uuid4().hex[:8]
+    source = f"bench-in-{tag}"
+    queue_name = f"{source}.sink"
+    _kombu_topology([(source, queue_name)])
+    received = 0
+    done = asyncio.Event()
+
+    async def handler(body: Any) -> None:
+        nonlocal received
+        received += 1
+        if received == count:
+            done.set()
+
+    stop = threading.Event()
+
+    def consume() -> None:
+        with _kombu_conn(False) as conn:
+
+            def callback(body: Any, message: Any) -> None:
+                asyncio.run_coroutine_threadsafe(handler(body), loop).result()
+                message.ack()
+
+            queue = kombu.Queue(queue_name, no_declare=True)
+            with conn.Consumer(
+                queue, callbacks=[callback], accept=["json"], prefetch_count=prefetch
+            ):
+                while not stop.is_set():
+                    try:
+                        conn.drain_events(timeout=0.2)
+                    except TimeoutError:
+                        continue
+
+    pool = ThreadPoolExecutor(1)
+    conn = _kombu_conn(persistent)
+    producer = await loop.run_in_executor(pool, conn.Producer)
+    exchange = kombu.Exchange(source, "topic", durable=True)
+    mode = 2 if persistent else 1
+
+    def publish(n: int) -> None:
+        producer.publish(
+            payload(n),
+            exchange=exchange,
+            routing_key=source,
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=mode,
+            retry=False,
+        )
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    try:
+        start = time.perf_counter()
+        for n in range(count):
+            await loop.run_in_executor(pool, publish, n)
+        await done.wait()
+        return time.perf_counter() - start
+    finally:
+        stop.set()
+        await asyncio.to_thread(consumer.join)
+        await loop.run_in_executor(pool, conn.release)
+        pool.shutdown()
+
+
 # ---------------------------------------------------------------------------- driver
 
 
@@ -334,6 +414,10 @@ def child(args: argparse.Namespace) -> None:
     persistent = args.mode == "persistent"
     if args.impl == "kombu":
         elapsed = run_kombu(args.scenario, persistent, args.count, args.prefetch)
+    elif args.impl == "naive":
+        if args.scenario != "stream":
+            raise SystemExit("the naive bridge is measured for the stream scenario only")
+        elapsed = asyncio.run(_naive_stream(persistent, args.count, args.prefetch))
     else:
         elapsed = run_eventbinder(
             args.scenario, persistent, args.count, args.prefetch, args.window, args.concurrency
@@ -363,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="eventbinder function")
     parser.add_argument("--scenario", choices=SCENARIOS, action="append")
     parser.add_argument("--mode", choices=MODES, action="append")
-    parser.add_argument("--impl", choices=IMPLS, action="append")
+    parser.add_argument("--impl", choices=IMPLS + EXTRA_IMPLS, action="append")
     parser.add_argument("--repeat", type=int, default=1, help="runs per case (best is kept)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
