@@ -33,8 +33,22 @@ _USER_PROPERTY = 38
 _set = object.__setattr__
 
 
+_TABLES = Properties(PacketTypes.PUBLISH)
+
+
 class FastPublishProperties(Properties):
-    """Properties whose ``unpack`` is fast for content type and user properties."""
+    """Properties whose ``unpack`` is fast for content type and user properties.
+
+    paho's ``__init__`` builds its (constant) lookup tables for every instance; here
+    they are shared class attributes, read-only like in paho.
+    """
+
+    types = _TABLES.types
+    names = _TABLES.names
+    properties = _TABLES.properties
+
+    def __init__(self, packetType: int) -> None:
+        _set(self, "packetType", packetType)
 
     def unpack(self, buffer: Any) -> tuple[Properties, int]:
         """Decode like :meth:`Properties.unpack`; return ``(self, bytes used)``."""

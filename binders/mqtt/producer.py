@@ -59,10 +59,8 @@ class MqttProducerBinding:
         if future is None:
             return
         self._pending.add(future)
-        try:
-            await asyncio.shield(future)
-        finally:
-            self._pending.discard(future)
+        future.add_done_callback(self._pending.discard)
+        await future
 
     async def close(self, timeout: float = 10.0) -> None:
         """Wait (up to ``timeout`` s) for this binding's unconfirmed publishes; idempotent."""

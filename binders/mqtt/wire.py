@@ -45,15 +45,14 @@ class PackedProperties(Properties):
     """
 
     def __init__(self, content_type: str | None, user: list[tuple[str, str]]) -> None:
-        body = bytearray()
-        if content_type:
-            body += b"\x03" + _utf8(content_type)
+        parts = [b"\x03", _utf8(content_type)] if content_type else []
         for name, value in user:
-            body += b"\x26" + _utf8(name) + _utf8(value)
+            parts += (b"\x26", _utf8(name), _utf8(value))
+        body = b"".join(parts)
         object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
         object.__setattr__(self, "ContentType", content_type)
         object.__setattr__(self, "UserProperty", user)
-        object.__setattr__(self, "_packed", _varint(len(body)) + bytes(body))
+        object.__setattr__(self, "_packed", _varint(len(body)) + body)
 
     def pack(self) -> bytes:
         """The encoded property block (length prefix included)."""
@@ -73,6 +72,8 @@ def _utf8(text: str) -> bytes:
 
 
 def _varint(value: int) -> bytes:
+    if value < 128:
+        return bytes((value,))
     out = bytearray()
     while True:
         value, digit = divmod(value, 128)
