@@ -24,6 +24,9 @@ from binders.rabbit.link import ConsumerHandle, Link, Publish
 from binders.rabbit.options import CONSUMER_OPTIONS, PRODUCER_OPTIONS
 from binders.rabbit.topology import (
     DLX,
+    BindDecl,
+    Decl,
+    QueueDecl,
     consumer_topology,
     dead_letter_target,
     destination_topology,
@@ -60,6 +63,16 @@ def _with_defaults(options: Mapping[str, Any], consumer: bool) -> dict[str, Any]
     result = {key: opt.default for key, opt in schema.items() if not opt.required}
     result.update(options)
     return result
+
+
+def _queue_own_decls(decls: list[Decl], queue: str) -> list[Decl]:
+    """The declaration of ``queue`` and its bindings, without exchanges or DLQs."""
+    return [
+        d
+        for d in decls
+        if (isinstance(d, QueueDecl) and d.name == queue)
+        or (isinstance(d, BindDecl) and d.queue == queue)
+    ]
 
 
 class RabbitProducerBinding:
@@ -156,7 +169,7 @@ class RabbitConsumerBinding:
         handler: Handler,
         options: dict[str, Any],
         queue: str,
-        decls: list[Any],
+        decls: list[Decl],
     ) -> None:
         self.spec = spec
         self.queue = queue
@@ -414,7 +427,10 @@ class RabbitBinder:
             dead_letter=spec.dead_letter,
         )
         if not opts["declare"]:
-            top.decls = []
+            # A pre-existing topology is used as is; only a fresh anonymous queue (which
+            # cannot pre-exist) is still declared and bound.
+            anonymous = spec.group is None and not opts["default_exchange"]
+            top.decls = _queue_own_decls(top.decls, top.queue) if anonymous else []
         link = await self._consumer()
         assert link is self._consumer_link
         binding = RabbitConsumerBinding(self, spec, handler, opts, top.queue, top.decls)

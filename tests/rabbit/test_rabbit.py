@@ -220,12 +220,17 @@ async def test_pre_existing_topology_is_used_as_is_with_declare_false(
         queue = kombu.Queue(queue_name, exchange, routing_key="only", durable=False)
         queue(channel).declare()
     received = await _consume(binder, destination, group, declare=False)
+    anonymous = await _consume(
+        binder, destination, declare=False, exchange_type="direct", binding_routing_key="only"
+    )
     producer = await _producer(
         binder, destination, declare=False, exchange_type="direct", routing_key="only"
     )
     await producer.publish(_json({"n": 1}))
     [got] = await received.wait_for(1)
     assert got.json() == {"n": 1}
+    [copy] = await anonymous.wait_for(1)
+    assert copy.json() == {"n": 1}
 
 
 # -- partitions -----------------------------------------------------------------------
