@@ -88,6 +88,7 @@ class MqttBinder:
                 self.settings,
                 client_id,
                 reconnect_gate=self._wait_for_group_subscriptions,
+                with_will=True,
                 label=f"{self.name} publisher",
             )
             await publisher.open()

@@ -72,6 +72,7 @@ class MqttConnection:
         receive_maximum: int | None = None,
         on_message: OnMessage | None = None,
         reconnect_gate: Callable[[], None] | None = None,
+        with_will: bool = False,
         label: str = "connection",
     ) -> None:
         self.settings = settings
@@ -97,14 +98,14 @@ class MqttConnection:
         self._closing = False
         self._closed = False
         self._lost_logged = False
-        self._client = self._make_client(on_message)
+        self._client = self._make_client(on_message, with_will)
 
     def __repr__(self) -> str:
         return f"<MqttConnection {self.label} {self.client_id!r} to {self.settings.address}>"
 
     # -- set-up -----------------------------------------------------------------------
 
-    def _make_client(self, on_message: OnMessage | None) -> mqtt.Client:
+    def _make_client(self, on_message: OnMessage | None, with_will: bool) -> mqtt.Client:
         s = self.settings
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -123,7 +124,7 @@ class MqttConnection:
             client.username_pw_set(s.username, s.password)
         if s.tls:
             self._set_tls(client, s.tls)
-        if s.will:
+        if s.will and with_will:
             will = s.will
             client.will_set(will["topic"], will["payload"], will["qos"], will["retain"])
         client.on_connect = self._on_connect

@@ -464,3 +464,19 @@ async def test_broker_restart_in_the_middle_of_2000_qos1_messages_loses_none(
     unique = lambda: {m.json()["n"] for m in received.messages}  # noqa: E731
     await wait_for(lambda: len(unique()) == total, 30, "all 2000 messages, none lost")
     assert unique() == set(range(total))
+
+
+async def test_last_will_is_published_when_the_connection_dies(
+    binder: MqttBinder, make_binder: Any
+) -> None:
+    import socket
+
+    topic = fresh("will")
+    watcher = Collector()
+    await binder.bind_consumer(ConsumerSpec("will-in", topic, dead_letter=False), watcher)
+    dying = await make_binder(will={"topic": topic, "payload": "gone", "qos": 1})
+    assert dying._publisher is not None
+    sock = dying._publisher._client.socket()  # no DISCONNECT: an abnormal end
+    sock.shutdown(socket.SHUT_RDWR)
+    [got] = await watcher.wait_for(1)
+    assert got.payload == b"gone"
