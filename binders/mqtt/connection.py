@@ -82,6 +82,8 @@ class MqttConnection:
         self._reconnect_gate = reconnect_gate
         self._resubscribe_mid: int | None = None
         self._ever_connected = False
+        #: Incremented on every accepted (re)connection; see :meth:`ack`.
+        self.epoch = 0
         self._calls: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._calls_lock = threading.Lock()
         self._calls_scheduled = False
@@ -222,6 +224,7 @@ class MqttConnection:
                 log.error("%s", text.format(where=f"{self.label} {self.settings.address}"))
             return
         self._connected = True
+        self.epoch += 1
         if self._subscriptions:
             # Even with the session present: Mosquitto 2.0 does not restore shared
             # subscriptions from its persistence file after a restart.  Subscribing
@@ -367,9 +370,14 @@ class MqttConnection:
                 f"the MQTT broker refused the subscription to {topic_filter!r}: {refused[0]}"
             )
 
-    def ack(self, mid: int, qos: int) -> None:
-        """Acknowledge a received QoS 1 message (manual acknowledgement)."""
-        if qos > 0 and not self._closed:
+    def ack(self, mid: int, qos: int, epoch: int) -> None:
+        """Acknowledge a QoS 1 message received during connection ``epoch``.
+
+        A message received before the latest reconnect is not acknowledged: its packet
+        id belongs to the old connection (the broker re-sends the message on the new
+        one, and may already use the id for another message).
+        """
+        if qos > 0 and not self._closed and epoch == self.epoch:
             self._client.ack(mid, qos)
 
     async def flush(self, timeout: float) -> None:

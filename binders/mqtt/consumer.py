@@ -20,7 +20,7 @@ __all__ = ["MqttConsumerBinding"]
 
 log = logging.getLogger(__name__)
 
-_Item = tuple[Message, int, int]
+_Item = tuple[Message, int, int, int]  # message, packet id, QoS, connection epoch
 DeadLetterPublisher = Callable[[str, Message], Awaitable[None]]
 
 
@@ -86,9 +86,10 @@ class MqttConsumerBinding:
         except Exception:  # a topic that is not UTF-8, say: never drop silently
             log.exception("%r cannot read a message (mid %s); acknowledging it", self, msg.mid)
             if self.connection is not None:
-                self.connection.ack(msg.mid, msg.qos)
+                self.connection.ack(msg.mid, msg.qos, self.connection.epoch)
             return
-        self._handoff.put((message, msg.mid, msg.qos))
+        epoch = self.connection.epoch if self.connection is not None else 0
+        self._handoff.put((message, msg.mid, msg.qos, epoch))
 
     # -- event loop -------------------------------------------------------------------
 
@@ -127,7 +128,7 @@ class MqttConsumerBinding:
             await self._process(item)
 
     async def _process(self, item: _Item) -> None:
-        message, mid, qos = item
+        message, mid, qos, epoch = item
         try:
             try:
                 await self._handler(message)
@@ -142,7 +143,7 @@ class MqttConsumerBinding:
                     exc,
                 )
             if self.connection is not None:
-                self.connection.ack(mid, qos)
+                self.connection.ack(mid, qos, epoch)
         finally:
             self.in_flight -= 1
             self._handoff.release()
