@@ -1,0 +1,228 @@
+"""The Kafka binder: one producer and one admin client per binder, one consumer per
+consumer binding."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from binder.errors import BinderError
+from binder.spi import (
+    Capabilities,
+    ConsumerBinding,
+    ConsumerSpec,
+    Handler,
+    ProducerBinding,
+    ProducerSpec,
+    require,
+)
+from binders.kafka.admin import TopicProvisioner
+from binders.kafka.connection import client_kwargs, describe_connection
+from binders.kafka.consumer import KafkaConsumerBinding, dead_letter_topic
+from binders.kafka.producer import KafkaProducerBinding
+from binders.kafka.settings import parse_reset_target
+
+__all__ = ["CAPABILITIES", "KafkaBinder", "dead_letter_topic"]
+
+log = logging.getLogger(__name__)
+
+CAPABILITIES = Capabilities(
+    consumer_groups=True,
+    anonymous_subscribers=True,
+    ordering=True,
+    durable=True,
+    replay=True,
+    native_headers=True,
+    partitioning=True,
+    redelivery_on_nack=True,
+)
+
+
+class KafkaBinder:
+    """A connection to one Kafka cluster (see ``docs/binders/kafka.md``)."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, name: str, settings: Mapping[str, Any]) -> None:
+        self.name = name
+        self.settings = dict(settings)
+        self._client_kwargs = client_kwargs(self.settings)
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._provisioner: TopicProvisioner | None = None
+        self._consumers: list[KafkaConsumerBinding] = []
+        self._producers: list[KafkaProducerBinding] = []
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<KafkaBinder {self.name} {describe_connection(self.settings)}>"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Connect the producer and the admin client; raise if Kafka is unreachable."""
+        if self._producer is not None:
+            return
+        settings = self.settings
+        producer = AIOKafkaProducer(
+            **self._client_kwargs,
+            acks=settings["acks"] if settings["acks"] != -1 else "all",
+            enable_idempotence=settings["enable_idempotence"],
+            linger_ms=settings["linger_ms"],
+            max_batch_size=settings["max_batch_size"],
+            compression_type=settings["compression_type"],
+        )
+        admin = AIOKafkaAdminClient(**self._client_kwargs)
+        try:
+            await producer.start()
+            await admin.start()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            with contextlib.suppress(Exception):
+                await admin.close()
+            raise BinderError(
+                f"cannot connect to Kafka at {describe_connection(settings)}: {type(exc).__name__}"
+            ) from None
+        self._producer, self._admin = producer, admin
+        self._provisioner = TopicProvisioner(admin, settings["request_timeout_ms"] / 1000)
+        self._closed = False
+        log.info("Kafka binder %s connected to %s", self.name, describe_connection(settings))
+
+    async def close(self) -> None:
+        """Close every binding, flush the producer, disconnect; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        consumers, self._consumers = self._consumers, []
+        await asyncio.gather(*(c.close() for c in consumers), return_exceptions=True)
+        producers, self._producers = self._producers, []
+        for producer_binding in producers:
+            with contextlib.suppress(Exception):
+                await producer_binding.close()
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                await self._admin.close()
+        self._producer = self._admin = self._provisioner = None
+
+    def _started(self) -> tuple[AIOKafkaProducer, TopicProvisioner]:
+        if self._producer is None or self._provisioner is None:
+            raise BinderError(f"Kafka binder '{self.name}' is not started")
+        return self._producer, self._provisioner
+
+    # -------------------------------------------------------------- provisioning
+
+    async def provision(
+        self, destination: str, group: str | None, options: Mapping[str, Any]
+    ) -> None:
+        """Create the topic when missing; groups need no storage in Kafka."""
+        await self._ensure_topic(destination, options, 1)
+
+    async def _ensure_topic(self, topic: str, options: Mapping[str, Any], minimum: int) -> int:
+        _, provisioner = self._started()
+        plan = provisioner.plan(topic, options, self.settings, partitions=minimum)
+        if not self.settings["auto_create_topics"]:
+            count = await provisioner.partition_count(topic)
+            if count is None:
+                raise BinderError(
+                    f"Kafka topic '{topic}' does not exist and auto_create_topics is false"
+                )
+            return count
+        return await provisioner.ensure(plan)
+
+    async def topic_config(self, topic: str) -> dict[str, str]:
+        """Return ``topic``'s configuration as the broker reports it."""
+        _, provisioner = self._started()
+        return await provisioner.describe_config(topic)
+
+    # ------------------------------------------------------------------ binding
+
+    async def bind_consumer(self, spec: ConsumerSpec, handler: Handler) -> ConsumerBinding:
+        """Join the group and return once partitions are assigned and positioned."""
+        producer, provisioner = self._started()
+        if spec.group is not None:
+            require(self.capabilities, "consumer_groups", self.name, "consumer groups")
+        if spec.partitioned and spec.instance_count > 1:
+            require(self.capabilities, "partitioning", self.name, "partitioned consumers")
+        partitions = await self._ensure_topic(spec.destination, spec.options, 1)
+        if spec.partitioned and spec.instance_count > partitions:
+            log.warning(
+                "topic %s has %d partition(s) for %d instances: some instances get none",
+                spec.destination,
+                partitions,
+                spec.instance_count,
+            )
+        binding = KafkaConsumerBinding(
+            spec,
+            handler,
+            settings=self.settings,
+            client_kwargs=self._client_kwargs,
+            producer=producer,
+            provisioner=provisioner,
+            partitions=partitions,
+        )
+        await binding.start(self.settings["assignment_timeout"])
+        self._consumers.append(binding)
+        return binding
+
+    async def bind_producer(self, spec: ProducerSpec) -> ProducerBinding:
+        """Provision the topic with at least ``spec.partition_count`` partitions."""
+        producer, _ = self._started()
+        if spec.partition_count > 1:
+            require(self.capabilities, "partitioning", self.name, "partition_count > 1")
+        partitions = await self._ensure_topic(spec.destination, spec.options, spec.partition_count)
+        if partitions < spec.partition_count:
+            raise BinderError(
+                f"producer binding '{spec.binding}' needs {spec.partition_count} partitions "
+                f"but topic '{spec.destination}' has {partitions}; set auto_add_partitions: "
+                "true or grow the topic"
+            )
+        binding = KafkaProducerBinding(spec, producer, partitions)
+        self._producers.append(binding)
+        return binding
+
+    # ------------------------------------------------------------------- replay
+
+    async def reset_offsets(
+        self, destination: str, group: str, to: str | float | datetime = "earliest"
+    ) -> dict[int, int]:
+        """Move ``group``'s committed offsets on ``destination`` for a replay.
+
+        ``to`` is ``"earliest"``, ``"latest"``, a POSIX timestamp or a datetime / ISO
+        string (the first record at or after it; the end of a partition with none).
+        The group must have no active member (stop the app first); returns the new
+        offset per partition.
+        """
+        _, provisioner = self._started()
+        target = parse_reset_target(to)
+        count = await provisioner.partition_count(destination)
+        if count is None:
+            raise BinderError(f"Kafka topic '{destination}' does not exist")
+        tps = [TopicPartition(destination, p) for p in range(count)]
+        consumer = AIOKafkaConsumer(**self._client_kwargs, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            if target == "earliest":
+                offsets = await consumer.beginning_offsets(tps)
+            elif target == "latest":
+                offsets = await consumer.end_offsets(tps)
+            else:
+                found = await consumer.offsets_for_times(dict.fromkeys(tps, int(target * 1000)))
+                ends = await consumer.end_offsets(tps)
+                offsets = {tp: found[tp].offset if found[tp] else ends[tp] for tp in tps}
+            await consumer.commit(offsets)
+        finally:
+            await consumer.stop()
+        log.info("reset group %s on %s to %s", group, destination, to)
+        return {tp.partition: offset for tp, offset in offsets.items()}

@@ -1,0 +1,72 @@
+"""Conversion between :class:`~binder.message.Message` and Kafka records.
+
+The record key is the message key; the record timestamp carries the message timestamp
+(millisecond precision); headers travel as record headers, with the content type and
+message id in the ``contentType`` and ``messageId`` headers (Spring Cloud Stream names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from binder.message import CONTENT_TYPE_HEADER, MESSAGE_ID_HEADER, Message
+
+__all__ = ["OutgoingRecord", "from_record", "to_record"]
+
+_RESERVED = (CONTENT_TYPE_HEADER, MESSAGE_ID_HEADER)
+
+
+@dataclass(slots=True)
+class OutgoingRecord:
+    """The arguments of one ``AIOKafkaProducer.send`` call."""
+
+    value: bytes
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int | None
+    partition: int | None
+
+
+def to_record(message: Message, extra_headers: dict[str, str] | None = None) -> OutgoingRecord:
+    """Build the record for ``message`` (``extra_headers`` override message headers)."""
+    headers = {k: v for k, v in message.headers.items() if k not in _RESERVED}
+    if extra_headers:
+        headers.update(extra_headers)
+    encoded = [(name, str(value).encode()) for name, value in headers.items()]
+    if message.content_type is not None:
+        encoded.append((CONTENT_TYPE_HEADER, message.content_type.encode()))
+    encoded.append((MESSAGE_ID_HEADER, message.message_id.encode()))
+    return OutgoingRecord(
+        value=message.payload,
+        key=message.key.encode() if message.key is not None else None,
+        headers=encoded,
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+        partition=message.partition,
+    )
+
+
+def _text(value: bytes | None) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", errors="replace")
+
+
+def from_record(record: Any, delivery_attempt: int = 1) -> Message:
+    """Build the message for an aiokafka ``ConsumerRecord`` with raw bytes key/value."""
+    headers = {name: _text(value) for name, value in record.headers or ()}
+    content_type = headers.pop(CONTENT_TYPE_HEADER, None)
+    message_id = headers.pop(MESSAGE_ID_HEADER, None) or (
+        f"{record.topic}-{record.partition}-{record.offset}"
+    )
+    return Message(
+        payload=record.value if record.value is not None else b"",
+        headers=headers,
+        key=_text(record.key) if record.key is not None else None,
+        content_type=content_type,
+        message_id=message_id,
+        timestamp=record.timestamp / 1000.0 if record.timestamp is not None else 0.0,
+        delivery_attempt=delivery_attempt,
+        destination=record.topic,
+        partition=record.partition,
+    )

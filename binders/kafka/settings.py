@@ -1,0 +1,147 @@
+"""Configuration schemas of the Kafka binder: binder settings and binding options.
+
+Pure data (no aiokafka import), so the plugin can validate configuration even where
+the client library is not installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from binder.schema import Option, non_negative, positive
+
+__all__ = [
+    "BINDER_SCHEMA",
+    "CONSUMER_SCHEMA",
+    "PRODUCER_SCHEMA",
+    "SECRET_KEYS",
+    "parse_reset_target",
+]
+
+
+def _servers(value: Any) -> str | list[str]:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("must name at least one host:port")
+        return value
+    servers = list(value)
+    if not servers or not all(isinstance(s, str) and s for s in servers):
+        raise ValueError("must be a 'host:port[,host:port]' string or a list of them")
+    return servers
+
+
+def _topic_config(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a mapping of topic configuration names to values")
+    return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+
+
+def parse_reset_target(value: Any) -> str | float:
+    """Normalise a replay target: 'earliest', 'latest' or a POSIX timestamp (seconds).
+
+    Accepts ISO 8601 strings (naive ones are taken as UTC), numbers and datetimes.
+    """
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        if value in ("earliest", "latest"):
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"must be 'earliest', 'latest' or an ISO 8601 timestamp, got {value!r}"
+            ) from None
+        return parse_reset_target(moment)
+    raise ValueError(f"must be 'earliest', 'latest' or an ISO 8601 timestamp, got {value!r}")
+
+
+def _reset(value: Any) -> str | float:
+    return parse_reset_target(value)
+
+
+_TOPIC_OPTIONS: dict[str, Option] = {
+    "partitions": Option(
+        int, None, check=positive, help="partitions for a topic this binding creates"
+    ),
+    "replication_factor": Option(
+        int, None, check=positive, help="replication factor for a topic this binding creates"
+    ),
+    "config": Option(
+        dict, None, check=_topic_config, help="topic configs, e.g. {cleanup.policy: compact}"
+    ),
+    "auto_add_partitions": Option(
+        bool, None, help="grow an existing topic that has fewer partitions than asked"
+    ),
+}
+
+BINDER_SCHEMA: dict[str, Option] = {
+    "type": Option(str, "kafka"),
+    "bootstrap_servers": Option(
+        (str, list), "127.0.0.1:9092", check=_servers, help="host:port[,host:port]"
+    ),
+    "client_id": Option(str, "eventbinder"),
+    "security_protocol": Option(
+        str, "PLAINTEXT", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+    ),
+    "sasl_mechanism": Option(str, "PLAIN", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+    "sasl_plain_username": Option(str, None),
+    "sasl_plain_password": Option(str, None, secret=True),
+    "ssl_cafile": Option(str, None, help="CA bundle to verify the brokers"),
+    "ssl_certfile": Option(str, None, help="client certificate (mutual TLS)"),
+    "ssl_keyfile": Option(str, None, help="client private key (mutual TLS)"),
+    "ssl_password": Option(str, None, secret=True, help="password of ssl_keyfile"),
+    "ssl_check_hostname": Option(bool, True),
+    # producer (one producer per binder, shared by its producer bindings)
+    "acks": Option((str, int), "all", choices=("all", 0, 1, -1)),
+    "enable_idempotence": Option(bool, True),
+    "linger_ms": Option(int, 5, check=non_negative),
+    "max_batch_size": Option(int, 16384, check=positive),
+    "compression_type": Option(str, None, choices=(None, "gzip", "snappy", "lz4", "zstd")),
+    # consumers
+    "session_timeout_ms": Option(int, 10000, check=positive),
+    "heartbeat_interval_ms": Option(int, 500, check=positive),
+    "max_poll_interval_ms": Option(int, 300000, check=positive),
+    "request_timeout_ms": Option(int, 30000, check=positive),
+    "commit_interval": Option(float, 0.5, check=positive, help="seconds between commits"),
+    "assignment_timeout": Option(
+        float, 30.0, check=positive, help="seconds bind_consumer waits for partitions"
+    ),
+    # provisioning defaults
+    "auto_create_topics": Option(bool, True),
+    "partitions": Option(int, 1, check=positive),
+    "replication_factor": Option(int, 1, check=positive),
+    "auto_add_partitions": Option(bool, False),
+}
+
+CONSUMER_SCHEMA: dict[str, Option] = {
+    **_TOPIC_OPTIONS,
+    "start_offset": Option(
+        str,
+        None,
+        choices=(None, "earliest", "latest"),
+        help="where a group without committed offsets starts (default: earliest; "
+        "anonymous consumers always start at latest)",
+    ),
+    "reset_offsets": Option(
+        (str, int, float, datetime),
+        None,
+        check=_reset,
+        help="replay: seek to 'earliest', 'latest' or an ISO timestamp on first assignment",
+    ),
+    "max_poll_records": Option(
+        int, 500, check=positive, help="records buffered per binding when prefetch is unset"
+    ),
+    "redelivery_delay": Option(
+        float, 0.1, check=non_negative, help="seconds before a failed record is delivered again"
+    ),
+}
+
+PRODUCER_SCHEMA: dict[str, Option] = dict(_TOPIC_OPTIONS)
+
+SECRET_KEYS = frozenset(k for k, opt in BINDER_SCHEMA.items() if opt.secret)

@@ -1,0 +1,69 @@
+"""Fixtures for the Kafka binder tests (real Kafka on 127.0.0.1:9092)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from binder.testing.brokers import require_broker
+
+BOOTSTRAP = "127.0.0.1:9092"
+SETTINGS: dict[str, Any] = {
+    "type": "kafka",
+    "bootstrap_servers": BOOTSTRAP,
+    "client_id": "eventbinder-tests",
+    "linger_ms": 1,
+    "commit_interval": 0.2,
+}
+
+
+@pytest.fixture(autouse=True)
+def _kafka_running() -> None:
+    require_broker("kafka")
+
+
+def unique(prefix: str) -> str:
+    """A fresh, uuid-suffixed topic or group name."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def wait_for(
+    condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition"
+) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def make_binder(**overrides: Any) -> Any:
+    """Build an unstarted Kafka binder through the plugin's binder type."""
+    from binders.kafka.plugin import KafkaBinderType
+
+    kind = KafkaBinderType()
+    settings = kind.validate_settings({**SETTINGS, **overrides})
+    return kind.create("kafka", settings)
+
+
+@pytest.fixture
+async def binder() -> AsyncIterator[Any]:
+    """A started Kafka binder, closed after the test."""
+    instance = make_binder()
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+@pytest.fixture
+def topic() -> str:
+    """A fresh topic name."""
+    return unique("t")

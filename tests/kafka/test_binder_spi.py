@@ -1,0 +1,204 @@
+"""The Kafka binder against the SPI directly: round trip, groups, nack, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from binder.errors import BinderError
+from binder.message import Message
+from binder.spi import ConsumerSpec, Failure, ProducerSpec
+from tests.kafka.conftest import make_binder, unique, wait_for
+
+pytestmark = pytest.mark.broker("kafka")
+
+
+def consumer_spec(topic: str, group: str | None = None, **kw: Any) -> ConsumerSpec:
+    from binders.kafka.plugin import KafkaBinderType
+
+    options = KafkaBinderType().validate_binding_options(kw.pop("options", {}), "consumer")
+    return ConsumerSpec(
+        binding=f"{topic}-in", destination=topic, group=group, options=options, **kw
+    )
+
+
+def producer_spec(topic: str, **kw: Any) -> ProducerSpec:
+    from binders.kafka.plugin import KafkaBinderType
+
+    options = KafkaBinderType().validate_binding_options(kw.pop("options", {}), "producer")
+    return ProducerSpec(binding=f"{topic}-out", destination=topic, options=options, **kw)
+
+
+async def test_round_trip_keeps_payload_headers_key_content_type(binder: Any, topic: str) -> None:
+    got: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        got.append(message)
+
+    consumer = await binder.bind_consumer(consumer_spec(topic), handler)
+    producer = await binder.bind_producer(producer_spec(topic))
+    sent = Message(
+        payload=b'{"a": 1}',
+        headers={"h1": "v1", "traceparent": "00-abc-def-01"},
+        key="k1",
+        content_type="application/json",
+    )
+    await producer.publish(sent)
+    await wait_for(lambda: len(got) == 1, what="the message")
+    received = got[0]
+    assert received.payload == sent.payload
+    assert received.headers == sent.headers
+    assert received.key == "k1"
+    assert received.content_type == "application/json"
+    assert received.message_id == sent.message_id
+    assert abs(received.timestamp - sent.timestamp) < 0.002
+    assert received.destination == topic
+    assert received.partition == 0
+    assert received.delivery_attempt == 1
+    await consumer.close()
+    await consumer.close()
+
+
+async def test_group_members_share_and_groups_each_get_a_copy(binder: Any) -> None:
+    topic = unique("t")
+    a, b = unique("a"), unique("b")
+    await binder.provision(topic, a, {"partitions": 4})
+    seen: dict[str, list[int]] = {"a1": [], "a2": [], "b": []}
+
+    def collect(name: str) -> Any:
+        async def handler(message: Message) -> None:
+            seen[name].append(int(message.payload))
+
+        return handler
+
+    await binder.bind_consumer(consumer_spec(topic, a), collect("a1"))
+    await binder.bind_consumer(consumer_spec(topic, a), collect("a2"))
+    await binder.bind_consumer(consumer_spec(topic, b), collect("b"))
+    producer = await binder.bind_producer(producer_spec(topic))
+    await asyncio.gather(
+        *(producer.publish(Message(payload=str(i).encode(), key=f"k{i}")) for i in range(100))
+    )
+    await wait_for(lambda: len(seen["a1"]) + len(seen["a2"]) >= 100 and len(seen["b"]) >= 100)
+    assert sorted(seen["a1"] + seen["a2"]) == list(range(100))
+    assert sorted(seen["b"]) == list(range(100))
+
+
+async def test_handler_failure_is_redelivered_in_order(binder: Any, topic: str) -> None:
+    attempts: list[tuple[int, int]] = []
+
+    async def handler(message: Message) -> None:
+        value = int(message.payload)
+        attempts.append((value, message.delivery_attempt))
+        if value == 3 and message.delivery_attempt < 3:
+            raise RuntimeError("boom")
+
+    await binder.bind_consumer(consumer_spec(topic, unique("g")), handler)
+    producer = await binder.bind_producer(producer_spec(topic))
+    for i in range(6):
+        await producer.publish(Message(payload=str(i).encode()))
+    await wait_for(lambda: any(v == 5 for v, _ in attempts), what="all messages")
+    assert attempts == [(0, 1), (1, 1), (2, 1), (3, 1), (3, 2), (3, 3), (4, 1), (5, 1)]
+
+
+async def test_committed_offsets_survive_a_restart_of_the_consumer(binder: Any) -> None:
+    topic, group = unique("t"), unique("g")
+    first: list[int] = []
+
+    async def record_first(message: Message) -> None:
+        first.append(int(message.payload))
+
+    consumer = await binder.bind_consumer(consumer_spec(topic, group), record_first)
+    producer = await binder.bind_producer(producer_spec(topic))
+    for i in range(10):
+        await producer.publish(Message(payload=str(i).encode()))
+    await wait_for(lambda: len(first) == 10)
+    await consumer.close()
+    for i in range(10, 15):
+        await producer.publish(Message(payload=str(i).encode()))
+    second: list[int] = []
+
+    async def record_second(message: Message) -> None:
+        second.append(int(message.payload))
+
+    await binder.bind_consumer(consumer_spec(topic, group), record_second)
+    await wait_for(lambda: len(second) >= 5)
+    assert second == list(range(10, 15))
+
+
+async def test_dead_letter_has_kafka_and_failure_headers(binder: Any, topic: str) -> None:
+    group = unique("g")
+    failed: list[Message] = []
+    bindings: list[Any] = []
+
+    async def handler(message: Message) -> None:
+        try:
+            raise ValueError("bad order")
+        except ValueError as exc:
+            failure = Failure.from_exception(exc, attempts=1, destination=topic, group=group)
+        await bindings[0].dead_letter(message, failure)
+        failed.append(message)
+
+    bindings.append(await binder.bind_consumer(consumer_spec(topic, group), handler))
+    producer = await binder.bind_producer(producer_spec(topic))
+    await producer.publish(Message(payload=b'{"id": 7}', key="o7", content_type="application/json"))
+    await wait_for(lambda: len(failed) == 1)
+    letters: list[Message] = []
+
+    async def read(message: Message) -> None:
+        letters.append(message)
+
+    await binder.bind_consumer(
+        consumer_spec(
+            f"error.{topic}.{group}", unique("dlq"), options={"start_offset": "earliest"}
+        ),
+        read,
+    )
+    await wait_for(lambda: len(letters) == 1, what="the dead letter")
+    letter = letters[0]
+    assert letter.payload == b'{"id": 7}'
+    assert letter.key == "o7"
+    assert letter.content_type == "application/json"
+    assert letter.headers["x-original-topic"] == topic
+    assert letter.headers["x-original-partition"] == "0"
+    assert letter.headers["x-original-offset"] == "0"
+    assert letter.headers["x-exception-message"] == "bad order"
+    assert "ValueError" in letter.headers["x-exception-stacktrace"]
+    assert letter.headers["x-original-group"] == group
+
+
+async def test_anonymous_consumer_starts_at_latest(binder: Any, topic: str) -> None:
+    producer = await binder.bind_producer(producer_spec(topic))
+    await producer.publish(Message(payload=b"old"))
+    got: list[bytes] = []
+
+    async def handler(message: Message) -> None:
+        got.append(message.payload)
+
+    await binder.bind_consumer(consumer_spec(topic), handler)
+    await producer.publish(Message(payload=b"new"))
+    await wait_for(lambda: got == [b"new"])
+
+
+async def test_partition_count_provisions_and_routes(binder: Any, topic: str) -> None:
+    producer = await binder.bind_producer(producer_spec(topic, partition_count=3))
+    got: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        got.append(message)
+
+    await binder.bind_consumer(consumer_spec(topic, unique("g")), handler)
+    for p in range(3):
+        await producer.publish(Message(payload=b"x", partition=p))
+    await wait_for(lambda: len(got) == 3)
+    assert sorted(m.partition for m in got) == [0, 1, 2]
+    with pytest.raises(BinderError):
+        await producer.publish(Message(payload=b"x", partition=3))
+
+
+async def test_start_fails_clearly_when_kafka_is_unreachable() -> None:
+    binder = make_binder(bootstrap_servers="127.0.0.1:1", request_timeout_ms=2000)
+    with pytest.raises(BinderError, match="cannot connect to Kafka"):
+        await binder.start()
+    await binder.close()
