@@ -86,6 +86,7 @@ class Publish:
     confirm: bool = True
     deadline: float = 0.0
     tag: int = 0
+    expired: bool = False  # set by the I/O thread: reported failed, so never sent
 
 
 @dataclass(slots=True, eq=False)
@@ -488,7 +489,7 @@ class Link:
         order = self._confirm_order
         while outbox:
             pub = outbox.popleft()
-            if pub.future.done():  # timed out or cancelled while queued
+            if pub.expired or pub.future.done():  # reported failed, or cancelled
                 continue
             try:
                 channel.basic_publish(pub.message, pub.exchange, pub.routing_key)
@@ -535,7 +536,8 @@ class Link:
             del self._unconfirmed[pub.tag]
             self._failed.append((pub.future, PublishFailed("not confirmed in time")))
         for pub in list(self._outbox):
-            if pub.deadline < now and not pub.future.done():
+            if pub.deadline < now and not pub.expired:
+                pub.expired = True
                 self._failed.append((pub.future, PublishFailed("not sent in time")))
         if expired or self._failed:
             self._flush()

@@ -108,3 +108,41 @@ async def test_stream_survives_a_broker_restart() -> None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(_rabbitmqctl, "start_app")
         await binder.close()
+
+
+async def test_publish_during_an_outage_fails_instead_of_reporting_sent() -> None:
+    """With the broker app down past ``publish_timeout`` a publish raises, and the
+    binder is back to normal once the broker is."""
+    from binder.errors import BinderError
+
+    destination = fresh("outage")
+    binder = await make_binder(reconnect_initial=0.1, reconnect_max=0.3, publish_timeout=1.0)
+    stopped = False
+    try:
+        producer = await binder.bind_producer(
+            ProducerSpec("out", destination, options=producer_options())
+        )
+        await asyncio.to_thread(_rabbitmqctl, "stop_app")
+        stopped = True
+        await _wait_for(lambda: not binder._publisher.connected, 30.0, "the connection to drop")
+        with pytest.raises(BinderError):
+            await producer.publish(Message(b"lost?", content_type="text/plain"))
+        await asyncio.to_thread(_rabbitmqctl, "start_app")
+        await asyncio.to_thread(_rabbitmqctl, "await_startup")
+        stopped = False
+        received: list[Message] = []
+
+        async def handle(message: Message) -> None:
+            received.append(message)
+
+        await binder.bind_consumer(
+            ConsumerSpec("in", destination, options=consumer_options()), handle
+        )
+        await producer.publish(Message(b"after", content_type="text/plain"))
+        await _wait_for(lambda: received, 30.0, "a message after the outage")
+        assert [m.payload for m in received] == [b"after"]
+    finally:
+        if stopped:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(_rabbitmqctl, "start_app")
+        await binder.close()
