@@ -324,7 +324,7 @@ class BinderConformance:
         count = self.conformance.messages
         for i in range(count):
             await producer.publish(_json_message({"n": i}))
-        await members[0].wait_until(
+        await wait_until(
             lambda: sum(len(m.messages) for m in members) >= count,
             self.timeout,
             f"{count} messages across the group",
