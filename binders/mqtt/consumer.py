@@ -125,7 +125,10 @@ class MqttConsumerBinding:
                 wakeup.clear()
                 await wakeup.wait()
                 continue
-            await self._process(item)
+            try:
+                await self._process(item)
+            except Exception:  # never lose a worker (and with it a lane's messages)
+                log.exception("%r: unexpected error while processing a message", self)
 
     async def _process(self, item: _Item) -> None:
         message, mid, qos, epoch = item
