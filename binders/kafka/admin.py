@@ -103,6 +103,19 @@ class TopicProvisioner:
             dict(plan.config),
         )
 
+    async def grow(self, topic: str, partitions: int) -> int:
+        """Grow ``topic`` to ``partitions`` (never shrinks); return the new count."""
+        async with self._lock:
+            count = await self.partition_count(topic)
+            if count is None:
+                raise BinderError(f"Kafka topic '{topic}' does not exist")
+            if count < partitions:
+                count = await self._too_few(
+                    TopicPlan(topic, partitions, 1, {}, auto_add_partitions=True), count
+                )
+            self._partitions[topic] = count
+            return count
+
     async def _too_few(self, plan: TopicPlan, count: int) -> int:
         if not plan.auto_add_partitions:
             log.warning(

@@ -182,11 +182,13 @@ class KafkaBinder:
             require(self.capabilities, "partitioning", self.name, "partition_count > 1")
         partitions = await self._ensure_topic(spec.destination, spec.options, spec.partition_count)
         if partitions < spec.partition_count:
-            raise BinderError(
-                f"producer binding '{spec.binding}' needs {spec.partition_count} partitions "
-                f"but topic '{spec.destination}' has {partitions}; set auto_add_partitions: "
-                "true or grow the topic"
-            )
+            # The core sends to partitions 0..partition_count-1, so the binding cannot
+            # work on fewer: grow the topic (logged as a warning) rather than fail.
+            _, provisioner = self._started()
+            partitions = await provisioner.grow(spec.destination, spec.partition_count)
+            for consumer in self._consumers:
+                if consumer.spec.destination == spec.destination:
+                    consumer.refresh_metadata()
         binding = KafkaProducerBinding(spec, producer, partitions)
         self._producers.append(binding)
         return binding

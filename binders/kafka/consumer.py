@@ -119,6 +119,7 @@ class KafkaConsumerBinding:
             heartbeat_interval_ms=settings.get("heartbeat_interval_ms", 500),
             max_poll_interval_ms=settings.get("max_poll_interval_ms", 300000),
             max_poll_records=self._bound,
+            metadata_max_age_ms=settings.get("metadata_max_age_ms", 30000),
         )
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._attempts: dict[tuple[TopicPartition, int], int] = {}
@@ -133,7 +134,7 @@ class KafkaConsumerBinding:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._closed = False
-        self._dlq_ready: str | None = None
+        self._dlq_partitions: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -193,6 +194,13 @@ class KafkaConsumerBinding:
         self._partitions.clear()
         with contextlib.suppress(Exception):
             await self._consumer.stop()
+
+    def refresh_metadata(self) -> None:
+        """Ask for fresh metadata now, so partitions added to the topic are picked up
+        without waiting for ``metadata_max_age_ms``."""
+        client = getattr(self._consumer, "_client", None)
+        with contextlib.suppress(Exception):
+            client.force_metadata_update()  # type: ignore[union-attr]
 
     # ---------------------------------------------------------------- rebalance
 
@@ -439,12 +447,11 @@ class KafkaConsumerBinding:
         if self.spec.dead_letter is False:
             raise BinderError(f"binding '{self.spec.binding}' has dead letters disabled")
         topic = self.dead_letter_destination()
-        if self._dlq_ready != topic:
+        if self._dlq_partitions is None:
             plan = self._provisioner.plan(
                 topic, {}, self._settings, partitions=self._topic_partitions
             )
-            await self._provisioner.ensure(plan)
-            self._dlq_ready = topic
+            self._dlq_partitions = await self._provisioner.ensure(plan)
         origin = self._origins.get(message.message_id)
         if origin is None:
             origin = (message.destination or self.spec.destination, message.partition or 0, -1)
@@ -456,5 +463,7 @@ class KafkaConsumerBinding:
                 "x-original-offset": str(origin[2]) if origin[2] >= 0 else "",
             }
         )
-        partition = origin[1] if origin[1] < self._topic_partitions else None
+        # Same partition as the original when the dead-letter topic has it (Spring's
+        # convention), else Kafka's key partitioner.
+        partition = origin[1] if origin[1] < self._dlq_partitions else None
         await send(self._producer, topic, message.copy(partition=partition), headers)

@@ -108,6 +108,9 @@ BINDER_SCHEMA: dict[str, Option] = {
     "heartbeat_interval_ms": Option(int, 500, check=positive),
     "max_poll_interval_ms": Option(int, 300000, check=positive),
     "request_timeout_ms": Option(int, 30000, check=positive),
+    "metadata_max_age_ms": Option(
+        int, 30000, check=positive, help="how soon consumers see partitions added elsewhere"
+    ),
     "commit_interval": Option(float, 0.5, check=positive, help="seconds between commits"),
     "assignment_timeout": Option(
         float, 30.0, check=positive, help="seconds bind_consumer waits for partitions"

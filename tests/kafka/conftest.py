@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-from binder.testing.brokers import require_broker
-
 BOOTSTRAP = "127.0.0.1:9092"
 SETTINGS: dict[str, Any] = {
     "type": "kafka",
@@ -20,11 +18,6 @@ SETTINGS: dict[str, Any] = {
     "linger_ms": 1,
     "commit_interval": 0.2,
 }
-
-
-@pytest.fixture(autouse=True)
-def _kafka_running() -> None:
-    require_broker("kafka")
 
 
 def unique(prefix: str) -> str:
