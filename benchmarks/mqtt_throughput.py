@@ -207,9 +207,11 @@ async def _eventbinder(
         start = time.perf_counter()
         for n in range(count):
             await slots.acquire()
-            task = asyncio.ensure_future(
-                producer.publish(Message(data[n], content_type="application/json"))
-            )
+            message = Message(data[n], content_type="application/json")
+            if qos == 0:  # returns at once: nothing to confirm
+                await producer.publish(message)
+                continue
+            task = asyncio.ensure_future(producer.publish(message))  # QoS 1: pipeline PUBACKs
             pending.add(task)
             task.add_done_callback(pending.discard)
         deadline = time.monotonic() + 300
