@@ -165,6 +165,7 @@ class RabbitConsumerBinding:
     def __init__(
         self,
         binder: RabbitBinder,
+        link: Link,
         spec: ConsumerSpec,
         handler: Handler,
         options: dict[str, Any],
@@ -174,7 +175,7 @@ class RabbitConsumerBinding:
         self.spec = spec
         self.queue = queue
         self._binder = binder
-        self._link: Link = binder._consumer_link  # type: ignore[assignment]
+        self._link = link
         self._handler = handler
         self._options = options
         self._dlq_name, self._dlq_key = dead_letter_target(
@@ -432,8 +433,7 @@ class RabbitBinder:
             anonymous = spec.group is None and not opts["default_exchange"]
             top.decls = _queue_own_decls(top.decls, top.queue) if anonymous else []
         link = await self._consumer()
-        assert link is self._consumer_link
-        binding = RabbitConsumerBinding(self, spec, handler, opts, top.queue, top.decls)
+        binding = RabbitConsumerBinding(self, link, spec, handler, opts, top.queue, top.decls)
         await binding.start()
         self._consumers.append(binding)
         return binding

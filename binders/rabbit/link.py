@@ -152,6 +152,7 @@ class Link:
         self._thread: threading.Thread | None = None
         self._started: asyncio.Future[None] | None = None
         self._stopped = threading.Event()
+        self._calls: set[asyncio.Future[Any]] = set()  # event loop side only
         # Everything below is touched by the I/O thread only.
         self._kconn: Any = None
         self._conn: Any = None
@@ -205,6 +206,8 @@ class Link:
         if self._stopping:
             raise LinkError(f"{self.label}: connection is closed")
         future: asyncio.Future[Any] = self._loop.create_future()
+        self._calls.add(future)
+        future.add_done_callback(self._calls.discard)
 
         def run() -> None:
             try:
@@ -285,6 +288,8 @@ class Link:
             await asyncio.sleep(0.005)
         thread, self._thread = self._thread, None
         await asyncio.to_thread(thread.join, 5)
+        for future in list(self._calls):  # queued while disconnected, never run
+            _set_exception(future, LinkError(f"{self.label}: connection closed"))
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
