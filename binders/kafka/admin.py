@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 from aiokafka.protocol.metadata import MetadataRequest
 
@@ -147,8 +148,6 @@ class TopicProvisioner:
 
     async def describe_config(self, topic: str) -> dict[str, str]:
         """Return the topic's configuration as the broker reports it."""
-        from aiokafka.admin import ConfigResource, ConfigResourceType
-
         responses = await self._admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic)]
         )
