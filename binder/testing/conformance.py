@@ -235,17 +235,37 @@ class BinderConformance:
             return {}
         return {"group": _name("g")}
 
-    def _app_settings(self, bindings: dict[str, Any], registry: BinderRegistry) -> Any:
-        return load_settings(
+    @contextlib.asynccontextmanager
+    async def _running(
+        self,
+        app: App,
+        destination: str,
+        group: str | None,
+        defaults: dict[str, Any],
+        registry: BinderRegistry,
+    ) -> AsyncIterator[tuple[Runtime, DeadLetterReader, ProducerBinding]]:
+        """Run ``app`` on this binder type; yield it, a dead-letter reader and a producer."""
+        settings = load_settings(
             {
                 "binders": {"conformance": dict(self.binder_settings)},
                 "default_binder": "conformance",
-                "bindings": bindings,
+                "bindings": {"default": defaults},
             },
             registry=registry,
             discover=False,
             environ={},
         )
+        runtime = Runtime(app, settings, registry, fail_fast=True)
+        await runtime.start()
+        try:
+            binder = runtime.binders["conformance"]
+            reader = await self.open_dead_letters(binder, destination, group)
+            try:
+                yield runtime, reader, await self._producer(binder, destination)
+            finally:
+                await reader.close()
+        finally:
+            await runtime.stop()
 
     # -- point to point and publish-subscribe ----------------------------------------
 
@@ -421,17 +441,9 @@ class BinderConformance:
                 raise ValueError(f"cannot handle {payload['n']}")
             good.append(payload["n"])
 
-        settings = self._app_settings(
-            {"default": {"max_attempts": 2, "backoff_initial": self.conformance.backoff}},
-            registry,
-        )
-        runtime = Runtime(app, settings, registry, fail_fast=True)
-        await runtime.start()
-        try:
-            reader = await self.open_dead_letters(
-                runtime.binders["conformance"], destination, group
-            )
-            producer = await self._producer(runtime.binders["conformance"], destination)
+        defaults = {"max_attempts": 2, "backoff_initial": self.conformance.backoff}
+        async with self._running(app, destination, group, defaults, registry) as running:
+            runtime, reader, producer = running
             count = 9
             for i in range(1, count + 1):
                 await producer.publish(_json_message({"n": i}))
@@ -442,9 +454,6 @@ class BinderConformance:
             assert sorted(good) == expected
             dead = await reader.read(count - len(expected), self.timeout)
             assert sorted(m.json()["n"] for m in dead) == [3, 6, 9]
-            await reader.close()
-        finally:
-            await runtime.stop()
 
     async def test_retry_then_dead_letter_with_error_headers(
         self, binder: Binder, registry: BinderRegistry
@@ -459,17 +468,9 @@ class BinderConformance:
             attempts.append(message.delivery_attempt)
             raise ValueError("payment service said no")
 
-        settings = self._app_settings(
-            {"default": {"max_attempts": 3, "backoff_initial": self.conformance.backoff}},
-            registry,
-        )
-        runtime = Runtime(app, settings, registry, fail_fast=True)
-        await runtime.start()
-        try:
-            reader = await self.open_dead_letters(
-                runtime.binders["conformance"], destination, group
-            )
-            producer = await self._producer(runtime.binders["conformance"], destination)
+        defaults = {"max_attempts": 3, "backoff_initial": self.conformance.backoff}
+        async with self._running(app, destination, group, defaults, registry) as running:
+            _, reader, producer = running
             sent = _json_message({"id": 7}, headers={"tenant": "acme"})
             await producer.publish(sent)
             [dead] = await reader.read(1, self.timeout * 2)
@@ -484,9 +485,6 @@ class BinderConformance:
             assert headers["x-delivery-attempts"] == "3"
             if binder.capabilities.native_headers:
                 assert headers["tenant"] == "acme"
-            await reader.close()
-        finally:
-            await runtime.stop()
 
     async def test_undecodable_payload_is_dead_lettered_at_once(
         self, binder: Binder, registry: BinderRegistry
@@ -500,16 +498,9 @@ class BinderConformance:
         def handle(payload: dict) -> None:
             handled.append(payload)
 
-        settings = self._app_settings(
-            {"default": {"max_attempts": 5, "backoff_initial": 1.0}}, registry
-        )
-        runtime = Runtime(app, settings, registry, fail_fast=True)
-        await runtime.start()
-        try:
-            reader = await self.open_dead_letters(
-                runtime.binders["conformance"], destination, group
-            )
-            producer = await self._producer(runtime.binders["conformance"], destination)
+        defaults = {"max_attempts": 5, "backoff_initial": 1.0}
+        async with self._running(app, destination, group, defaults, registry) as running:
+            _, reader, producer = running
             await producer.publish(Message(b"{not json", content_type="application/json"))
             await producer.publish(_json_message({"after": True}))
             [dead] = await reader.read(1, self.timeout)
@@ -518,9 +509,6 @@ class BinderConformance:
             assert dead.headers["x-delivery-attempts"] == "1"
             await wait_until(lambda: handled, self.timeout, "the next message")
             assert handled == [{"after": True}]
-            await reader.close()
-        finally:
-            await runtime.stop()
 
     # -- lifecycle ---------------------------------------------------------------------
 
