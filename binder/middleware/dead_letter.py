@@ -49,25 +49,16 @@ def dead_letter(
                 error, attempts=attempts, destination=destination, group=group
             )
             reason = "undecodable payload" if isinstance(error, DecodeError) else "handler failed"
-            if not enabled:
-                log.error(
-                    "%s: %s after %d attempt(s), dropping message %s (dead_letter is off): %s: %s",
-                    name,
-                    reason,
-                    attempts,
-                    message.message_id,
-                    failure.exception_type,
-                    failure.exception_message,
-                )
-                return
-            consumer = await binding()
-            await consumer.dead_letter(message, failure)
-            log.warning(
-                "%s: %s after %d attempt(s); message %s dead-lettered: %s: %s",
+            if enabled:
+                await (await binding()).dead_letter(message, failure)
+            log.log(
+                logging.WARNING if enabled else logging.ERROR,
+                "%s: %s after %d attempt(s); message %s %s: %s: %s",
                 name,
                 reason,
                 attempts,
                 message.message_id,
+                "dead-lettered" if enabled else "dropped (dead_letter is off)",
                 failure.exception_type,
                 failure.exception_message,
             )

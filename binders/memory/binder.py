@@ -17,7 +17,7 @@ from binder.spi import (
     ProducerSpec,
     require,
 )
-from binders.memory.broker import Entry, GroupQueue, MemoryBroker
+from binders.memory.broker import Entry, GroupQueue, MemoryBroker, delivery_copy
 
 __all__ = ["MEMORY_CAPABILITIES", "MemoryBinder", "MemoryConsumerBinding", "MemoryProducerBinding"]
 
@@ -48,20 +48,7 @@ class MemoryProducerBinding:
         if self._closed:
             raise RuntimeError(f"producer binding {self.spec.binding!r} is closed")
         destination = self.spec.destination
-        self._broker.publish(
-            destination,
-            Message(
-                message.payload,
-                dict(message.headers),
-                message.key,
-                message.content_type,
-                message.message_id,
-                message.timestamp,
-                1,
-                destination,
-                message.partition,
-            ),
-        )
+        self._broker.publish(destination, delivery_copy(message, destination))
 
     async def close(self) -> None:
         """Idempotent; publishes are synchronous so there is nothing pending."""

@@ -116,7 +116,7 @@ async def test_disabled_drops_with_an_error_log(caplog: pytest.LogCaptureFixture
     [record] = [r for r in caplog.records if r.name == "binder.dead_letter"]
     assert record.levelno == logging.ERROR
     assert "h-in-0: handler failed after 2 attempt(s)" in record.message
-    assert f"dropping message {message.message_id} (dead_letter is off)" in record.message
+    assert f"message {message.message_id} dropped (dead_letter is off)" in record.message
     assert "builtins.RuntimeError: boom" in record.message
 
 
