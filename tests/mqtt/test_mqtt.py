@@ -17,7 +17,6 @@ from binder.message import Message
 from binder.spi import ConsumerSpec, ProducerSpec
 from binders.mqtt.binder import MqttBinder
 from binders.mqtt.connection import MqttConnectionError
-from binders.mqtt.settings import ConnectionSettings, validate_settings
 
 from .conftest import (
     AUTH_PORT,
@@ -360,38 +359,7 @@ async def test_mqtt311_carries_payload_only_and_refuses_dead_letters(make_binder
     assert got.headers == {} and got.key is None and got.content_type is None
 
 
-# -- configuration ----------------------------------------------------------------------------
-
-
-def test_settings_validation_and_url() -> None:
-    with pytest.raises(ConfigError, match="did you mean"):
-        validate_settings({"hots": "x"})
-    with pytest.raises(ConfigError, match=r"5 or 3\.1\.1"):
-        validate_settings({"protocol": "4"})
-    with pytest.raises(ConfigError) as info:
-        validate_settings({"url": "http://u:topsecret@h"})
-    assert "topsecret" not in str(info.value)
-    s = ConnectionSettings.from_settings({"url": "mqtts://bob:p%40ss@broker.example"})
-    assert (s.host, s.port, s.tls, s.username, s.password) == (
-        "broker.example",
-        8883,
-        True,
-        "bob",
-        "p@ss",
-    )
-    assert "p@ss" not in repr(s)
-
-
-def test_binding_options_validation() -> None:
-    from binders.mqtt.plugin import MqttBinderType
-
-    kind = MqttBinderType()
-    assert kind.validate_binding_options({}, "producer") == {"qos": 1, "retain": False}
-    with pytest.raises(ConfigError, match="QoS 2"):
-        kind.validate_binding_options({"qos": 2}, "consumer")
-    with pytest.raises(ConfigError, match="unknown key 'retain'"):
-        kind.validate_binding_options({"retain": True}, "consumer")
-    assert kind.secret_keys() == {"password", "url"}
+# -- configuration ---------------------------------------------------------------------------
 
 
 async def test_producer_refuses_wildcards_and_partitions(binder: MqttBinder) -> None:

@@ -1,0 +1,55 @@
+"""Configuration of the MQTT binder: settings, binding options, TLS; no broker needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from binder.errors import ConfigError
+from binders.mqtt.connection import MqttConnection
+from binders.mqtt.settings import ConnectionSettings, validate_settings
+
+
+def test_settings_validation_and_url() -> None:
+    with pytest.raises(ConfigError, match="did you mean"):
+        validate_settings({"hots": "x"})
+    with pytest.raises(ConfigError, match=r"5 or 3\.1\.1"):
+        validate_settings({"protocol": "4"})
+    with pytest.raises(ConfigError) as info:
+        validate_settings({"url": "http://u:topsecret@h"})
+    assert "topsecret" not in str(info.value)
+    s = ConnectionSettings.from_settings({"url": "mqtts://bob:p%40ss@broker.example"})
+    assert (s.host, s.port, s.tls, s.username, s.password) == (
+        "broker.example",
+        8883,
+        True,
+        "bob",
+        "p@ss",
+    )
+    assert "p@ss" not in repr(s)
+
+
+def test_binding_options_validation() -> None:
+    from binders.mqtt.plugin import MqttBinderType
+
+    kind = MqttBinderType()
+    assert kind.validate_binding_options({}, "producer") == {"qos": 1, "retain": False}
+    with pytest.raises(ConfigError, match="QoS 2"):
+        kind.validate_binding_options({"qos": 2}, "consumer")
+    with pytest.raises(ConfigError, match="unknown key 'retain'"):
+        kind.validate_binding_options({"retain": True}, "consumer")
+    assert kind.secret_keys() == {"password", "url"}
+
+
+async def test_tls_and_will_settings_build_a_client() -> None:
+    settings = ConnectionSettings.from_settings(
+        {
+            "url": "mqtts://broker.example",
+            "tls": {"insecure": True},
+            "will": {"topic": "svc/status", "payload": "offline"},
+        }
+    )
+    connection = MqttConnection(settings, "eb-tls-test", with_will=True)
+    client = connection._client
+    assert client._ssl is True and client._will is True  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="wildcards"):
+        validate_settings({"will": {"topic": "a/#"}})
