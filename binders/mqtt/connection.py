@@ -257,8 +257,8 @@ class MqttConnection:
     ) -> None:
         self._connected = False
         self.ready.clear()
-        if self._closing:
-            return
+        if self._closing or not self._ever_connected:
+            return  # closing, or a refused first CONNECT (open() reports that)
         if reason.value == _SESSION_TAKEN_OVER:
             log.error(
                 "%r: another client connected with the same client id and took the session "
