@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +72,16 @@ async def test_broker_restart_mid_stream_loses_nothing(binder: Any, topic: str) 
     try:
         await wait_for(lambda: len(received) >= 400, what="the stream to be flowing")
         assert sum(published) < count, "the restart should happen mid-stream"
+        started = time.monotonic()
         await restart_kafka()
+        log.warning("restart took %.1fs", time.monotonic() - started)
         await asyncio.wait_for(publishing, 60)
+        log.warning("publishing done %.1fs after the restart began", time.monotonic() - started)
         await wait_for(lambda: len(received) == count, timeout=60, what="all 2000 messages")
     finally:
         publishing.cancel()
         with contextlib.suppress(BaseException):
             await publishing
+    log.warning("all received %.1fs after the restart began", time.monotonic() - started)
     assert received == set(range(count))
     log.info("deliveries %d for %d messages", len(deliveries), count)
