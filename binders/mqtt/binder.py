@@ -222,6 +222,7 @@ class MqttBinder:
             dead_letter_topic=dead_letter_topic,
             publish_dead_letter=publish_dead_letter,
             on_closed=closed,
+            end_session_on_close=options["end_session_on_close"],
         )
         session_expiry = options.get("session_expiry") or self.settings.session_expiry
         connection = MqttConnection(

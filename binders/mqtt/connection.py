@@ -386,12 +386,16 @@ class MqttConnection:
         if pending:
             await asyncio.wait(pending, timeout=timeout)
 
-    async def close(self) -> None:
-        """Disconnect cleanly (a persistent session is kept) and stop the thread."""
+    async def close(self, end_session: bool = False) -> None:
+        """Disconnect cleanly and stop the thread.
+
+        A persistent session is kept unless ``end_session`` (MQTT 5: DISCONNECT with
+        session expiry 0, so the broker forgets the session and its subscriptions).
+        """
         if self._closing:
             return
         self._closing = True
-        await self._stop_client()
+        await self._stop_client(end_session and self._persistent and self.settings.mqtt5)
         self._closed = True
         for future in self._pending.values():
             if not future.done():
@@ -404,9 +408,13 @@ class MqttConnection:
                 future.cancel()
         self._subacks.clear()
 
-    async def _stop_client(self) -> None:
+    async def _stop_client(self, end_session: bool = False) -> None:
         self._closing = True
-        self._client.disconnect()
+        props = None
+        if end_session:
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+        self._client.disconnect(properties=props)
         await asyncio.to_thread(self._client.loop_stop)
 
 

@@ -46,6 +46,7 @@ class MqttConsumerBinding:
         dead_letter_topic: str | None,
         publish_dead_letter: DeadLetterPublisher,
         on_closed: Callable[[MqttConsumerBinding], None],
+        end_session_on_close: bool = False,
     ) -> None:
         self.spec = spec
         self.qos = qos
@@ -54,6 +55,7 @@ class MqttConsumerBinding:
         self._handler = handler
         self._publish_dead_letter = publish_dead_letter
         self._on_closed = on_closed
+        self._end_session_on_close = end_session_on_close
         self._loop = asyncio.get_running_loop()
         self._handoff: Handoff[_Item] = Handoff(self._loop, max_in_flight, self._dispatch)
         #: Messages handed to this binding and not finished yet (at most max_in_flight).
@@ -177,7 +179,7 @@ class MqttConsumerBinding:
         try:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self.connection is not None:
-                await self.connection.close()
+                await self.connection.close(end_session=self._end_session_on_close)
         finally:
             self._on_closed(self)
             self._closed.set()

@@ -136,6 +136,9 @@ CONSUMER_OPTIONS: dict[str, Option] = {
     ),
     "client_id": Option(str, None, help="explicit client id (default: derived, see docs)"),
     "session_expiry": Option(int, None, check=positive, help="overrides the binder setting"),
+    "end_session_on_close": Option(
+        bool, False, help="end a group consumer's session on close (MQTT 5; e.g. scaling down)"
+    ),
 }
 
 PRODUCER_OPTIONS: dict[str, Option] = {

@@ -449,3 +449,26 @@ async def test_last_will_is_published_when_the_connection_dies(
     sock.shutdown(socket.SHUT_RDWR)
     [got] = await watcher.wait_for(1)
     assert got.payload == b"gone"
+
+
+async def test_a_stopped_member_keeps_its_share_unless_it_ends_its_session(
+    binder: MqttBinder,
+) -> None:
+    topic, group = fresh("share-away"), fresh_group()
+    stays, leaves, ends = Collector(), Collector(), Collector()
+    await binder.bind_consumer(ConsumerSpec("stays", topic, group=group), stays)
+    leaving = await binder.bind_consumer(ConsumerSpec("leaves", topic, group=group), leaves)
+    ending = await binder.bind_consumer(
+        ConsumerSpec("ends", topic, group=group, options={"end_session_on_close": True}), ends
+    )
+    await leaving.close()  # its session stays in the group and queues its share
+    await ending.close()  # its session is gone
+    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    for n in range(10):
+        await producer.publish(_json({"n": n}))
+    await stays.wait_for(5)
+    back = Collector()
+    await binder.bind_consumer(ConsumerSpec("leaves", topic, group=group), back)
+    await wait_for(lambda: len(stays.messages) + len(back.messages) >= 10, what="all ten")
+    assert sorted(m.json()["n"] for m in stays.messages + back.messages) == list(range(10))
+    assert back.messages, "the member that came back gets what was queued for it"
