@@ -293,7 +293,7 @@ class KafkaConsumerBinding:
                 continue
             try:
                 batch = await self._consumer.getmany(
-                    timeout_ms=200, max_records=self._bound - self._in_flight
+                    timeout_ms=100, max_records=self._bound - self._in_flight
                 )
             except ConsumerStoppedError:
                 return
