@@ -51,6 +51,33 @@ def payload(n: int) -> bytes:
     return json.dumps({"id": n, "pad": "x" * (100 - len(head))}, separators=(",", ":")).encode()
 
 
+_DESTINATIONS: list[str] = []
+
+
+def _names() -> tuple[str, str]:
+    """Fresh source and sink destination names, deleted (with their queues) at exit."""
+    tag = uuid.uuid4().hex[:8]
+    names = (f"bench-in-{tag}", f"bench-out-{tag}")
+    _DESTINATIONS.extend(names)
+    return names
+
+
+def _delete_topology() -> None:
+    """Delete the benchmark's exchanges and queues: durable leftovers slow the broker's boot."""
+    import amqp
+
+    conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
+    conn.connect()
+    try:
+        channel = conn.channel()
+        for name in _DESTINATIONS:
+            for queue in (f"{name}.sink", f"{name}.fn", f"{name}.sink.dlq", f"{name}.fn.dlq"):
+                channel.queue_delete(queue)
+            channel.exchange_delete(name)
+    finally:
+        conn.close()
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -128,8 +155,7 @@ def run_kombu(scenario: str, persistent: bool, count: int, prefetch: int) -> flo
     """Run one plain-kombu case; return elapsed seconds."""
     import kombu
 
-    tag = uuid.uuid4().hex[:8]
-    source, sink = f"bench-in-{tag}", f"bench-out-{tag}"
+    source, sink = _names()
     if scenario == "stream":
         _kombu_topology([(source, f"{source}.sink")])
         done = threading.Event()
@@ -213,7 +239,7 @@ async def _eventbinder_stream(persistent: bool, count: int, prefetch: int, windo
     from binders.rabbit.binder import RabbitBinder
     from binders.rabbit.options import validate_binding_options, validate_settings
 
-    destination = f"bench-in-{uuid.uuid4().hex[:8]}"
+    destination, _ = _names()
     binder = RabbitBinder("bench", validate_settings({"url": URL}))
     await binder.start()
     received = 0
@@ -263,8 +289,7 @@ async def _eventbinder_function(
     from binders.rabbit.binder import RabbitBinder
     from binders.rabbit.options import validate_binding_options, validate_settings
 
-    tag = uuid.uuid4().hex[:8]
-    source, sink = f"bench-in-{tag}", f"bench-out-{tag}"
+    source, sink = _names()
     app = App("bench")
     received = 0
     done = asyncio.Event()
@@ -342,8 +367,7 @@ async def _naive_stream(persistent: bool, count: int, prefetch: int) -> float:
     import kombu
 
     loop = asyncio.get_running_loop()
-    tag = uuid.uuid4().hex[:8]
-    source = f"bench-in-{tag}"
+    source, _ = _names()
     queue_name = f"{source}.sink"
     _kombu_topology([(source, queue_name)])
     received = 0
@@ -409,19 +433,25 @@ async def _naive_stream(persistent: bool, count: int, prefetch: int) -> float:
 # ---------------------------------------------------------------------------- driver
 
 
+def _run_case(args: argparse.Namespace, persistent: bool) -> float:
+    if args.impl == "kombu":
+        return run_kombu(args.scenario, persistent, args.count, args.prefetch)
+    if args.impl == "naive":
+        if args.scenario != "stream":
+            raise SystemExit("the naive bridge is measured for the stream scenario only")
+        return asyncio.run(_naive_stream(persistent, args.count, args.prefetch))
+    return run_eventbinder(
+        args.scenario, persistent, args.count, args.prefetch, args.window, args.concurrency
+    )
+
+
 def child(args: argparse.Namespace) -> None:
     """Run one case in this process and print a JSON result line."""
     persistent = args.mode == "persistent"
-    if args.impl == "kombu":
-        elapsed = run_kombu(args.scenario, persistent, args.count, args.prefetch)
-    elif args.impl == "naive":
-        if args.scenario != "stream":
-            raise SystemExit("the naive bridge is measured for the stream scenario only")
-        elapsed = asyncio.run(_naive_stream(persistent, args.count, args.prefetch))
-    else:
-        elapsed = run_eventbinder(
-            args.scenario, persistent, args.count, args.prefetch, args.window, args.concurrency
-        )
+    try:
+        elapsed = _run_case(args, persistent)
+    finally:
+        _delete_topology()
     print(
         json.dumps(
             {

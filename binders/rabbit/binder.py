@@ -29,6 +29,7 @@ from binders.rabbit.topology import (
     QueueDecl,
     consumer_topology,
     dead_letter_target,
+    dead_letter_topology,
     destination_topology,
     group_queue_topology,
 )
@@ -191,6 +192,7 @@ class RabbitConsumerBinding:
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
         self._closed = asyncio.Event()
+        self._dlq_declared = spec.group is not None  # anonymous: declared on first use
 
     async def start(self) -> None:
         """Start the workers and the AMQP consumer (queue declared and bound first)."""
@@ -276,6 +278,12 @@ class RabbitConsumerBinding:
 
     async def dead_letter(self, message: Message, failure: Failure) -> None:
         """Publish a copy to ``DLX`` -> the DLQ with the failure and Spring headers."""
+        if not self._dlq_declared:
+            if self._options["declare"] and self._options["auto_bind_dlq"]:
+                await self._binder._publisher.declare(
+                    dead_letter_topology(self._dlq_name, self._dlq_key)
+                )
+            self._dlq_declared = True
         exchange, routing_key = self._origins.get(
             message.message_id, (self._exchange, self.spec.destination)
         )
@@ -328,6 +336,7 @@ class RabbitBinder:
         self._publisher: Link = None  # type: ignore[assignment]
         self._consumer_link: Link | None = None
         self._consumer_link_lock = asyncio.Lock()
+        self._links: list[Link] = []  # every link ever opened, for declared()
         self._consumers: list[RabbitConsumerBinding] = []
         self._producers: list[RabbitProducerBinding] = []
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
@@ -338,7 +347,7 @@ class RabbitBinder:
 
     def _link(self, role: str) -> Link:
         s = self.settings
-        return Link(
+        link = Link(
             f"{self.name}/{role}",
             self._connect,
             self._loop,
@@ -347,6 +356,8 @@ class RabbitBinder:
             reconnect_multiplier=s.get("reconnect_multiplier", 2.0),
             publish_timeout=s.get("publish_timeout", 60.0),
         )
+        self._links.append(link)
+        return link
 
     async def start(self) -> None:
         """Open the publishing connection; raise :class:`LinkError` if RabbitMQ is unreachable."""
@@ -437,6 +448,10 @@ class RabbitBinder:
         await binding.start()
         self._consumers.append(binding)
         return binding
+
+    def declared(self) -> set[Decl]:
+        """Every exchange, queue and binding this binder declared so far."""
+        return set().union(*(link.declared for link in self._links))
 
     def _forget(self, binding: RabbitConsumerBinding) -> None:
         if binding in self._consumers:

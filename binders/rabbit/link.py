@@ -169,6 +169,8 @@ class Link:
         self._broken_channels: set[Any] = set()
         self.connected = False
         self.reconnects = 0
+        self.declared: set[Decl] = set()
+        """Everything this link ever declared (for tooling and test clean-up)."""
 
     # ------------------------------------------------------------------ event loop side
 
@@ -230,7 +232,7 @@ class Link:
 
         def run() -> None:
             for decl in decls:
-                _declare(self._admin, decl)
+                self._declare(decl)
                 if remember:
                     self._decls[decl] = None
 
@@ -368,6 +370,10 @@ class Link:
             os.read(self._wake_r, 4096)
         self._wake_pending = False
 
+    def _declare(self, decl: Decl) -> None:
+        _declare(self._admin, decl)
+        self.declared.add(decl)
+
     def _open_control(self) -> None:
         if self._admin is None:
             self._admin = self._conn.channel()
@@ -396,7 +402,7 @@ class Link:
         """After (re)connecting: control channel, topology, consumers, unconfirmed publishes."""
         self._open_control()
         for decl in list(self._decls):
-            _declare(self._admin, decl)
+            self._declare(decl)
         for handle in list(self._consumers):
             if not handle.cancelled:
                 self._open_consumer(handle)
@@ -411,7 +417,7 @@ class Link:
 
     def _open_consumer(self, handle: ConsumerHandle) -> None:
         for decl in handle.decls:
-            _declare(self._admin, decl)
+            self._declare(decl)
         channel = self._conn.channel()
         self._watch(channel)
         channel.basic_qos(0, handle.prefetch, False)

@@ -218,14 +218,16 @@ def consumer_topology(
 ) -> Topology:
     """What a consumer declares; anonymous consumers get an exclusive auto-delete queue.
 
-    With ``dead_letter`` (and ``auto_bind_dlq``) the consumer's DLQ is declared too, so
-    :meth:`dead_letter` never publishes into an unbound routing key.
+    With a group, ``dead_letter`` and ``auto_bind_dlq`` the consumer's DLQ is declared
+    too, so :meth:`dead_letter` never publishes into an unbound routing key.
     """
     if group is not None or options.get("default_exchange"):
         top = group_queue_topology(destination, group or "", options, partition=partition)
     else:
         top = _anonymous_topology(destination, options, partition)
-    if dead_letter is not False and options.get("auto_bind_dlq", True):
+    # An anonymous consumer's DLQ is declared on its first dead letter instead: anonymous
+    # consumers come and go, and a durable queue each would pile up on the broker.
+    if group is not None and dead_letter is not False and options.get("auto_bind_dlq", True):
         top.add(*dead_letter_topology(*dead_letter_target(destination, group, dead_letter)))
     return top
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pytest
 
 from binder.message import Message
+from binder.plugins import BinderRegistry, load_registry
 from binder.spi import Binder
 from binder.testing.conformance import BinderConformance, ConformanceSettings
 from binders.rabbit.binder import RabbitBinder
 from binders.rabbit.topology import dead_letter_target
-from tests.rabbit.conftest import URL, read_queue
+from tests.rabbit.support import URL, read_queue, track
 
 pytestmark = pytest.mark.broker("rabbit")
 
@@ -18,6 +22,13 @@ class TestRabbitConformance(BinderConformance):
     binder_settings = {"type": "rabbit", "url": URL, "reconnect_max": 1.0}
     conformance = ConformanceSettings(receive_timeout=10.0)
 
+    @pytest.fixture
+    def registry(self) -> BinderRegistry:
+        """The real registry, with every rabbit binder it creates tracked for clean-up."""
+        registry = load_registry()
+        registry.types["rabbit"] = _Tracking(registry.types["rabbit"])
+        return registry
+
     async def read_dead_letters(
         self, binder: Binder, destination: str, group: str | None, count: int, timeout: float
     ) -> list[Message]:
@@ -25,3 +36,18 @@ class TestRabbitConformance(BinderConformance):
         assert isinstance(binder, RabbitBinder)
         queue, _ = dead_letter_target(destination, group, True)
         return await read_queue(binder, queue, count, timeout)
+
+
+class _Tracking:
+    """The rabbit binder type, registering each binder it creates with ``track``."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self.description = inner.description
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def create(self, name: str, settings: Mapping[str, Any]) -> Binder:
+        return track(self._inner.create(name, settings))

@@ -17,7 +17,7 @@ from binder.message import Message
 from binder.plugins import load_registry
 from binder.runtime import Runtime
 from binder.spi import ProducerSpec
-from tests.rabbit.conftest import URL, fresh, producer_options, wait_until
+from tests.rabbit.support import URL, delete_later, fresh, producer_options, wait_until
 
 pytestmark = pytest.mark.broker("rabbit")
 
@@ -43,6 +43,9 @@ def _kombu_publish(destination: str, body: Any, headers: dict[str, Any]) -> None
 
 async def test_plain_kombu_json_message_is_consumed_and_decoded() -> None:
     destination, group = fresh("kombu-in"), "billing"
+    delete_later(
+        exchanges=(destination,), queues=(f"{destination}.{group}", f"{destination}.{group}.dlq")
+    )
     app = App("interop")
     received: list[tuple[Order, Message]] = []
 
@@ -98,6 +101,7 @@ def _kombu_declare(queue_name: str, destination: str) -> None:
 async def test_plain_kombu_consumer_reads_an_eventbinder_message(binder) -> None:  # type: ignore[no-untyped-def]
     destination = fresh("kombu-out")
     queue_name = f"{destination}.plain"
+    delete_later(exchanges=(destination,), queues=(queue_name,))
     producer = await binder.bind_producer(
         ProducerSpec("out", destination, options=producer_options())
     )

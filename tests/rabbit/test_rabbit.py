@@ -12,9 +12,10 @@ from binder.message import Message
 from binder.spi import ConsumerSpec, Failure, ProducerSpec
 from binders.rabbit.binder import RabbitBinder
 from binders.rabbit.options import validate_settings
-from tests.rabbit.conftest import (
+from tests.rabbit.support import (
     Collector,
     consumer_options,
+    delete_later,
     fresh,
     make_binder,
     producer_options,
@@ -214,6 +215,7 @@ async def test_pre_existing_topology_is_used_as_is_with_declare_false(
 
     destination, group = fresh("existing"), "legacy"
     queue_name = f"{destination}.{group}"
+    delete_later(exchanges=(destination,), queues=(queue_name,))
     with kombu.Connection("amqp://guest:guest@127.0.0.1:5672//") as conn:
         channel = conn.channel()
         exchange = kombu.Exchange(destination, "direct", durable=False)

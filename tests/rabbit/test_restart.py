@@ -18,7 +18,7 @@ import pytest
 
 from binder.message import Message
 from binder.spi import ConsumerSpec, ProducerSpec
-from tests.rabbit.conftest import consumer_options, fresh, make_binder, producer_options
+from tests.rabbit.support import consumer_options, fresh, make_binder, producer_options
 
 pytestmark = pytest.mark.broker("rabbit")
 
