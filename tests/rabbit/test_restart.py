@@ -69,6 +69,14 @@ async def test_stream_survives_a_broker_restart() -> None:
             ConsumerSpec("in", destination, group, prefetch=50, options=consumer_options()),
             handle,
         )
+        anonymous: list[int] = []
+
+        async def subscriber(message: Message) -> None:
+            anonymous.append(int(message.payload))
+
+        await binder.bind_consumer(
+            ConsumerSpec("sub", destination, options=consumer_options()), subscriber
+        )
         producer = await binder.bind_producer(
             ProducerSpec("out", destination, required_groups=(group,), options=producer_options())
         )
@@ -101,6 +109,11 @@ async def test_stream_survives_a_broker_restart() -> None:
         assert consumer_link.reconnects >= 1
         # The deliveries held unacked across the restart came again.
         assert max(seen.values()) >= 2
+        # The anonymous subscriber's exclusive queue was declared again on the new
+        # connection: it gets what is published after that (what was published while it
+        # had no queue is gone, as for any anonymous subscriber).
+        await producer.publish(Message(str(COUNT).encode(), content_type="text/plain"))
+        await _wait_for(lambda: COUNT in anonymous, 30.0, "the anonymous subscriber")
     finally:
         if restart is not None:
             with contextlib.suppress(Exception):
