@@ -60,6 +60,7 @@ class KafkaBinder:
         self._consumers: list[KafkaConsumerBinding] = []
         self._producers: list[KafkaProducerBinding] = []
         self._closed = False
+        self._send_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<KafkaBinder {self.name} {describe_connection(self.settings)}>"
@@ -168,6 +169,7 @@ class KafkaBinder:
             settings=self.settings,
             client_kwargs=self._client_kwargs,
             producer=producer,
+            send_lock=self._send_lock,
             provisioner=provisioner,
             partitions=partitions,
         )
@@ -189,7 +191,7 @@ class KafkaBinder:
             for consumer in self._consumers:
                 if consumer.spec.destination == spec.destination:
                     consumer.refresh_metadata()
-        binding = KafkaProducerBinding(spec, producer, partitions)
+        binding = KafkaProducerBinding(spec, producer, partitions, self._send_lock)
         self._producers.append(binding)
         return binding
 

@@ -61,7 +61,6 @@ class _Partition:
     done_offset: int | None = None
     committed_offset: int | None = None
     revoked: bool = False
-    full: bool = False
     held: asyncio.TimerHandle | None = None
 
     @property
@@ -91,6 +90,7 @@ class KafkaConsumerBinding:
         settings: Mapping[str, Any],
         client_kwargs: Mapping[str, Any],
         producer: AIOKafkaProducer,
+        send_lock: asyncio.Lock,
         provisioner: TopicProvisioner,
         partitions: int,
     ) -> None:
@@ -98,13 +98,14 @@ class KafkaConsumerBinding:
         self._handler = handler
         self._settings = settings
         self._producer = producer
+        self._send_lock = send_lock
         self._provisioner = provisioner
         self._topic_partitions = partitions
         options = spec.options
         self.group_id = spec.group or f"anonymous.{uuid.uuid4().hex}"
         start = options.get("start_offset") or ("earliest" if spec.group else "latest")
         self._bound = spec.prefetch or int(options.get("max_poll_records") or 500)
-        self._partition_cap = max(1, self._bound // 2) if self._bound > 1 else 1
+        self._refill = max(1, self._bound // 2)
         self._redelivery_delay = float(options.get("redelivery_delay", 0.1))
         self._reset_target = options.get("reset_offsets")
         self._reset_target_once: str | float = "earliest"
@@ -283,17 +284,32 @@ class KafkaConsumerBinding:
 
     # ------------------------------------------------------------------ fetching
 
+    def _partition_cap(self) -> int:
+        # With several partitions one slow partition may hold half the bound, so the
+        # others keep flowing; a lone partition may use all of it.
+        return self._bound if len(self._partitions) <= 1 else self._refill
+
     async def _fetch_loop(self) -> None:
         while not self._closing:
             if self._fresh:
                 await self._prepare_fresh()
-            if self._in_flight >= self._bound:
+            cap = self._partition_cap()
+            eligible = [
+                tp
+                for tp, state in self._partitions.items()
+                if state.held is None and len(state.backlog) < cap
+            ]
+            if self._in_flight > self._bound - self._refill or (self._partitions and not eligible):
+                # Wait for handlers to make room (hysteresis: fetch in sizeable batches).
                 self._space.clear()
                 await self._space.wait()
                 continue
+            # Only partitions below their cap are read; the others' fetched data stays
+            # in aiokafka's (bounded) buffer instead of being paused and dropped.
+            only = eligible if len(eligible) < len(self._partitions) else ()
             try:
                 batch = await self._consumer.getmany(
-                    timeout_ms=100, max_records=self._bound - self._in_flight
+                    *only, timeout_ms=100, max_records=self._bound - self._in_flight
                 )
             except ConsumerStoppedError:
                 return
@@ -314,27 +330,20 @@ class KafkaConsumerBinding:
             state.backlog.append(record)
             state.next_offset = record.offset + 1
             self._in_flight += 1
-        if len(state.backlog) >= self._partition_cap and not state.full:
-            state.full = True
-            self._consumer.pause(tp)
         if state.backlog and (state.worker is None or state.worker.done()):
             state.worker = asyncio.create_task(self._work(state))
 
-    def _release(self, count: int) -> None:
+    def _release(self, count: int, state: _Partition | None = None) -> None:
         self._in_flight -= count
-        if self._in_flight < self._bound:
+        if self._in_flight <= self._bound - self._refill or (
+            state is not None and len(state.backlog) == self._partition_cap() - 1
+        ):
             self._space.set()
 
     def _drop_backlog(self, state: _Partition) -> None:
         dropped = len(state.backlog)
         state.backlog.clear()
         self._release(dropped)
-
-    def _maybe_resume(self, state: _Partition) -> None:
-        if state.full and len(state.backlog) <= self._partition_cap // 2 and state.held is None:
-            state.full = False
-            with contextlib.suppress(IllegalStateError):
-                self._consumer.resume(state.tp)
 
     # ----------------------------------------------------------------- dispatch
 
@@ -346,10 +355,9 @@ class KafkaConsumerBinding:
                 ok = await self._deliver(state, record)
             finally:
                 state.current = None
-                self._release(1)
+                self._release(1, state)
             if ok:
                 state.done_offset = record.offset + 1
-                self._maybe_resume(state)
             else:
                 self._redeliver(state, record.offset)
                 return
@@ -389,12 +397,13 @@ class KafkaConsumerBinding:
         except IllegalStateError:
             return
         state.next_offset = offset
-        state.full = True
 
         def resume() -> None:
             state.held = None
             if not state.revoked and not self._closing:
-                self._maybe_resume(state)
+                with contextlib.suppress(IllegalStateError):
+                    self._consumer.resume(state.tp)
+                self._space.set()
 
         state.held = asyncio.get_running_loop().call_later(self._redelivery_delay, resume)
 
@@ -466,4 +475,6 @@ class KafkaConsumerBinding:
         # Same partition as the original when the dead-letter topic has it (Spring's
         # convention), else Kafka's key partitioner.
         partition = origin[1] if origin[1] < self._dlq_partitions else None
-        await send(self._producer, topic, message.copy(partition=partition), headers)
+        await send(
+            self._producer, topic, message.copy(partition=partition), headers, self._send_lock
+        )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Any
 
 from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ProducerSpec
-from binders.kafka.records import to_record
+from binders.kafka.records import OutgoingRecord, to_record
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
@@ -20,14 +21,27 @@ async def send(
     topic: str,
     message: Message,
     extra_headers: dict[str, str] | None = None,
+    lock: asyncio.Lock | None = None,
 ) -> None:
     """Send ``message`` to ``topic`` and return once the broker acknowledged it.
 
     ``producer.send`` only appends to a batch, so concurrent callers share batches;
     awaiting the returned future waits for the acknowledgement (acks=all by default).
+    ``lock`` serialises the append step: when a batch is full, aiokafka wakes every
+    waiting sender at once and all but one find it full again, which costs several
+    times the throughput with hundreds of concurrent publishes.
     """
     record = to_record(message, extra_headers)
-    future = await producer.send(
+    if lock is None:
+        future = await _append(producer, topic, record)
+    else:
+        async with lock:
+            future = await _append(producer, topic, record)
+    await future
+
+
+async def _append(producer: AIOKafkaProducer, topic: str, record: OutgoingRecord) -> Any:
+    return await producer.send(
         topic,
         value=record.value,
         key=record.key,
@@ -35,15 +49,21 @@ async def send(
         headers=record.headers,
         timestamp_ms=record.timestamp_ms,
     )
-    await future
 
 
 class KafkaProducerBinding:
     """A producer binding for one topic."""
 
-    def __init__(self, spec: ProducerSpec, producer: AIOKafkaProducer, partitions: int) -> None:
+    def __init__(
+        self,
+        spec: ProducerSpec,
+        producer: AIOKafkaProducer,
+        partitions: int,
+        lock: asyncio.Lock | None = None,
+    ) -> None:
         self.spec = spec
         self._producer = producer
+        self._lock = lock
         self._partitions = partitions
         self._closed = False
 
@@ -56,7 +76,7 @@ class KafkaProducerBinding:
                 f"partition {message.partition} does not exist: topic "
                 f"'{self.spec.destination}' has {self._partitions} partition(s)"
             )
-        await send(self._producer, self.spec.destination, message)
+        await send(self._producer, self.spec.destination, message, lock=self._lock)
 
     async def close(self) -> None:
         """Stop taking publishes; the shared producer is flushed by the binder."""

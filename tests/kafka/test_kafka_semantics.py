@@ -60,7 +60,9 @@ async def test_member_joining_mid_stream_loses_nothing(binder: Any, topic: str) 
 
     def collect(into: list[int]) -> Any:
         async def handler(message: Message) -> None:
-            await asyncio.sleep(0.001)
+            # Slow enough (about 200 messages/s per member) that the stream is still
+            # running when the second member has joined.
+            await asyncio.sleep(0.01)
             into.append(int(message.payload))
 
         return handler
