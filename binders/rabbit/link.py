@@ -531,6 +531,11 @@ class Link:
             pub = unconfirmed.pop(tag, None)
             if pub is not None:
                 done.append(pub.future)
+            # Drop settled publishes from the front, or single acks would let the
+            # ordering queue (and the messages it holds) grow without bound.
+            order = self._confirm_order
+            while order and order[0].tag not in unconfirmed:
+                order.popleft()
 
     def _on_reject(self, tag: int, multiple: bool) -> None:
         unconfirmed = self._unconfirmed
