@@ -125,7 +125,8 @@ class KafkaConsumerBinding:
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._attempts: dict[tuple[TopicPartition, int], int] = {}
         self._origins: dict[str, tuple[str, int, int]] = {}
-        self._semaphore = asyncio.Semaphore(max(1, spec.concurrency))
+        self._concurrency = max(1, spec.concurrency)
+        self._semaphore = asyncio.Semaphore(self._concurrency)
         self._space = asyncio.Event()
         self._space.set()
         self._in_flight = 0
@@ -368,7 +369,11 @@ class KafkaConsumerBinding:
         message = from_record(record, attempt)
         self._origins[message.message_id] = (record.topic, record.partition, record.offset)
         try:
-            async with self._semaphore:
+            if len(self._partitions) > self._concurrency:
+                async with self._semaphore:
+                    await self._handler(message)
+            else:
+                # One handler per partition at a time already keeps within the limit.
                 await self._handler(message)
         except Exception as exc:
             self._attempts[key] = attempt

@@ -202,3 +202,42 @@ async def test_start_fails_clearly_when_kafka_is_unreachable() -> None:
     with pytest.raises(BinderError, match="cannot connect to Kafka"):
         await binder.start()
     await binder.close()
+
+
+async def test_partitioned_instances_split_the_partitions(binder: Any, topic: str) -> None:
+    group = unique("g")
+    producer = await binder.bind_producer(producer_spec(topic, partition_count=4))
+    seen: dict[int, list[int]] = {0: [], 1: []}
+
+    def collect(index: int) -> Any:
+        async def handler(message: Message) -> None:
+            seen[index].append(message.partition or 0)
+
+        return handler
+
+    for index in (0, 1):
+        spec = consumer_spec(topic, group, partitioned=True, instance_index=index, instance_count=2)
+        await binder.bind_consumer(spec, collect(index))
+    for p in range(4):
+        for _ in range(3):
+            await producer.publish(Message(b"x", partition=p))
+    await wait_for(lambda: len(seen[0]) + len(seen[1]) == 12)
+    assert sorted(set(seen[0])) == [0, 2]
+    assert sorted(set(seen[1])) == [1, 3]
+
+
+async def test_secrets_stay_out_of_repr_and_errors() -> None:
+    binder = make_binder(
+        bootstrap_servers="127.0.0.1:1",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_plain_username="alice",
+        sasl_plain_password="s3cret-pw",
+        request_timeout_ms=2000,
+    )
+    assert "s3cret-pw" not in repr(binder)
+    with pytest.raises(BinderError) as raised:
+        await binder.start()
+    assert "s3cret-pw" not in str(raised.value)
+    assert "alice" in str(raised.value)
+    await binder.close()
