@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from binder.errors import BinderError, ConfigError, UnsupportedFeature
 from binder.message import Message
 from binder.spi import Capabilities, ConsumerSpec, Handler, ProducerSpec, require
 from binders.mqtt import fastprops
+from binders.mqtt.client_ids import ClientIdClaim, claim_client_id
 from binders.mqtt.connection import MqttConnection
 from binders.mqtt.consumer import MqttConsumerBinding
 from binders.mqtt.producer import MqttProducerBinding
@@ -26,12 +26,6 @@ from binders.mqtt.wire import to_properties
 __all__ = ["MqttBinder", "capabilities_for", "group_client_id"]
 
 log = logging.getLogger(__name__)
-
-#: Client ids of this process's live group consumers, per broker address.  Group
-#: consumer ids are derived (stable across restarts), so two bindings of one process
-#: in the same group would otherwise take each other's session over.
-_IDS_IN_USE: set[tuple[str, str]] = set()
-_IDS_LOCK = threading.Lock()
 
 fastprops.install()
 
@@ -165,26 +159,15 @@ class MqttBinder:
             )
         return topic
 
-    def _claim_client_id(self, spec: ConsumerSpec, options: Mapping[str, Any]) -> str:
+    def _claim_client_id(self, spec: ConsumerSpec, options: Mapping[str, Any]) -> ClientIdClaim:
         if options.get("client_id"):
-            return str(options["client_id"])
+            return ClientIdClaim(str(options["client_id"]), None)
         if spec.group is None:
-            return f"{self.settings.client_id}-{uuid.uuid4().hex[:16]}"
+            return ClientIdClaim(f"{self.settings.client_id}-{uuid.uuid4().hex[:16]}", None)
         base = group_client_id(
             self.settings.client_id, spec.group, spec.destination, spec.instance_index
         )
-        address = self.settings.address
-        with _IDS_LOCK:
-            candidate, n = base, 1
-            while (address, candidate) in _IDS_IN_USE:
-                n += 1
-                candidate = f"{base}-{n}"
-            _IDS_IN_USE.add((address, candidate))
-        return candidate
-
-    def _release_client_id(self, client_id: str) -> None:
-        with _IDS_LOCK:
-            _IDS_IN_USE.discard((self.settings.address, client_id))
+        return claim_client_id(base, self.settings.address)
 
     async def bind_consumer(self, spec: ConsumerSpec, handler: Handler) -> MqttConsumerBinding:
         """Subscribe (shared for a group) on a connection of the binding's own.
@@ -199,10 +182,11 @@ class MqttBinder:
         options = validate_binding_options(spec.options, "consumer")
         topic_filter = f"$share/{spec.group}/{spec.destination}" if spec.group else spec.destination
         dead_letter_topic = self._dead_letter_topic(spec, topic_filter)
-        client_id = self._claim_client_id(spec, options)
+        claim = self._claim_client_id(spec, options)
+        client_id = claim.client_id
 
         def closed(binding: MqttConsumerBinding) -> None:
-            self._release_client_id(client_id)
+            claim.release()
             if binding in self._consumers:
                 self._consumers.remove(binding)
 
