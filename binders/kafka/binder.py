@@ -26,7 +26,7 @@ from binder.spi import (
 from binders.kafka.admin import TopicProvisioner
 from binders.kafka.connection import client_kwargs, describe_connection
 from binders.kafka.consumer import KafkaConsumerBinding, dead_letter_topic
-from binders.kafka.producer import KafkaProducerBinding
+from binders.kafka.producer import KafkaProducerBinding, RecordSender
 from binders.kafka.settings import parse_reset_target
 
 __all__ = ["CAPABILITIES", "KafkaBinder", "dead_letter_topic"]
@@ -60,7 +60,7 @@ class KafkaBinder:
         self._consumers: list[KafkaConsumerBinding] = []
         self._producers: list[KafkaProducerBinding] = []
         self._closed = False
-        self._send_lock = asyncio.Lock()
+        self._sender: RecordSender | None = None
 
     def __repr__(self) -> str:
         return f"<KafkaBinder {self.name} {describe_connection(self.settings)}>"
@@ -89,8 +89,12 @@ class KafkaBinder:
                 await producer.stop()
             with contextlib.suppress(Exception):
                 await admin.close()
+            reason = f"{type(exc).__name__}: {exc}"
+            for key in ("sasl_plain_password", "ssl_password"):
+                if settings.get(key):
+                    reason = reason.replace(settings[key], "***")
             raise BinderError(
-                f"cannot connect to Kafka at {describe_connection(settings)}: {type(exc).__name__}"
+                f"cannot connect to Kafka at {describe_connection(settings)}: {reason}"
             ) from None
         self._producer, self._admin = producer, admin
         self._provisioner = TopicProvisioner(admin, settings["request_timeout_ms"] / 1000)
@@ -115,6 +119,12 @@ class KafkaBinder:
             with contextlib.suppress(Exception):
                 await self._admin.close()
         self._producer = self._admin = self._provisioner = None
+        self._sender = None
+
+    def _sender_for(self, producer: AIOKafkaProducer) -> RecordSender:
+        if self._sender is None:
+            self._sender = RecordSender(producer)
+        return self._sender
 
     def _started(self) -> tuple[AIOKafkaProducer, TopicProvisioner]:
         if self._producer is None or self._provisioner is None:
@@ -169,7 +179,7 @@ class KafkaBinder:
             settings=self.settings,
             client_kwargs=self._client_kwargs,
             producer=producer,
-            send_lock=self._send_lock,
+            sender=self._sender_for(producer),
             provisioner=provisioner,
             partitions=partitions,
         )
@@ -191,7 +201,7 @@ class KafkaBinder:
             for consumer in self._consumers:
                 if consumer.spec.destination == spec.destination:
                     consumer.refresh_metadata()
-        binding = KafkaProducerBinding(spec, producer, partitions, self._send_lock)
+        binding = KafkaProducerBinding(spec, producer, self._sender_for(producer), partitions)
         self._producers.append(binding)
         return binding
 

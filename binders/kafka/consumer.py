@@ -36,7 +36,7 @@ from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ConsumerSpec, Failure, Handler
 from binders.kafka.admin import TopicProvisioner
-from binders.kafka.producer import send
+from binders.kafka.producer import RecordSender
 from binders.kafka.records import from_record
 
 __all__ = ["KafkaConsumerBinding", "dead_letter_topic"]
@@ -90,7 +90,7 @@ class KafkaConsumerBinding:
         settings: Mapping[str, Any],
         client_kwargs: Mapping[str, Any],
         producer: AIOKafkaProducer,
-        send_lock: asyncio.Lock,
+        sender: RecordSender,
         provisioner: TopicProvisioner,
         partitions: int,
     ) -> None:
@@ -98,7 +98,7 @@ class KafkaConsumerBinding:
         self._handler = handler
         self._settings = settings
         self._producer = producer
-        self._send_lock = send_lock
+        self._sender = sender
         self._provisioner = provisioner
         self._topic_partitions = partitions
         options = spec.options
@@ -480,6 +480,4 @@ class KafkaConsumerBinding:
         # Same partition as the original when the dead-letter topic has it (Spring's
         # convention), else Kafka's key partitioner.
         partition = origin[1] if origin[1] < self._dlq_partitions else None
-        await send(
-            self._producer, topic, message.copy(partition=partition), headers, self._send_lock
-        )
+        await self._sender.send(topic, message.copy(partition=partition), headers)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from binder.errors import BinderError
@@ -13,42 +15,68 @@ from binders.kafka.records import OutgoingRecord, to_record
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
 
-__all__ = ["KafkaProducerBinding", "send"]
+__all__ = ["KafkaProducerBinding", "RecordSender"]
 
 
-async def send(
-    producer: AIOKafkaProducer,
-    topic: str,
-    message: Message,
-    extra_headers: dict[str, str] | None = None,
-    lock: asyncio.Lock | None = None,
-) -> None:
-    """Send ``message`` to ``topic`` and return once the broker acknowledged it.
+class RecordSender:
+    """Appends records to the binder's producer one at a time, in publish order.
 
-    ``producer.send`` only appends to a batch, so concurrent callers share batches;
-    awaiting the returned future waits for the acknowledgement (acks=all by default).
-    ``lock`` serialises the append step: when a batch is full, aiokafka wakes every
-    waiting sender at once and all but one find it full again, which costs several
-    times the throughput with hundreds of concurrent publishes.
+    ``AIOKafkaProducer.send`` only appends to a batch (concurrent publishes share
+    batches) and returns a future the broker's acknowledgement resolves.  When a batch
+    is full, aiokafka wakes every sender waiting on it at once and all but one find it
+    full again; with hundreds of concurrent publishes that costs more than the
+    publishing itself.  So publishes queue here and one drainer task appends them; each
+    publisher waits only for its own acknowledgement.
     """
-    record = to_record(message, extra_headers)
-    if lock is None:
-        future = await _append(producer, topic, record)
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._queue: deque[tuple[str, OutgoingRecord, asyncio.Future[None]]] = deque()
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def send(
+        self, topic: str, message: Message, extra_headers: dict[str, str] | None = None
+    ) -> None:
+        """Send ``message`` to ``topic``; return once the broker acknowledged it."""
+        record = to_record(message, extra_headers)
+        loop = asyncio.get_running_loop()
+        acknowledged: asyncio.Future[None] = loop.create_future()
+        self._queue.append((topic, record, acknowledged))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain(), name="kafka-record-sender")
+        await acknowledged
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            topic, record, acknowledged = queue.popleft()
+            if acknowledged.done():  # the publisher was cancelled
+                continue
+            try:
+                ack = await self._producer.send(
+                    topic,
+                    value=record.value,
+                    key=record.key,
+                    partition=record.partition,
+                    headers=record.headers,
+                    timestamp_ms=record.timestamp_ms,
+                )
+            except Exception as exc:
+                if not acknowledged.done():
+                    acknowledged.set_exception(exc)
+                continue
+            ack.add_done_callback(partial(_relay, acknowledged))
+
+
+def _relay(acknowledged: asyncio.Future[None], ack: asyncio.Future[Any]) -> None:
+    if acknowledged.done():
+        return
+    if ack.cancelled():
+        acknowledged.cancel()
+    elif (error := ack.exception()) is not None:
+        acknowledged.set_exception(error)
     else:
-        async with lock:
-            future = await _append(producer, topic, record)
-    await future
-
-
-async def _append(producer: AIOKafkaProducer, topic: str, record: OutgoingRecord) -> Any:
-    return await producer.send(
-        topic,
-        value=record.value,
-        key=record.key,
-        partition=record.partition,
-        headers=record.headers,
-        timestamp_ms=record.timestamp_ms,
-    )
+        acknowledged.set_result(None)
 
 
 class KafkaProducerBinding:
@@ -58,12 +86,12 @@ class KafkaProducerBinding:
         self,
         spec: ProducerSpec,
         producer: AIOKafkaProducer,
+        sender: RecordSender,
         partitions: int,
-        lock: asyncio.Lock | None = None,
     ) -> None:
         self.spec = spec
         self._producer = producer
-        self._lock = lock
+        self._sender = sender
         self._partitions = partitions
         self._closed = False
 
@@ -76,7 +104,7 @@ class KafkaProducerBinding:
                 f"partition {message.partition} does not exist: topic "
                 f"'{self.spec.destination}' has {self._partitions} partition(s)"
             )
-        await send(self._producer, self.spec.destination, message, lock=self._lock)
+        await self._sender.send(self.spec.destination, message)
 
     async def close(self) -> None:
         """Stop taking publishes; the shared producer is flushed by the binder."""
