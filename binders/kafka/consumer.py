@@ -215,6 +215,7 @@ class KafkaConsumerBinding:
             self._reset_target_once = self._reset_target
             self._reset_target = None
         self._fresh |= assigned
+        self._space.set()  # wake the fetch loop to position the new partitions
         if not assigned:
             self._ready.set()
 
