@@ -30,10 +30,12 @@ class OutgoingRecord:
 
 def to_record(message: Message, extra_headers: dict[str, str] | None = None) -> OutgoingRecord:
     """Build the record for ``message`` (``extra_headers`` override message headers)."""
-    headers = {k: v for k, v in message.headers.items() if k not in _RESERVED}
-    if extra_headers:
-        headers.update(extra_headers)
-    encoded = [(name, str(value).encode()) for name, value in headers.items()]
+    encoded: list[tuple[str, bytes]] = []
+    if message.headers or extra_headers:
+        headers = {k: v for k, v in message.headers.items() if k not in _RESERVED}
+        if extra_headers:
+            headers.update(extra_headers)
+        encoded = [(name, str(value).encode()) for name, value in headers.items()]
     if message.content_type is not None:
         encoded.append((CONTENT_TYPE_HEADER, message.content_type.encode()))
     encoded.append((MESSAGE_ID_HEADER, message.message_id.encode()))
@@ -56,6 +58,9 @@ def from_record(record: Any, delivery_attempt: int = 1) -> Message:
     """Build the message for an aiokafka ``ConsumerRecord`` with raw bytes key/value."""
     headers = {name: _text(value) for name, value in record.headers or ()}
     content_type = headers.pop(CONTENT_TYPE_HEADER, None)
+    if content_type and content_type[0] == '"' == content_type[-1] and len(content_type) > 1:
+        # Spring Kafka's JSON header mapper writes header strings JSON-quoted.
+        content_type = content_type[1:-1]
     message_id = headers.pop(MESSAGE_ID_HEADER, None) or (
         f"{record.topic}-{record.partition}-{record.offset}"
     )

@@ -229,3 +229,22 @@ async def test_slow_handler_keeps_the_buffer_bounded(binder: Any, topic: str) ->
         await asyncio.sleep(0.05)
     release.set()
     await wait_for(lambda: len(handled) == 300)
+
+
+async def test_spring_style_quoted_content_type_is_understood(binder: Any, topic: str) -> None:
+    got: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        got.append(message)
+
+    await binder.bind_consumer(consumer_spec(topic), handler)
+    plain = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
+    await plain.start()
+    try:
+        await plain.send_and_wait(
+            topic, b'{"a": 1}', headers=[("contentType", b'"application/json"')]
+        )
+    finally:
+        await plain.stop()
+    await wait_for(lambda: len(got) == 1)
+    assert got[0].content_type == "application/json"
