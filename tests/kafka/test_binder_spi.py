@@ -9,26 +9,11 @@ import pytest
 
 from binder.errors import BinderError
 from binder.message import Message
-from binder.spi import ConsumerSpec, Failure, ProducerSpec
-from tests.kafka.conftest import make_binder, unique, wait_for
+from binder.spi import Failure
+
+from .helpers import consumer_spec, make_binder, producer_spec, unique, wait_for
 
 pytestmark = pytest.mark.broker("kafka")
-
-
-def consumer_spec(topic: str, group: str | None = None, **kw: Any) -> ConsumerSpec:
-    from binders.kafka.plugin import KafkaBinderType
-
-    options = KafkaBinderType().validate_binding_options(kw.pop("options", {}), "consumer")
-    return ConsumerSpec(
-        binding=f"{topic}-in", destination=topic, group=group, options=options, **kw
-    )
-
-
-def producer_spec(topic: str, **kw: Any) -> ProducerSpec:
-    from binders.kafka.plugin import KafkaBinderType
-
-    options = KafkaBinderType().validate_binding_options(kw.pop("options", {}), "producer")
-    return ProducerSpec(binding=f"{topic}-out", destination=topic, options=options, **kw)
 
 
 async def test_round_trip_keeps_payload_headers_key_content_type(binder: Any, topic: str) -> None:

@@ -6,7 +6,8 @@ import pytest
 
 from binder.testing.conformance import BinderConformance, ConformanceSettings
 from binders.kafka.consumer import dead_letter_topic
-from tests.kafka.conftest import SETTINGS
+
+from .helpers import SETTINGS
 
 pytestmark = pytest.mark.broker("kafka")
 

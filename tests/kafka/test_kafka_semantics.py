@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from binder.message import Message
 from binder.partitioning import partition_for
-from tests.kafka.conftest import BOOTSTRAP, unique, wait_for
-from tests.kafka.test_binder_spi import consumer_spec, producer_spec
+
+from .helpers import BOOTSTRAP, consumer_spec, producer_spec, unique, wait_for
 
 pytestmark = pytest.mark.broker("kafka")
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from binder.message import Message
-from tests.kafka.conftest import unique, wait_for
-from tests.kafka.test_binder_spi import consumer_spec, producer_spec
+
+from .helpers import consumer_spec, producer_spec, unique, wait_for
 
 pytestmark = pytest.mark.broker("kafka")
 

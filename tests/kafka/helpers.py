@@ -1,0 +1,63 @@
+"""Helpers shared by the Kafka binder tests (real Kafka on 127.0.0.1:9092)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from binder.spi import ConsumerSpec, ProducerSpec
+
+BOOTSTRAP = "127.0.0.1:9092"
+SETTINGS: dict[str, Any] = {
+    "type": "kafka",
+    "bootstrap_servers": BOOTSTRAP,
+    "client_id": "eventbinder-tests",
+    "linger_ms": 1,
+    "commit_interval": 0.2,
+}
+
+
+def unique(prefix: str) -> str:
+    """A fresh, uuid-suffixed topic or group name."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def wait_for(
+    condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition"
+) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def make_binder(**overrides: Any) -> Any:
+    """Build an unstarted Kafka binder through the plugin's binder type."""
+    from binders.kafka.plugin import KafkaBinderType
+
+    kind = KafkaBinderType()
+    settings = kind.validate_settings({**SETTINGS, **overrides})
+    return kind.create("kafka", settings)
+
+
+def consumer_spec(topic: str, group: str | None = None, **kw: Any) -> ConsumerSpec:
+    """A consumer spec with validated ``kafka:`` options (``options=``)."""
+    from binders.kafka.plugin import KafkaBinderType
+
+    options = KafkaBinderType().validate_binding_options(kw.pop("options", {}), "consumer")
+    return ConsumerSpec(
+        binding=f"{topic}-in", destination=topic, group=group, options=options, **kw
+    )
+
+
+def producer_spec(topic: str, **kw: Any) -> ProducerSpec:
+    """A producer spec with validated ``kafka:`` options (``options=``)."""
+    from binders.kafka.plugin import KafkaBinderType
+
+    options = KafkaBinderType().validate_binding_options(kw.pop("options", {}), "producer")
+    return ProducerSpec(binding=f"{topic}-out", destination=topic, options=options, **kw)
