@@ -34,6 +34,7 @@ __all__ = ["TargetError", "load_app", "main"]
 
 log = logging.getLogger("binder.cli")
 USAGE_ERROR = 2
+CLIENT_LOGGERS = ("aiokafka", "kafka", "kombu", "amqp", "paho")
 FORCED_EXIT = 130
 
 
@@ -311,6 +312,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.log_level != "DEBUG":
+        # Client libraries narrate group joins and reconnects at INFO; keep their warnings.
+        for name in CLIENT_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except BinderError as exc:
