@@ -112,6 +112,9 @@ class KafkaBinder:
         for producer_binding in producers:
             with contextlib.suppress(Exception):
                 await producer_binding.close()
+        if self._sender is not None:
+            with contextlib.suppress(Exception):
+                await self._sender.close()
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await self._producer.stop()
@@ -123,7 +126,11 @@ class KafkaBinder:
 
     def _sender_for(self, producer: AIOKafkaProducer) -> RecordSender:
         if self._sender is None:
-            self._sender = RecordSender(producer)
+            self._sender = RecordSender(
+                producer,
+                linger_ms=self.settings["linger_ms"],
+                max_batch_size=self.settings["max_batch_size"],
+            )
         return self._sender
 
     def _started(self) -> tuple[AIOKafkaProducer, TopicProvisioner]:

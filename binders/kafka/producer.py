@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections import deque
-from functools import partial
 from typing import TYPE_CHECKING, Any
+
+from aiokafka.partitioner import DefaultPartitioner
 
 from binder.errors import BinderError
 from binder.message import Message
@@ -14,69 +16,198 @@ from binders.kafka.records import OutgoingRecord, to_record
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
+    from aiokafka.producer.message_accumulator import BatchBuilder
 
 __all__ = ["KafkaProducerBinding", "RecordSender"]
 
 
-class RecordSender:
-    """Appends records to the binder's producer one at a time, in publish order.
+class _Batch:
+    """Records bound for one partition, acknowledged together by the broker."""
 
-    ``AIOKafkaProducer.send`` only appends to a batch (concurrent publishes share
-    batches) and returns a future the broker's acknowledgement resolves.  When a batch
-    is full, aiokafka wakes every sender waiting on it at once and all but one find it
-    full again; with hundreds of concurrent publishes that costs more than the
-    publishing itself.  So publishes queue here and one drainer task appends them; each
-    publisher waits only for its own acknowledgement.
+    __slots__ = ("builder", "error", "record", "settled", "timer", "waiter")
+
+    def __init__(
+        self,
+        builder: BatchBuilder | None,
+        record: OutgoingRecord | None,
+        waiter: asyncio.Future[None],
+    ) -> None:
+        self.builder = builder
+        self.record = record  # set instead of builder for an oversized record
+        self.settled = False
+        self.error: BaseException | None = None
+        self.waiter = waiter  # shared by the batch's publishers; never holds an error
+        self.timer: asyncio.TimerHandle | None = None
+
+    def settle(self, error: BaseException | None) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        self.error = error
+        if not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def on_ack(self, ack: asyncio.Future[Any]) -> None:
+        if ack.cancelled():
+            self.settle(asyncio.CancelledError())
+        else:
+            self.settle(ack.exception())
+
+
+class RecordSender:
+    """Builds the producer's record batches itself and hands them over in order.
+
+    Per publish, ``AIOKafkaProducer.send`` costs a coroutine, metadata and partitioner
+    calls and a future of its own, and when the partition's batch is full every
+    waiting sender is woken at once to find it full again.  Instead, a publish here
+    appends its record to the open batch of its partition (``create_batch``, same
+    ``max_batch_size``) without suspending, and waits on that batch's shared future.
+    A batch is sealed when full or ``linger_ms`` after its first record; one lane task
+    per partition hands sealed batches to ``send_batch`` in order (aiokafka holds one
+    pending batch per partition; the lane waits for room, so publish order is kept).
+    Every publisher of a batch returns once the broker acknowledged the whole batch,
+    or raises its error.  Records bigger than a batch go through ``send`` in the same
+    lane, so aiokafka's size checks apply to them.
     """
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, *, linger_ms: int, max_batch_size: int) -> None:
         self._producer = producer
-        self._queue: deque[tuple[str, OutgoingRecord, asyncio.Future[None]]] = deque()
-        self._drainer: asyncio.Task[None] | None = None
+        self._linger = linger_ms / 1000
+        self._max_batch_size = max_batch_size
+        self._open: dict[tuple[str, int], _Batch] = {}
+        self._lanes: dict[tuple[str, int], deque[_Batch]] = {}
+        self._lane_tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._partitioner = DefaultPartitioner()
+        self._closed = False
 
     async def send(
         self, topic: str, message: Message, extra_headers: dict[str, str] | None = None
     ) -> None:
         """Send ``message`` to ``topic``; return once the broker acknowledged it."""
         record = to_record(message, extra_headers)
+        partition = record.partition
+        if partition is None:
+            partition = await self._choose_partition(topic, record.key)
+        if self._closed:
+            raise BinderError("the Kafka binder is closed")
+        tp = (topic, partition)
+        size = len(record.value) + (len(record.key) if record.key is not None else 0)
+        batch = self._open.get(tp)
+        if size >= self._max_batch_size:
+            if batch is not None:
+                self._seal(tp, batch)
+            batch = _Batch(None, record, asyncio.get_running_loop().create_future())
+            self._enqueue(tp, batch)
+        elif batch is None or not self._append(batch, record):
+            if batch is not None:
+                self._seal(tp, batch)
+            batch = self._start_batch(tp)
+            self._append(batch, record)  # the first record always fits
+        await self._wait(batch)
+
+    async def _choose_partition(self, topic: str, key: bytes | None) -> int:
+        cluster = self._producer.client.cluster
+        partitions = cluster.partitions_for_topic(topic)
+        if partitions is None:
+            partitions = await self._producer.partitions_for(topic)
+        available = cluster.available_partitions_for_topic(topic) or ()
+        return int(self._partitioner(key, sorted(partitions), list(available)))
+
+    @staticmethod
+    def _append(batch: _Batch, record: OutgoingRecord) -> bool:
+        assert batch.builder is not None
+        metadata = batch.builder.append(
+            timestamp=record.timestamp_ms,
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+        )
+        return metadata is not None
+
+    def _start_batch(self, tp: tuple[str, int]) -> _Batch:
         loop = asyncio.get_running_loop()
-        acknowledged: asyncio.Future[None] = loop.create_future()
-        self._queue.append((topic, record, acknowledged))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self._drain(), name="kafka-record-sender")
-        await acknowledged
+        batch = _Batch(self._producer.create_batch(), None, loop.create_future())
+        self._open[tp] = batch
+        batch.timer = loop.call_later(self._linger, self._seal, tp, batch)
+        return batch
 
-    async def _drain(self) -> None:
-        queue = self._queue
-        while queue:
-            topic, record, acknowledged = queue.popleft()
-            if acknowledged.done():  # the publisher was cancelled
-                continue
+    def _seal(self, tp: tuple[str, int], batch: _Batch) -> None:
+        if self._open.get(tp) is not batch:
+            return  # already sealed
+        del self._open[tp]
+        if batch.timer is not None:
+            batch.timer.cancel()
+        assert batch.builder is not None
+        batch.builder.close()
+        self._enqueue(tp, batch)
+
+    def _enqueue(self, tp: tuple[str, int], batch: _Batch) -> None:
+        lane = self._lanes.setdefault(tp, deque())
+        lane.append(batch)
+        task = self._lane_tasks.get(tp)
+        if task is None or task.done():
+            self._lane_tasks[tp] = asyncio.get_running_loop().create_task(
+                self._run_lane(tp, lane), name=f"kafka-lane-{tp[0]}-{tp[1]}"
+            )
+
+    async def _run_lane(self, tp: tuple[str, int], lane: deque[_Batch]) -> None:
+        topic, partition = tp
+        try:
+            while lane:
+                batch = lane.popleft()
+                try:
+                    if batch.builder is not None:
+                        ack = await self._producer.send_batch(
+                            batch.builder, topic, partition=partition
+                        )
+                    else:
+                        assert batch.record is not None
+                        record = batch.record
+                        ack = await self._producer.send(
+                            topic,
+                            value=record.value,
+                            key=record.key,
+                            partition=partition,
+                            headers=record.headers,
+                            timestamp_ms=record.timestamp_ms,
+                        )
+                except Exception as exc:
+                    batch.settle(exc)
+                    continue
+                ack.add_done_callback(batch.on_ack)
+        finally:
+            while lane:  # cancelled: fail the rest rather than strand their publishers
+                lane.popleft().settle(BinderError("Kafka producer stopped before sending"))
+
+    @staticmethod
+    async def _wait(batch: _Batch) -> None:
+        while not batch.settled:
+            waiter = batch.waiter
             try:
-                ack = await self._producer.send(
-                    topic,
-                    value=record.value,
-                    key=record.key,
-                    partition=record.partition,
-                    headers=record.headers,
-                    timestamp_ms=record.timestamp_ms,
-                )
-            except Exception as exc:
-                if not acknowledged.done():
-                    acknowledged.set_exception(exc)
-                continue
-            ack.add_done_callback(partial(_relay, acknowledged))
+                await waiter
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # this publisher was cancelled
+                # Another publisher's cancellation reached the shared waiter.
+                if batch.waiter is waiter:
+                    batch.waiter = asyncio.get_running_loop().create_future()
+        if batch.error is not None:
+            raise copy.copy(batch.error)
 
+    async def close(self) -> None:
+        """Refuse further sends, then flush."""
+        self._closed = True
+        await self.flush()
 
-def _relay(acknowledged: asyncio.Future[None], ack: asyncio.Future[Any]) -> None:
-    if acknowledged.done():
-        return
-    if ack.cancelled():
-        acknowledged.cancel()
-    elif (error := ack.exception()) is not None:
-        acknowledged.set_exception(error)
-    else:
-        acknowledged.set_result(None)
+    async def flush(self) -> None:
+        """Seal every open batch and wait until all were handed to the producer."""
+        for tp, batch in list(self._open.items()):
+            self._seal(tp, batch)
+        tasks = [t for t in self._lane_tasks.values() if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks)
+        await self._producer.flush()
 
 
 class KafkaProducerBinding:
@@ -111,4 +242,4 @@ class KafkaProducerBinding:
         if self._closed:
             return
         self._closed = True
-        await self._producer.flush()
+        await self._sender.flush()
