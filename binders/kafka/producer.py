@@ -87,7 +87,11 @@ class RecordSender:
         record = to_record(message, extra_headers)
         partition = record.partition
         if partition is None:
-            partition = await self._choose_partition(topic, record.key)
+            partitions = self._producer.client.cluster.partitions_for_topic(topic)
+            if partitions is not None and len(partitions) == 1:
+                partition = next(iter(partitions))  # what the partitioner would pick
+            else:
+                partition = await self._choose_partition(topic, record.key)
         if self._closed:
             raise BinderError("the Kafka binder is closed")
         tp = (topic, partition)
