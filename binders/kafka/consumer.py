@@ -56,6 +56,7 @@ class _Partition:
     tp: TopicPartition
     backlog: deque[Any] = field(default_factory=deque)
     current: Any = None
+    current_id: str | None = None
     worker: asyncio.Task[None] | None = None
     next_offset: int | None = None
     done_offset: int | None = None
@@ -124,7 +125,6 @@ class KafkaConsumerBinding:
         )
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._attempts: dict[tuple[TopicPartition, int], int] = {}
-        self._origins: dict[str, tuple[str, int, int]] = {}
         self._concurrency = max(1, spec.concurrency)
         self._semaphore = asyncio.Semaphore(self._concurrency)
         self._space = asyncio.Event()
@@ -350,48 +350,41 @@ class KafkaConsumerBinding:
     # ----------------------------------------------------------------- dispatch
 
     async def _work(self, state: _Partition) -> None:
+        handler = self._handler
         while state.backlog and not state.revoked and not self._closing:
             record = state.backlog.popleft()
             state.current = record
+            key = (state.tp, record.offset)
+            attempt = self._attempts.get(key, 0) + 1 if self._attempts else 1
             try:
-                ok = await self._deliver(state, record)
-            finally:
-                state.current = None
-                self._release(1, state)
-            if ok:
-                state.done_offset = record.offset + 1
-            else:
+                message = from_record(record, attempt)
+                state.current_id = message.message_id
+                if len(self._partitions) > self._concurrency:
+                    async with self._semaphore:
+                        await handler(message)
+                else:
+                    # One handler per partition at a time already keeps within the limit.
+                    await handler(message)
+            except Exception as exc:
+                self._attempts[key] = attempt
+                log.warning(
+                    "handler of %s failed on %s[%d]@%d (attempt %d): %s; delivering it again",
+                    self.spec.binding,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    attempt,
+                    exc,
+                )
                 self._redeliver(state, record.offset)
                 return
-
-    async def _deliver(self, state: _Partition, record: Any) -> bool:
-        key = (state.tp, record.offset)
-        attempt = self._attempts.get(key, 0) + 1
-        message = from_record(record, attempt)
-        self._origins[message.message_id] = (record.topic, record.partition, record.offset)
-        try:
-            if len(self._partitions) > self._concurrency:
-                async with self._semaphore:
-                    await self._handler(message)
             else:
-                # One handler per partition at a time already keeps within the limit.
-                await self._handler(message)
-        except Exception as exc:
-            self._attempts[key] = attempt
-            log.warning(
-                "handler of %s failed on %s[%d]@%d (attempt %d): %s; delivering it again",
-                self.spec.binding,
-                record.topic,
-                record.partition,
-                record.offset,
-                attempt,
-                exc,
-            )
-            return False
-        finally:
-            self._origins.pop(message.message_id, None)
-        self._attempts.pop(key, None)
-        return True
+                if attempt > 1:
+                    self._attempts.pop(key, None)
+                state.done_offset = record.offset + 1
+            finally:
+                state.current = state.current_id = None
+                self._release(1, state)
 
     def _redeliver(self, state: _Partition, offset: int) -> None:
         self._drop_backlog(state)
@@ -467,9 +460,12 @@ class KafkaConsumerBinding:
                 topic, {}, self._settings, partitions=self._topic_partitions
             )
             self._dlq_partitions = await self._provisioner.ensure(plan)
-        origin = self._origins.get(message.message_id)
-        if origin is None:
-            origin = (message.destination or self.spec.destination, message.partition or 0, -1)
+        origin = (message.destination or self.spec.destination, message.partition or 0, -1)
+        if message.destination is not None and message.partition is not None:
+            state = self._partitions.get(TopicPartition(message.destination, message.partition))
+            if state is not None and state.current_id == message.message_id:
+                record = state.current
+                origin = (record.topic, record.partition, record.offset)
         headers = failure.headers()
         headers.update(
             {
