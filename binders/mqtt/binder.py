@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -88,18 +88,23 @@ class MqttBinder:
             await publisher.open()
             self._publisher = publisher
 
-    def _wait_for_group_subscriptions(self) -> None:
-        """Hold the publisher's re-sends after a reconnect until groups re-subscribed.
+    async def _wait_for_group_subscriptions(self) -> None:
+        """Hold the publisher's reconnect until this binder's groups re-subscribed.
 
-        Runs in the publisher's network thread.  Mosquitto 2.0 forgets shared
-        subscriptions when it restarts; a message re-sent before this binder's group
-        consumers subscribed again would reach nobody.  Bounded by connect_timeout.
+        Mosquitto 2.0 forgets shared subscriptions when it restarts; a message re-sent
+        (or newly published) before this binder's group consumers subscribed again
+        would reach nobody.  paho re-sends unconfirmed publishes as soon as it reads
+        the CONNACK, so the publisher waits before connecting at all.  Bounded by
+        connect_timeout.
         """
-        deadline = time.monotonic() + self.settings.connect_timeout
-        for consumer in list(self._consumers):
-            connection = consumer.connection
-            if connection is not None and connection.persistent:
-                connection.ready.wait(max(0.0, deadline - time.monotonic()))
+        waits = [
+            consumer.connection.ready.wait()
+            for consumer in list(self._consumers)
+            if consumer.connection is not None and consumer.connection.persistent
+        ]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), self.settings.connect_timeout)
 
     def _require_publisher(self) -> MqttConnection:
         if self._publisher is None:

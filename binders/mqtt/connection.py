@@ -1,15 +1,21 @@
-"""One paho-mqtt client and its network thread, bridged to asyncio.
+"""One paho-mqtt client driven by the asyncio event loop itself (no network thread).
 
-paho runs its network loop in a thread (``loop_start``).  Everything paho reports
-back (CONNACK, PUBACK, SUBACK) is moved to the event loop with
-``loop.call_soon_threadsafe`` and resolves asyncio futures there.  A PUBACK can never
-be handled before its future exists: ``publish`` registers the future in the same
-synchronous step of the event loop thread that called ``client.publish``, and the
-callback that resolves it runs later on that same thread.
+paho's external-loop API: the client's socket is registered with ``loop.add_reader``
+(``loop_read``) and, while paho has bytes to send, ``loop.add_writer``
+(``loop_write``); a timer calls ``loop_misc`` every second for keepalive (PINGREQ, and
+dropping a connection whose PINGRESP is overdue).  So every paho callback (CONNACK,
+PUBLISH, PUBACK, SUBACK, disconnect) runs on the event loop thread, and so does every
+call into paho except the blocking TCP/TLS connect, which runs in a worker thread
+(``asyncio.to_thread``); socket callbacks paho makes from that thread are moved to the
+event loop.  A PUBACK can never be handled before its future exists: ``publish``
+registers the future right after ``client.publish`` returns, and paho only reads the
+socket later, in a reader callback of the same thread.
 
-paho reconnects by itself (with exponential backoff between the configured delays),
-re-sends unacknowledged QoS 1 publishes, and this class re-subscribes when the broker
-did not keep the session.
+paho does not reconnect without its own loop, so this class does: after an unexpected
+disconnect it reconnects with exponential backoff between the configured delays; paho
+re-sends unacknowledged QoS 1 publishes after the CONNACK, and this class
+re-subscribes.  Reading can be paused (``pause_reading``): a consumer whose handlers
+are all busy stops reading the socket, and TCP pushes back on the broker.
 """
 
 from __future__ import annotations
@@ -17,10 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import threading
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -38,6 +44,10 @@ __all__ = ["MqttConnection", "MqttConnectionError"]
 log = logging.getLogger(__name__)
 
 _SESSION_TAKEN_OVER = 142
+_MISC_INTERVAL = 1.0  # as paho's own loop: keepalive is checked about once a second
+_CLOSE_TIMEOUT = 5.0  # seconds for the DISCONNECT to go out before the socket is dropped
+#: QoS 0 messages queued in paho and not written yet before publishers wait.
+_QOS0_HIGH_WATER = 1000
 
 
 class _QuietPaho(logging.Filter):
@@ -57,6 +67,7 @@ class MqttConnectionError(BinderError):
 
 
 OnMessage = Callable[[mqtt.MQTTMessage], None]
+ReconnectGate = Callable[[], Awaitable[None]]
 
 
 class MqttConnection:
@@ -71,7 +82,7 @@ class MqttConnection:
         session_expiry: int = 0,
         receive_maximum: int | None = None,
         on_message: OnMessage | None = None,
-        reconnect_gate: Callable[[], None] | None = None,
+        reconnect_gate: ReconnectGate | None = None,
         with_will: bool = False,
         label: str = "connection",
     ) -> None:
@@ -84,14 +95,12 @@ class MqttConnection:
         self._ever_connected = False
         #: Incremented on every accepted (re)connection; see :meth:`ack`.
         self.epoch = 0
-        self._calls: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
-        self._calls_lock = threading.Lock()
-        self._calls_scheduled = False
-        #: Set while connected with every subscription in place (paho thread sets it).
-        self.ready = threading.Event()
+        #: Set while connected with every subscription in place.
+        self.ready = asyncio.Event()
         self._session_expiry = session_expiry if persistent else 0
         self._receive_maximum = receive_maximum
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._subscriptions: dict[str, int] = {}
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
@@ -100,6 +109,22 @@ class MqttConnection:
         self._closing = False
         self._closed = False
         self._lost_logged = False
+        # The socket as registered with the event loop (its file descriptor).
+        self._sock: socket.socket | None = None
+        self._fd = -1
+        self._reading = False
+        self._read_paused = False
+        self._want_write = False
+        self._writing = False
+        self._misc: asyncio.TimerHandle | None = None
+        self._socket_closed = asyncio.Event()
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._reconnecting_in_thread = False
+        self._abandoned = False
+        # Mids of QoS 0 messages queued in paho and not written to the socket yet.
+        self._unwritten: set[int] = set()
+        self._drained: asyncio.Event | None = None
+        self._reconnect_delay = float(settings.reconnect_min_delay)
         self._client = self._make_client(on_message, with_will)
 
     def __repr__(self) -> str:
@@ -114,12 +139,10 @@ class MqttConnection:
             client_id=self.client_id,
             clean_session=None if s.mqtt5 else not self._persistent,
             protocol=mqtt.MQTTv5 if s.mqtt5 else mqtt.MQTTv311,
-            reconnect_on_failure=True,
             manual_ack=True,
         )
         client.suppress_exceptions = True
         client.enable_logger(_paho_log)
-        client.reconnect_delay_set(s.reconnect_min_delay, s.reconnect_max_delay)  # type: ignore[arg-type]
         client.max_inflight_messages_set(s.max_inflight or _DEFAULT_MAX_INFLIGHT)
         client.max_queued_messages_set(0)
         if s.username is not None:
@@ -133,6 +156,10 @@ class MqttConnection:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
         if on_message is not None:
             client.on_message = lambda _c, _u, msg: on_message(msg)
         return client
@@ -176,10 +203,11 @@ class MqttConnection:
                 s.connect_timeout,
             )
         except (OSError, TimeoutError, ValueError, ssl.SSLError) as exc:
+            self._abandoned = True  # a connect still running in its thread is dropped
+            self._drop_socket()
             raise MqttConnectionError(
                 f"cannot connect to the MQTT broker at {s.address}: {type(exc).__name__}: {exc}"
             ) from None
-        self._client.loop_start()
         try:
             await asyncio.wait_for(asyncio.shield(self._first_connack), s.connect_timeout)
         except BaseException as exc:
@@ -192,25 +220,161 @@ class MqttConnection:
             raise
         log.debug("%r connected", self)
 
-    # -- paho thread callbacks --------------------------------------------------------
+    # -- the socket on the event loop -------------------------------------------------
 
-    def _call(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn(*args)`` on the event loop, in call order, one wake-up per batch."""
-        with self._calls_lock:
-            self._calls.append((fn, args))
-            if self._calls_scheduled:
-                return
-            self._calls_scheduled = True
-        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
-            self._loop.call_soon_threadsafe(self._run_calls)
-
-    def _run_calls(self) -> None:
-        with self._calls_lock:
-            calls = list(self._calls)
-            self._calls.clear()
-            self._calls_scheduled = False
-        for fn, args in calls:
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` now on the event loop thread, or soon from another thread."""
+        if threading.get_ident() == self._loop_thread:
             fn(*args)
+        else:
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+                self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        self._on_loop(self._attach, sock)
+
+    def _on_socket_close(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        # Called just before paho closes the socket: unregister it while its fd is valid.
+        if threading.get_ident() == self._loop_thread:
+            self._detach(sock)
+        else:
+            self._on_loop(self._detach, sock)
+
+    def _on_socket_register_write(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        self._on_loop(self._set_want_write, sock, True)
+
+    def _on_socket_unregister_write(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        self._on_loop(self._set_want_write, sock, False)
+
+    def _attach(self, sock: Any) -> None:
+        if sock is not self._client.socket() or sock is self._sock:
+            return  # already closed again, or attached
+        if self._abandoned:
+            with contextlib.suppress(OSError):
+                sock.close()
+            return
+        self._sock, self._fd = sock, sock.fileno()
+        self._socket_closed.clear()
+        self._reading = self._writing = False
+        self._sync_io()
+        self._misc = self._loop.call_later(_MISC_INTERVAL, self._run_misc)
+
+    def _detach(self, sock: Any) -> None:
+        if sock is not self._sock:
+            return
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+        if self._writing:
+            self._loop.remove_writer(self._fd)
+        self._reading = self._writing = self._want_write = False
+        self._sock, self._fd = None, -1
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        self._socket_closed.set()
+
+    def _set_want_write(self, sock: Any, want: bool) -> None:
+        if sock is self._sock or self._sock is None:
+            self._want_write = want
+            self._sync_io()
+
+    def _sync_io(self) -> None:
+        """Register the reader and writer the current state calls for."""
+        if self._sock is None:
+            return
+        read = not self._read_paused
+        if read != self._reading:
+            if read:
+                self._loop.add_reader(self._fd, self._readable)
+            else:
+                self._loop.remove_reader(self._fd)
+            self._reading = read
+        write = self._want_write or self._client.want_write()
+        if write != self._writing:
+            if write:
+                self._loop.add_writer(self._fd, self._writable)
+            else:
+                self._loop.remove_writer(self._fd)
+            self._writing = write
+
+    def _readable(self) -> None:
+        sock = self._sock
+        self._client.loop_read()
+        # TLS: bytes already decrypted inside the SSL object are invisible to select.
+        while (
+            sock is not None
+            and sock is self._sock
+            and not self._read_paused
+            and isinstance(sock, ssl.SSLSocket)
+            and sock.pending()
+        ):
+            self._client.loop_read()
+
+    def _writable(self) -> None:
+        self._client.loop_write()
+        if self._sock is not None and not self._client.want_write():
+            self._want_write = False
+            self._sync_io()
+
+    def _run_misc(self) -> None:
+        self._misc = None
+        self._client.loop_misc()
+        if self._sock is not None and self._misc is None:
+            self._misc = self._loop.call_later(_MISC_INTERVAL, self._run_misc)
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (TCP then pushes back on the broker)."""
+        if not self._read_paused:
+            self._read_paused = True
+            self._sync_io()
+
+    def resume_reading(self) -> None:
+        """Read the socket again after :meth:`pause_reading`."""
+        if self._read_paused:
+            self._read_paused = False
+            self._sync_io()
+
+    def _drop_socket(self) -> None:
+        """Close a socket a failed or abandoned connect left behind."""
+        sock = self._client.socket()
+        if sock is not None:
+            self._detach(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    # -- reconnecting -----------------------------------------------------------------
+
+    def _schedule_reconnect(self) -> None:
+        if self._closing or (self._reconnect_task is not None and not self._reconnect_task.done()):
+            return
+        self._reconnect_task = self._loop.create_task(
+            self._reconnect(), name=f"mqtt-reconnect:{self.client_id}"
+        )
+
+    async def _reconnect(self) -> None:
+        """Reconnect with exponential backoff until connected or closing."""
+        s = self.settings
+        while not self._closing:
+            await asyncio.sleep(self._reconnect_delay)
+            self._reconnect_delay = min(self._reconnect_delay * 2, float(s.reconnect_max_delay))
+            if self._reconnect_gate is not None:
+                # paho re-sends unconfirmed publishes right after the CONNACK, from
+                # inside its read call: hold the connect itself (bounded by the gate).
+                await self._reconnect_gate()
+            if self._closing:
+                return
+            self._reconnecting_in_thread = True
+            try:
+                await asyncio.to_thread(self._client.reconnect)
+            except (OSError, ValueError, ssl.SSLError) as exc:
+                log.debug("%r: reconnect failed: %s", self, type(exc).__name__)
+                self._drop_socket()
+                continue
+            finally:
+                self._reconnecting_in_thread = False
+            return  # CONNECT sent; a refusal or a drop schedules the next attempt
+
+    # -- paho callbacks (event loop thread) -------------------------------------------
 
     def _on_connect(
         self, client: mqtt.Client, _userdata: Any, flags: Any, reason: ReasonCode, props: Any
@@ -219,11 +383,12 @@ class MqttConnection:
             self._connected = False
             text = _refusal(reason)
             if self._first_connack is not None and not self._first_connack.done():
-                self._call(self._fail_first, text)
+                self._fail_first(text)
             else:
                 log.error("%s", text.format(where=f"{self.label} {self.settings.address}"))
             return
         self._connected = True
+        self._reconnect_delay = float(self.settings.reconnect_min_delay)
         self.epoch += 1
         if self._subscriptions:
             # Even with the session present: Mosquitto 2.0 does not restore shared
@@ -234,14 +399,11 @@ class MqttConnection:
             )
         else:
             self.ready.set()
-        if self._ever_connected and self._reconnect_gate is not None:
-            # paho re-sends unconfirmed publishes right after this callback returns
-            self._reconnect_gate()
         self._ever_connected = True
         if self._lost_logged:
             self._lost_logged = False
             log.info("%r reconnected (session present: %s)", self, flags.session_present)
-        self._call(self._succeed_first)
+        self._succeed_first()
 
     def _succeed_first(self) -> None:
         if self._first_connack is not None and not self._first_connack.done():
@@ -255,8 +417,15 @@ class MqttConnection:
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
+        self._on_loop(self._disconnected, reason)
+
+    def _disconnected(self, reason: ReasonCode) -> None:
         self._connected = False
         self.ready.clear()
+        self._unwritten.clear()  # paho drops unsent QoS 0 messages on reconnect
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
         if self._closing or not self._ever_connected:
             return  # closing, or a refused first CONNECT (open() reports that)
         if reason.value == _SESSION_TAKEN_OVER:
@@ -269,22 +438,26 @@ class MqttConnection:
         elif not self._lost_logged:
             self._lost_logged = True
             log.warning("%r lost its connection (%s); reconnecting", self, reason)
+        self._schedule_reconnect()
 
     def _on_publish(
         self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode, _props: Any
     ) -> None:
-        self._call(self._published, mid, reason)
+        self._on_loop(self._published, mid, reason)
 
     def _on_subscribe(
         self, _client: mqtt.Client, _userdata: Any, mid: int, reasons: list[ReasonCode], _p: Any
     ) -> None:
         if mid == self._resubscribe_mid:
             self.ready.set()
-        self._call(self._subscribed, mid, list(reasons))
-
-    # -- event loop side --------------------------------------------------------------
+        self._on_loop(self._subscribed, mid, list(reasons))
 
     def _published(self, mid: int, reason: ReasonCode) -> None:
+        if self._unwritten:
+            self._unwritten.discard(mid)  # a QoS 0 message went out (or nothing)
+            if self._drained is not None and len(self._unwritten) <= _QOS0_HIGH_WATER // 2:
+                self._drained.set()
+                self._drained = None
         future = self._pending.pop(mid, None)
         if future is None or future.done():
             return
@@ -334,12 +507,29 @@ class MqttConnection:
                 raise MqttConnectionError(
                     f"cannot publish to {topic!r}: {mqtt.error_string(info.rc)}"
                 )
+            self._unwritten.add(info.mid)
             return None
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise MqttConnectionError(f"cannot publish to {topic!r}: {mqtt.error_string(info.rc)}")
         future: asyncio.Future[None] = self._loop.create_future()
         self._pending[info.mid] = future
         return future
+
+    @property
+    def congested(self) -> bool:
+        """True while too many QoS 0 messages wait in paho for the socket."""
+        return len(self._unwritten) >= _QOS0_HIGH_WATER
+
+    async def drained(self) -> None:
+        """Wait until the socket took enough queued QoS 0 messages (or was lost).
+
+        paho keeps QoS 0 messages in memory until the event loop writes them; a
+        producer that never waits would otherwise queue without bound.
+        """
+        while self.congested and self._connected and not self._closing:
+            if self._drained is None:
+                self._drained = asyncio.Event()
+            await self._drained.wait()
 
     def _subscribe_args(self, items: list[tuple[str, int]]) -> list[tuple[str, Any]]:
         if self.settings.mqtt5:
@@ -387,7 +577,7 @@ class MqttConnection:
             await asyncio.wait(pending, timeout=timeout)
 
     async def close(self, end_session: bool = False) -> None:
-        """Disconnect cleanly and stop the thread.
+        """Disconnect cleanly (the DISCONNECT is sent before the socket is closed).
 
         A persistent session is kept unless ``end_session`` (MQTT 5: DISCONNECT with
         session expiry 0, so the broker forgets the session and its subscriptions).
@@ -410,12 +600,24 @@ class MqttConnection:
 
     async def _stop_client(self, end_session: bool = False) -> None:
         self._closing = True
+        if self._drained is not None:
+            self._drained.set()
+        task = self._reconnect_task
+        if task is not None and not task.done():
+            if self._reconnecting_in_thread:
+                await asyncio.wait([task])  # a connect in a worker thread cannot be cancelled
+            else:
+                task.cancel()
         props = None
         if end_session:
             props = Properties(PacketTypes.DISCONNECT)
             props.SessionExpiryInterval = 0
-        self._client.disconnect(properties=props)
-        await asyncio.to_thread(self._client.loop_stop)
+        self._client.disconnect(properties=props)  # paho closes the socket once it is sent
+        self._sync_io()
+        if self._sock is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._socket_closed.wait(), _CLOSE_TIMEOUT)
+        self._drop_socket()
 
 
 def _refusal(reason: ReasonCode) -> str:

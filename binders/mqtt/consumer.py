@@ -13,7 +13,7 @@ from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ConsumerSpec, Failure, Handler
 from binders.mqtt.connection import MqttConnection
-from binders.mqtt.handoff import Handoff
+from binders.mqtt.handoff import Intake
 from binders.mqtt.wire import from_mqtt
 
 __all__ = ["MqttConsumerBinding"]
@@ -57,7 +57,7 @@ class MqttConsumerBinding:
         self._on_closed = on_closed
         self._end_session_on_close = end_session_on_close
         self._loop = asyncio.get_running_loop()
-        self._handoff: Handoff[_Item] = Handoff(self._loop, max_in_flight, self._dispatch)
+        self._intake = Intake(max_in_flight, self._pause_reading, self._resume_reading)
         #: Messages handed to this binding and not finished yet (at most max_in_flight).
         self.in_flight = 0
         self._closing = False
@@ -77,10 +77,10 @@ class MqttConsumerBinding:
     def __repr__(self) -> str:
         return f"<MqttConsumerBinding {self.spec.binding} {self.spec.destination!r}>"
 
-    # -- network thread ---------------------------------------------------------------
+    # -- paho callback (event loop thread) ---------------------------------------------
 
     def on_mqtt_message(self, msg: mqtt.MQTTMessage) -> None:
-        """paho's on_message: decode and hand over to the event loop (may block)."""
+        """paho's on_message: decode and queue for the workers (never blocks)."""
         if self._closing:
             return  # not acknowledged: a persistent session redelivers it
         try:
@@ -91,14 +91,20 @@ class MqttConsumerBinding:
                 self.connection.ack(msg.mid, msg.qos, self.connection.epoch)
             return
         epoch = self.connection.epoch if self.connection is not None else 0
-        self._handoff.put((message, msg.mid, msg.qos, epoch))
+        self._intake.take()
+        self._dispatch((message, msg.mid, msg.qos, epoch))
 
-    # -- event loop -------------------------------------------------------------------
+    def _pause_reading(self) -> None:
+        if self.connection is not None:
+            self.connection.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.connection is not None:
+            self.connection.resume_reading()
+
+    # -- workers ----------------------------------------------------------------------
 
     def _dispatch(self, item: _Item) -> None:
-        if self._closing:
-            self._handoff.release()  # dropped unacknowledged: the session redelivers it
-            return
         self.in_flight += 1
         key = item[0].key
         if self._workers_count == 1 or key is not None:
@@ -151,7 +157,7 @@ class MqttConsumerBinding:
                 self.connection.ack(mid, qos, epoch)
         finally:
             self.in_flight -= 1
-            self._handoff.release()
+            self._intake.release()
 
     async def dead_letter(self, message: Message, failure: Failure) -> None:
         """Publish a copy with the failure in user properties; return once PUBACKed."""
@@ -168,12 +174,11 @@ class MqttConsumerBinding:
             await self._closed.wait()
             return
         self._closing = True
-        self._handoff.close()
         for lane in (*self._lanes, self._shared):
             for _ in range(len(lane)):  # fetched, not started: the session redelivers
                 lane.popleft()
                 self.in_flight -= 1
-                self._handoff.release()
+                self._intake.release()
         for wakeup in self._wakeups:
             wakeup.set()
         try:

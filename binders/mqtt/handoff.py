@@ -1,72 +1,46 @@
-"""A bounded, order-keeping hand-off from paho's network thread to the event loop."""
+"""Bounded intake from a consumer's socket: stop reading while the handlers are full."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
 
-__all__ = ["Handoff"]
-
-T = TypeVar("T")
-_POLL = 0.2
+__all__ = ["Intake"]
 
 
-class Handoff(Generic[T]):
-    """Move items from one producer thread to the event loop, in order, bounded.
+class Intake:
+    """Count messages taken from the socket and not finished yet; bound them.
 
-    ``put`` (network thread) takes one of ``capacity`` slots, blocking while none is
-    free, so a slow consumer stops paho reading the socket: TCP pushes back on the
-    broker instead of memory growing.  With QoS 1 and MQTT 5 the broker never has more
-    than the receive maximum (= ``capacity``) messages outstanding, so ``put`` does
-    not block in practice.  The event loop is woken once per batch, not per item.
-    ``release`` (event loop) frees a slot when an item is completely finished.
+    Everything runs on the event loop thread (paho is driven by the loop, so its
+    ``on_message`` runs there too).  ``take`` is called per received message; when
+    ``capacity`` messages are unfinished it calls ``pause`` (the connection stops
+    reading its socket, so TCP pushes back on the broker instead of memory growing),
+    and ``release`` calls ``resume`` once the count is back at the low-water mark (a
+    quarter below capacity, so that a busy consumer does not re-register its socket
+    for every message).  With QoS 1 and MQTT 5 the broker never has more than the
+    receive maximum (= ``capacity``) messages outstanding anyway.
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, capacity: int, deliver: Callable[[T], None]
+        self, capacity: int, pause: Callable[[], None], resume: Callable[[], None]
     ) -> None:
-        self._loop = loop
-        self._deliver = deliver
-        self._slots = threading.Semaphore(capacity)
-        self._lock = threading.Lock()
-        self._buffer: deque[T] = deque()
-        self._scheduled = False
-        self._closed = False
+        self.capacity = max(1, capacity)
+        self._low_water = self.capacity - max(1, self.capacity // 4)
+        self._pause = pause
+        self._resume = resume
+        #: Messages taken and not released yet.
+        self.count = 0
+        self.paused = False
 
-    def put(self, item: T) -> bool:
-        """Queue ``item`` for the event loop; False once closed (the item is dropped)."""
-        while not self._slots.acquire(timeout=_POLL):
-            if self._closed:
-                return False
-        if self._closed:
-            self._slots.release()
-            return False
-        with self._lock:
-            self._buffer.append(item)
-            if self._scheduled:
-                return True
-            self._scheduled = True
-        try:
-            self._loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:  # loop closed
-            return False
-        return True
-
-    def _drain(self) -> None:
-        with self._lock:
-            items = list(self._buffer)
-            self._buffer.clear()
-            self._scheduled = False
-        for item in items:
-            self._deliver(item)
+    def take(self) -> None:
+        """Account for one received message; pause reading at capacity."""
+        self.count += 1
+        if self.count >= self.capacity and not self.paused:
+            self.paused = True
+            self._pause()
 
     def release(self) -> None:
-        """Free the slot of a finished item."""
-        self._slots.release()
-
-    def close(self) -> None:
-        """Stop accepting items; a blocked ``put`` returns False within a moment."""
-        self._closed = True
+        """A message is finished; resume reading once below the low-water mark."""
+        self.count -= 1
+        if self.paused and self.count <= self._low_water:
+            self.paused = False
+            self._resume()

@@ -20,7 +20,8 @@ class MqttProducerBinding:
     """Publishes to ``spec.destination`` with the binding's QoS and retain flag.
 
     ``publish`` returns when the broker sent PUBACK (QoS 1) or when paho has queued
-    the packet (QoS 0, which the broker never confirms).  Under MQTT 3.1.1 only the
+    the packet (QoS 0, which the broker never confirms; it waits first while the
+    connection has too many QoS 0 packets not written yet).  Under MQTT 3.1.1 only the
     payload travels: headers, content type, key and message id are dropped.
     """
 
@@ -49,6 +50,8 @@ class MqttProducerBinding:
                 "%r: MQTT 3.1.1 has no headers; headers, key and content type are not sent",
                 self,
             )
+        if self._connection.congested:
+            await self._connection.drained()
         future = self._connection.publish(
             self.spec.destination,
             message.payload,

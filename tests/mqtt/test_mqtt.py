@@ -304,6 +304,51 @@ async def test_slow_handler_bounds_messages_in_flight(binder: MqttBinder) -> Non
     assert sorted(m.json()["n"] for m in done.messages) == list(range(30))
 
 
+async def test_qos0_consumer_stops_reading_while_its_handlers_are_full(
+    binder: MqttBinder,
+) -> None:
+    topic = fresh("slow-q0")
+    gate = asyncio.Event()
+    done = Collector()
+
+    async def blocked(message: Message) -> None:
+        await gate.wait()
+        await done(message)
+
+    # QoS 0 has no receive maximum at the broker: only the binding's intake bounds it.
+    consumer = await binder.bind_consumer(
+        ConsumerSpec("in", topic, concurrency=2, prefetch=4, options={"qos": 0}), blocked
+    )
+    producer = await binder.bind_producer(ProducerSpec("out", topic, options={"qos": 0}))
+    try:
+        for n in range(200):
+            await producer.publish(_json({"n": n}))
+        await wait_for(lambda: consumer.in_flight == 4, what="four messages taken")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 0.3
+        while loop.time() < end:
+            assert consumer.in_flight <= 4
+            await asyncio.sleep(0.02)
+    finally:
+        gate.set()  # else closing the binding would wait for the handlers forever
+    await done.wait_for(200)
+    assert sorted(m.json()["n"] for m in done.messages) == list(range(200))
+
+
+async def test_qos0_publisher_waits_for_the_socket_instead_of_queuing_without_bound(
+    binder: MqttBinder,
+) -> None:
+    producer = await binder.bind_producer(ProducerSpec("out", fresh("q0"), options={"qos": 0}))
+    publisher = binder._publisher
+    assert publisher is not None
+    most = 0
+    for n in range(5000):  # never waits for anything else: only the bound lets paho write
+        await producer.publish(Message(b"%d" % n))
+        most = max(most, len(publisher._unwritten))
+    assert 0 < most <= 1000
+    await wait_for(lambda: not publisher._unwritten, what="everything written")
+
+
 async def test_failed_handler_is_acknowledged_and_the_stream_goes_on(binder: MqttBinder) -> None:
     topic = fresh("fail")
     received = Collector(fail=lambda m: m.json()["n"] == 0)
