@@ -78,6 +78,10 @@ class RecordSender:
         self._lanes: dict[tuple[str, int], deque[_Batch]] = {}
         self._lane_tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._partitioner = DefaultPartitioner()
+        # Records without a key stick to one randomly chosen partition until its batch
+        # is sealed (Kafka's sticky partitioner, KIP-480): fuller batches, and no
+        # partitioner call per record.
+        self._sticky: dict[str, int] = {}
         self._closed = False
 
     async def send(
@@ -87,11 +91,16 @@ class RecordSender:
         record = to_record(message, extra_headers)
         partition = record.partition
         if partition is None:
-            partitions = self._producer.client.cluster.partitions_for_topic(topic)
-            if partitions is not None and len(partitions) == 1:
-                partition = next(iter(partitions))  # what the partitioner would pick
-            else:
-                partition = await self._choose_partition(topic, record.key)
+            if record.key is None:
+                partition = self._sticky.get(topic)
+            if partition is None:
+                partitions = self._producer.client.cluster.partitions_for_topic(topic)
+                if partitions is not None and len(partitions) == 1:
+                    partition = next(iter(partitions))  # what the partitioner would pick
+                else:
+                    partition = await self._choose_partition(topic, record.key)
+                if record.key is None:
+                    self._sticky[topic] = partition
         if self._closed:
             raise BinderError("the Kafka binder is closed")
         tp = (topic, partition)
@@ -139,6 +148,8 @@ class RecordSender:
         if self._open.get(tp) is not batch:
             return  # already sealed
         del self._open[tp]
+        if self._sticky.get(tp[0]) == tp[1]:
+            del self._sticky[tp[0]]
         if batch.timer is not None:
             batch.timer.cancel()
         assert batch.builder is not None

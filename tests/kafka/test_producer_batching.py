@@ -115,3 +115,20 @@ async def test_close_flushes_batches_still_lingering(topic: str) -> None:
         await producer.publish(Message(b"late"))
     records = await read_all(topic, 51)
     assert sorted(int(r.value) for r in records) == [*range(50), 100]
+
+
+async def test_records_without_key_stick_to_a_partition_per_batch(binder: Any, topic: str) -> None:
+    await binder.provision(topic, None, {"partitions": 4})
+    producer = await binder.bind_producer(producer_spec(topic))
+    count = 3000  # about 20 batches: each goes to one randomly chosen partition
+    await asyncio.gather(
+        *(producer.publish(Message(b"%06d" % i + b"x" * 100)) for i in range(count))
+    )
+    records = await read_all(topic, count)
+    by_partition: dict[int, list[int]] = {}
+    for r in records:
+        by_partition.setdefault(r.partition, []).append(int(r.value[:6]))
+    assert sorted(i for ids in by_partition.values() for i in ids) == list(range(count))
+    assert len(by_partition) > 1, "keyless records should spread over the partitions"
+    for ids in by_partition.values():
+        assert ids == sorted(ids)  # publish order kept within each partition
