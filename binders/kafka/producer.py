@@ -48,8 +48,8 @@ class _Batch:
             self.waiter.set_result(None)
 
     def on_ack(self, ack: asyncio.Future[Any]) -> None:
-        if ack.cancelled():
-            self.settle(asyncio.CancelledError())
+        if ack.cancelled():  # the producer stopped; not this publisher's cancellation
+            self.settle(BinderError("the Kafka producer stopped before the broker acknowledged"))
         else:
             self.settle(ack.exception())
 
