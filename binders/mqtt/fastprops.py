@@ -3,7 +3,7 @@
 paho-mqtt decodes properties generically: for every property it scans its table of
 names several times and validates through ``__setattr__``.  For a message with a
 content type and four user properties that costs about 50 us, more than everything
-else this binder does per message, and it runs in the network thread under the GIL.
+else this binder does per message, and it runs on the event loop thread.
 
 :func:`install` makes paho's PUBLISH decoder (``paho.mqtt._packet``) build
 :class:`FastPublishProperties`, a :class:`~paho.mqtt.properties.Properties` subclass
