@@ -42,7 +42,7 @@ def test_run_with_duration_stops_by_itself() -> None:
 def test_sigint_drains_and_exits_zero(tmp_path: Path) -> None:
     app = tmp_path / "slowapp.py"
     app.write_text(
-        "import asyncio\n"
+        "import asyncio, pathlib\n"
         "from binder import App\n"
         "app = App('slow')\n"
         "@app.supplier('ticks', every=0.05)\n"
@@ -51,7 +51,8 @@ def test_sigint_drains_and_exits_zero(tmp_path: Path) -> None:
         "@app.consumer('ticks', group='g')\n"
         "async def handle(payload: dict) -> None:\n"
         "    print('handling', flush=True)\n"
-        "    await asyncio.sleep(0.2)\n"
+        "    while not pathlib.Path('release').exists():  # the test creates it after SIGINT\n"
+        "        await asyncio.sleep(0.01)\n"
         "    print('handled', flush=True)\n"
     )
     proc = subprocess.Popen(
@@ -66,6 +67,7 @@ def test_sigint_drains_and_exits_zero(tmp_path: Path) -> None:
     while proc.stdout.readline().strip() != "handling":  # blocks until the handler runs
         assert time.monotonic() < deadline and proc.poll() is None, "app never handled a message"
     proc.send_signal(signal.SIGINT)
+    (tmp_path / "release").touch()  # only now may the in-flight handler finish
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out.splitlines()[0] == "handled", "the in-flight handler must finish before exit"
