@@ -4,5 +4,6 @@
 """
 
 from binder.testing.harness import Harness, run_app
+from binder.testing.waiting import wait_until
 
-__all__ = ["Harness", "run_app"]
+__all__ = ["Harness", "run_app", "wait_until"]

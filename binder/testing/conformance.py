@@ -41,6 +41,7 @@ from binder.partitioning import partition_for
 from binder.plugins import BinderRegistry, load_registry
 from binder.runtime import Runtime
 from binder.spi import Binder, ConsumerBinding, ConsumerSpec, ProducerBinding, ProducerSpec
+from binder.testing.waiting import wait_until
 
 __all__ = [
     "BinderConformance",
@@ -124,16 +125,6 @@ class DeadLetterReader:
         """Release what the reader holds."""
         if self._close is not None:
             await self._close()
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` every few milliseconds until it holds or ``timeout`` passes."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def _name(prefix: str) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from binder.spi import ConsumerSpec, ProducerSpec
+from binder.testing import wait_until
 
 BOOTSTRAP = "127.0.0.1:9092"
 SETTINGS: dict[str, Any] = {
@@ -28,12 +27,8 @@ def unique(prefix: str) -> str:
 async def wait_for(
     condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition"
 ) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.02)
+    """Wait for ``condition`` (see :func:`binder.testing.wait_until`)."""
+    await wait_until(condition, timeout, what)
 
 
 def make_binder(**overrides: Any) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest_asyncio
 
 from binder.message import Message
+from binder.testing import wait_until
 from binders.mqtt.binder import MqttBinder
 
 HOST = "127.0.0.1"
@@ -80,13 +81,8 @@ class Collector:
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``condition`` every 20 ms until it holds or ``timeout`` passes."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        await asyncio.sleep(0.02)
+    """Wait for ``condition`` (see :func:`binder.testing.wait_until`)."""
+    await wait_until(condition, timeout, what or repr(condition))
 
 
 @pytest_asyncio.fixture

@@ -5,7 +5,6 @@ registry is shared."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from typing import Any
 
 from binder.message import Message
 from binder.spi import ConsumerSpec
+from binder.testing import wait_until
 from binders.rabbit.binder import RabbitBinder
 from binders.rabbit.options import validate_binding_options, validate_settings
 from binders.rabbit.topology import ExchangeDecl, QueueDecl
@@ -126,16 +126,6 @@ class Collector:
         """Wait (polling, with a deadline) until ``count`` messages were handled."""
         await wait_until(lambda: len(self.messages) >= count, timeout, f"{count} messages")
         return self.messages
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds or ``timeout`` seconds passed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def read_queue(

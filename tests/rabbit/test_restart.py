@@ -18,6 +18,7 @@ import pytest
 
 from binder.message import Message
 from binder.spi import ConsumerSpec, ProducerSpec
+from binder.testing import wait_until
 from tests.rabbit.support import consumer_options, fresh, make_binder, producer_options
 
 pytestmark = pytest.mark.broker("rabbit")
@@ -39,15 +40,6 @@ def _restart_app() -> None:
     _rabbitmqctl("stop_app")
     _rabbitmqctl("start_app")
     _rabbitmqctl("await_startup")
-
-
-async def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def test_stream_survives_a_broker_restart() -> None:
@@ -90,11 +82,11 @@ async def test_stream_survives_a_broker_restart() -> None:
                 confirmed += 1
 
         first = [asyncio.create_task(send(n)) for n in range(COUNT // 2)]
-        await _wait_for(lambda: confirmed >= RESTART_AFTER, 30.0, "the first publishes")
+        await wait_until(lambda: confirmed >= RESTART_AFTER, 30.0, "the first publishes")
         restart = asyncio.create_task(asyncio.to_thread(_restart_app))
         consumer_link = binder._consumer_link
         assert consumer_link is not None
-        await _wait_for(
+        await wait_until(
             lambda: not consumer_link.connected and not binder._publisher.connected,
             60.0,
             "the connections to drop",
@@ -103,7 +95,7 @@ async def test_stream_survives_a_broker_restart() -> None:
         second = [asyncio.create_task(send(n)) for n in range(COUNT // 2, COUNT)]
         await asyncio.gather(*first, *second)
         await restart
-        await _wait_for(lambda: len(seen) == COUNT, 60.0, f"{COUNT} distinct messages")
+        await wait_until(lambda: len(seen) == COUNT, 60.0, f"{COUNT} distinct messages")
         assert sorted(seen) == list(range(COUNT))
         assert binder._publisher.reconnects >= 1
         assert consumer_link.reconnects >= 1
@@ -113,7 +105,7 @@ async def test_stream_survives_a_broker_restart() -> None:
         # connection: it gets what is published after that (what was published while it
         # had no queue is gone, as for any anonymous subscriber).
         await producer.publish(Message(str(COUNT).encode(), content_type="text/plain"))
-        await _wait_for(lambda: COUNT in anonymous, 30.0, "the anonymous subscriber")
+        await wait_until(lambda: COUNT in anonymous, 30.0, "the anonymous subscriber")
     finally:
         if restart is not None:
             with contextlib.suppress(Exception):
@@ -137,7 +129,7 @@ async def test_publish_during_an_outage_fails_instead_of_reporting_sent() -> Non
         )
         await asyncio.to_thread(_rabbitmqctl, "stop_app")
         stopped = True
-        await _wait_for(lambda: not binder._publisher.connected, 30.0, "the connection to drop")
+        await wait_until(lambda: not binder._publisher.connected, 30.0, "the connection to drop")
         with pytest.raises(BinderError):
             await producer.publish(Message(b"lost?", content_type="text/plain"))
         await asyncio.to_thread(_rabbitmqctl, "start_app")
@@ -152,7 +144,7 @@ async def test_publish_during_an_outage_fails_instead_of_reporting_sent() -> Non
             ConsumerSpec("in", destination, options=consumer_options()), handle
         )
         await producer.publish(Message(b"after", content_type="text/plain"))
-        await _wait_for(lambda: received, 30.0, "a message after the outage")
+        await wait_until(lambda: received, 30.0, "a message after the outage")
         assert [m.payload for m in received] == [b"after"]
     finally:
         if stopped:
