@@ -145,9 +145,7 @@ class Runtime:
                 return
 
     def _set_status(self, binder_name: str, status: str) -> None:
-        for runtime in self.consumers.values():
-            if runtime.settings.binder == binder_name:
-                runtime.status = status
+        # Bindings not bound yet report their binder's state (see status()).
         self._binder_status[binder_name] = status
 
     async def _provision(self) -> None:
@@ -359,15 +357,14 @@ class Runtime:
     def status(self) -> dict[str, str]:
         """Each binding's state: "pending", "waiting for broker ...", "running", ..."""
         states: dict[str, str] = {}
+        bound_outputs = {port.settings.name for port in self.outputs.values()}
         for name, binding in self.bindings.items():
             consumer = self.consumers.get(name)
             if consumer is not None:
                 states[name] = consumer.status
             elif self._stopped:
                 states[name] = "stopped"
-            elif binding.direction == "producer" and name in {
-                p.settings.name for p in self.outputs.values()
-            }:
+            elif name in bound_outputs:
                 states[name] = "running"
             else:
                 states[name] = self._binder_status.get(binding.binder, "pending")
