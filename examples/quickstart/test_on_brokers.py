@@ -1,4 +1,4 @@
-"""The quickstart app runs on RabbitMQ with nothing but its config file changed."""
+"""The quickstart app runs on each real broker with nothing but its config file changed."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.broker("rabbit")
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quickstart_runs_on_rabbit_with_the_config_file_only() -> None:
+@pytest.mark.parametrize(
+    "broker",
+    [pytest.param(name, marks=pytest.mark.broker(name)) for name in ("rabbit", "kafka", "mqtt")],
+)
+def test_quickstart_runs_with_the_config_file_only(broker: str) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -22,7 +24,7 @@ def test_quickstart_runs_on_rabbit_with_the_config_file_only() -> None:
             "run",
             "examples/quickstart/app.py",
             "--config",
-            "examples/quickstart/rabbit.yaml",
+            f"examples/quickstart/{broker}.yaml",
             "--max-messages",
             "20",
         ],
@@ -36,4 +38,5 @@ def test_quickstart_runs_on_rabbit_with_the_config_file_only() -> None:
     assert "order 1 placed" in output
     assert output.count("invoice for order") >= 5, output
     assert "stopped after 20 message(s)" in output
-    assert "guest:guest" not in output  # the URL's password never reaches the logs
+    assert "Traceback" not in output
+    assert "guest:guest" not in output  # a URL's password never reaches the logs
