@@ -74,12 +74,15 @@ class App:
         self.handlers[decl.name] = decl
 
     def consumer(
-        self, input: str, *, group: str | None = None, threaded: bool = False, **options: Any
+        self, input: str, *, group: str | None = None, threaded: bool = True, **options: Any
     ) -> Callable[[F], F]:
         """Declare a handler for ``input``: binding ``<fn>-in-0``.
 
         ``group`` makes instances compete for messages; without it every instance gets
-        its own copy.  ``options`` are binding settings such as ``max_attempts``.
+        its own copy.  ``options`` are binding settings such as ``max_attempts``.  A
+        plain ``def`` handler runs in a worker thread, so it may block;
+        ``threaded=False`` runs it on the event loop instead (only for tiny functions
+        that never block).  ``async def`` handlers always run on the event loop.
         """
 
         def register(function: F) -> F:
@@ -105,13 +108,14 @@ class App:
         output: str,
         *,
         group: str | None = None,
-        threaded: bool = False,
+        threaded: bool = True,
         **options: Any,
     ) -> Callable[[F], F]:
         """Declare a handler whose return value is published to ``output``.
 
         Bindings ``<fn>-in-0`` and ``<fn>-out-0``.  Returning ``None`` publishes
         nothing; returning a :class:`binder.Message` sets headers and key yourself.
+        ``threaded`` as for :meth:`consumer`.
         """
 
         def register(function: F) -> F:
@@ -135,11 +139,12 @@ class App:
         return register
 
     def supplier(
-        self, output: str, *, every: float, threaded: bool = False, **options: Any
+        self, output: str, *, every: float, threaded: bool = True, **options: Any
     ) -> Callable[[F], F]:
         """Declare a function polled every ``every`` seconds; binding ``<fn>-out-0``.
 
-        Each non-``None`` return value is published to ``output``.
+        Each non-``None`` return value is published to ``output``.  A plain ``def``
+        supplier runs in a worker thread of its own unless ``threaded=False``.
         """
         if not (isinstance(every, int | float) and math.isfinite(every) and every > 0):
             raise ValueError(f"supplier interval must be positive, got {every!r}")

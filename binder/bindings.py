@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from binder.schema import Option, non_negative, positive
+from binder.spi import DEFAULT_PREFETCH
 
 __all__ = [
     "BINDING_SCHEMA",
@@ -70,6 +71,9 @@ BINDING_SCHEMA: Mapping[str, Option] = MappingProxyType(
         "binder": Option(str, None, help="name of a binder under `binders:`"),
         "content_type": Option(str, None, help="e.g. application/json (default), text/plain"),
         "concurrency": Option(int, None, check=positive, help="handlers running at once"),
+        "prefetch": Option(
+            int, None, check=positive, help="messages fetched and not yet settled, at most"
+        ),
         "max_attempts": Option(int, None, check=positive, help="deliveries before dead-letter"),
         "backoff_initial": Option(float, None, check=non_negative, help="first retry delay, s"),
         "backoff_multiplier": Option(float, None, check=positive, help="delay growth factor"),
@@ -88,6 +92,7 @@ _DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
         "content_type": "application/json",
         "concurrency": 1,
+        "prefetch": DEFAULT_PREFETCH,
         "max_attempts": 3,
         "backoff_initial": 1.0,
         "backoff_multiplier": 2.0,
@@ -115,6 +120,7 @@ class BindingSettings:
     group: str | None = None
     content_type: str = "application/json"
     concurrency: int = 1
+    prefetch: int = DEFAULT_PREFETCH
     max_attempts: int = 3
     backoff_initial: float = 1.0
     backoff_multiplier: float = 2.0

@@ -32,7 +32,7 @@ from binder.bindings import BINDING_SCHEMA, Direction, binding_direction, normal
 from binder.errors import ConfigError
 from binder.plugins import BinderRegistry
 from binder.redaction import redact, scrub, secret_values
-from binder.schema import did_you_mean, validate_section
+from binder.schema import Option, did_you_mean, non_negative, validate_section
 from binder.spi import BinderType
 
 __all__ = [
@@ -53,7 +53,23 @@ CONFIG_ENV = "EVENTBINDER_CONFIG"
 #: Prefix of override variables: ``EVENTBINDER_<PATH>`` with ``__`` between levels.
 ENV_PREFIX = "EVENTBINDER_"
 
-TOP_LEVEL_KEYS = ("default_binder", "binders", "bindings")
+TOP_LEVEL_KEYS = ("default_binder", "binders", "bindings", "runtime")
+
+#: Process-wide settings under ``runtime:``.
+RUNTIME_SCHEMA: Mapping[str, Option] = MappingProxyType(
+    {
+        "blocked_loop_warning": Option(
+            float,
+            1.0,
+            check=non_negative,
+            help="warn when the event loop was blocked this long, in seconds (0: never)",
+        ),
+    }
+)
+_RUNTIME_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {key: option.default for key, option in RUNTIME_SCHEMA.items()}
+)
+
 DEFAULT_LAYER = "default"
 IMPLICIT_BINDER = "memory"
 _ENV_SEP = "__"
@@ -88,6 +104,8 @@ class Settings:
     binders: Mapping[str, BinderConfig]
     bindings: Mapping[str, Mapping[str, Any]]
     """Validated binding layers, only the keys written, including ``default``."""
+    runtime: Mapping[str, Any] = field(default_factory=lambda: dict(_RUNTIME_DEFAULTS))
+    """The ``runtime:`` section with its defaults filled in."""
     _lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
     _env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     _secret_keys: Mapping[str, frozenset[str]] = field(
@@ -125,7 +143,12 @@ class Settings:
                 keys = self._secret_keys.get(key, frozenset()) if key not in BINDING_SCHEMA else ()
                 out[key] = redact({key: value}, keys)[key]
             bindings[name] = out
-        return {"default_binder": self.default_binder, "binders": binders, "bindings": bindings}
+        return {
+            "default_binder": self.default_binder,
+            "binders": binders,
+            "bindings": bindings,
+            "runtime": dict(self.runtime),
+        }
 
     def error(self, message: str, key: str) -> ConfigError:
         """A :class:`ConfigError` about ``key`` (a dotted path) in this configuration.
@@ -426,11 +449,13 @@ def _validate(raw: _Raw, registry: BinderRegistry) -> Settings:
     binders = _validate_binders(raw, data.get("binders"), registry)
     default_binder = _default_binder(raw, data, binders)
     bindings = _validate_bindings(raw, data.get("bindings"), binders, registry)
+    runtime = _validate_runtime(raw, data.get("runtime"))
     return Settings(
         source=raw.source,
         default_binder=default_binder,
         binders=MappingProxyType(binders),
         bindings=MappingProxyType({k: _freeze(v) for k, v in bindings.items()}),
+        runtime=MappingProxyType(runtime),
         _lines=MappingProxyType(dict(raw.lines)),
         _env=MappingProxyType(dict(raw.env)),
         _secret_keys=MappingProxyType(_all_secret_keys(registry)),
@@ -470,6 +495,19 @@ def _validate_binders(raw: _Raw, section: Any, registry: BinderRegistry) -> dict
             raise raw.reraise(exc, path) from None
         result[str(name)] = BinderConfig(str(name), type_name, _freeze(settings))
     return result
+
+
+def _validate_runtime(raw: _Raw, section: Any) -> dict[str, Any]:
+    if section is None:
+        section = {}
+    if not isinstance(section, Mapping):
+        raise raw.error(
+            f"expected a mapping of runtime settings, got {_kind(section)}", ("runtime",)
+        )
+    try:
+        return validate_section(section, RUNTIME_SCHEMA, prefix="runtime")
+    except ConfigError as exc:
+        raise raw.error(exc.reason, exc.key) from None
 
 
 def _default_binder(raw: _Raw, data: Mapping[str, Any], binders: Mapping[str, Any]) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -20,12 +18,12 @@ class Invoker:
 
     The first parameter receives the payload, decoded by its annotation; a parameter
     annotated :class:`Message` receives the envelope.  A handler whose only parameter
-    is a ``Message`` gets just the envelope.  Synchronous handlers run on the event
-    loop unless ``threaded`` is true, in which case they run in a worker thread (use it
-    for handlers that block on I/O).
+    is a ``Message`` gets just the envelope.  ``threaded`` (the default) says a plain
+    ``def`` handler runs in a worker thread; where it runs is the delivery engine's
+    business (:mod:`binder.dispatch`), this class only decodes and calls.
     """
 
-    def __init__(self, function: Callable[..., Any], *, threaded: bool = False) -> None:
+    def __init__(self, function: Callable[..., Any], *, threaded: bool = True) -> None:
         self.function = function
         self.is_async = inspect.iscoroutinefunction(function)
         self.threaded = threaded and not self.is_async
@@ -64,18 +62,10 @@ class Invoker:
             kwargs[self.message_param] = message
         return kwargs
 
-    async def call(self, kwargs: dict[str, Any]) -> Any:
-        """Call the handler with already decoded arguments."""
-        if self.is_async:
-            return await self.function(**kwargs)
-        if self.threaded:
-            return await asyncio.to_thread(functools.partial(self.function, **kwargs))
-        return self.function(**kwargs)
-
     async def __call__(self, message: Message) -> Any:
-        """Decode and call; a :class:`binder.errors.DecodeError` means a bad payload."""
-        return await self.call(self.arguments(message))
-
-    async def call_without_input(self) -> Any:
-        """Call a supplier (no payload)."""
-        return await self.call({})
+        """Decode and call here, on this thread (tests and tools; the engine runs
+        handlers itself); a :class:`binder.errors.DecodeError` means a bad payload."""
+        result = self.function(**self.arguments(message))
+        if self.is_async:
+            result = await result
+        return result

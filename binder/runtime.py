@@ -1,4 +1,4 @@
-"""Start, provision, bind, run consumer loops and suppliers, drain, stop."""
+"""Start, provision, bind consumers to the delivery engine, run suppliers, drain, stop."""
 
 from __future__ import annotations
 
@@ -11,23 +11,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from binder.app import App, HandlerDecl
+from binder.backoff import Backoff
 from binder.bindings import BindingSettings
 from binder.config import BinderConfig, Settings
+from binder.dispatch import (
+    BindingStats,
+    CallThreads,
+    Dispatcher,
+    DispatchPlan,
+    HandlerCall,
+    LoopWatchdog,
+    RetryPolicy,
+    create_dispatcher,
+)
 from binder.errors import BinderError, NotRunningError, UnsupportedFeature
-from binder.message import Message
-from binder.middleware import RetryPolicy, chain, dead_letter, observe, retry
-from binder.middleware.observe import BindingStats
 from binder.output import OutputPort
 from binder.plugins import BinderRegistry
 from binder.redaction import redact_url
 from binder.resolve import resolve_bindings, resolve_dynamic
-from binder.spi import Binder, ConsumerBinding, ConsumerSpec, Handler, ProducerSpec
+from binder.spi import Binder, ConsumerBinding, ConsumerSpec, ProducerSpec
 
 __all__ = ["BindingRuntime", "ConnectError", "Runtime"]
 
 log = logging.getLogger("binder.runtime")
 
 BinderFactory = Callable[[BinderConfig], Binder]
+#: Waits between attempts to reach a broker at start: 0.5 s doubling up to 30 s.
+CONNECT_BACKOFF = Backoff(0.5, 2.0, 30.0)
 
 
 class ConnectError(BinderError):
@@ -43,6 +53,8 @@ class BindingRuntime:
     stats: BindingStats = field(default_factory=BindingStats)
     status: str = "pending"
     binding: ConsumerBinding | None = None
+    dispatcher: Dispatcher | None = None
+    """The delivery engine of this binding (set once it is bound)."""
 
 
 class Runtime:
@@ -58,7 +70,7 @@ class Runtime:
         fail_fast: bool = False,
         max_messages: int | None = None,
         start_suppliers: bool = True,
-        connect_backoff: tuple[float, float, float] = (0.5, 2.0, 30.0),
+        connect_backoff: Backoff = CONNECT_BACKOFF,
         drain_timeout: float = 30.0,
     ) -> None:
         self.app = app
@@ -81,6 +93,8 @@ class Runtime:
         self._dynamic: dict[str, OutputPort] = {}
         self._dynamic_lock = asyncio.Lock()
         self._supplier_tasks: list[asyncio.Task[None]] = []
+        self._supplier_threads: dict[str, CallThreads] = {}
+        self._watchdog = LoopWatchdog(float(settings.runtime.get("blocked_loop_warning", 1.0)))
         self._binder_status: dict[str, str] = {}
         self._started = False
         self._stopped = False
@@ -109,6 +123,7 @@ class Runtime:
             await asyncio.gather(*(self._connect(name) for name in sorted(names)))
             await self._provision()
             await self._bind_outputs()
+            self._watch_handlers()
             await self._bind_inputs()
             if self.start_suppliers:
                 self._start_suppliers()
@@ -118,9 +133,16 @@ class Runtime:
             raise
         log.info("app %s running with %d binding(s)", self.app.name, len(self.bindings))
 
+    def _watch_handlers(self) -> None:
+        for decl in self.app.handlers.values():
+            if decl.input is not None:
+                code = getattr(decl.invoker.function, "__code__", None)
+                if code is not None:
+                    self._watchdog.handlers[code] = decl.input.name
+        self._watchdog.start()
+
     async def _connect(self, name: str) -> None:
         binder = self.binders[name]
-        initial, multiplier, ceiling = self._connect_backoff
         attempt = 0
         while True:
             try:
@@ -131,8 +153,8 @@ class Runtime:
                     raise ConnectError(
                         f"binder {name!r} cannot reach its broker: {reason}"
                     ) from None
-                delay = min(initial * multiplier**attempt, ceiling)
                 attempt += 1
+                delay = self._connect_backoff.delay(attempt)
                 self._set_status(name, f"waiting for broker (attempt {attempt}): {reason}")
                 log.warning(
                     "binder %s: cannot reach broker (%s); retrying in %.1fs", name, reason, delay
@@ -216,81 +238,76 @@ class Runtime:
         settings = runtime.settings
         binder = self.binders[settings.binder]
         self._check_capabilities(settings, binder)
-        bound: asyncio.Future[ConsumerBinding] = asyncio.get_running_loop().create_future()
-
-        async def consumer_binding() -> ConsumerBinding:
-            return await asyncio.shield(bound)
-
-        plugin_middleware = [
+        decl = runtime.handler
+        plugin_middleware = tuple(
             m for m in self.registry.hook.binder_consumer_middleware(binding=runtime) if m
-        ]
-        handler = chain(
-            self._invoke(runtime.handler),
-            [
-                observe(runtime.stats, self._on_handled),
-                dead_letter(
-                    consumer_binding,
-                    enabled=settings.dead_letter is not False,
-                    destination=settings.destination,
-                    group=settings.group,
-                    name=settings.name,
-                ),
-                retry(
-                    RetryPolicy(
-                        settings.max_attempts,
-                        settings.backoff_initial,
-                        settings.backoff_multiplier,
-                        settings.backoff_max,
-                    ),
-                    self._stopping,
-                    settings.name,
-                ),
-                *plugin_middleware,
-            ],
         )
+        dead_letter: str | None
+        if settings.dead_letter is False:
+            dead_letter = None
+        elif isinstance(settings.dead_letter, str):
+            dead_letter = settings.dead_letter
+        else:
+            dead_letter = binder.dead_letter_destination(settings.destination, settings.group)
+        plan = DispatchPlan(
+            binding=settings.name,
+            destination=settings.destination,
+            group=settings.group,
+            call=HandlerCall(decl.invoker, self.outputs.get(decl.name)),
+            retry=RetryPolicy(
+                settings.max_attempts,
+                settings.backoff_initial,
+                settings.backoff_multiplier,
+                settings.backoff_max,
+            ),
+            concurrency=settings.concurrency,
+            window=settings.prefetch,
+            threaded=decl.invoker.threaded,
+            middleware=plugin_middleware,
+            dead_letter=dead_letter,
+        )
+        dispatcher = create_dispatcher(plan, stats=runtime.stats, on_handled=self._on_handled)
+        runtime.dispatcher = dispatcher
         spec = ConsumerSpec(
             binding=settings.name,
             destination=settings.destination,
             group=settings.group,
             concurrency=settings.concurrency,
+            prefetch=settings.prefetch,
             partitioned=settings.instance_count > 1,
             instance_index=settings.instance_index,
             instance_count=settings.instance_count,
-            dead_letter=settings.dead_letter,
+            dead_letter=dead_letter,
             options=settings.options_for(self._binder_type(settings.binder)),
         )
         try:
-            runtime.binding = await binder.bind_consumer(spec, handler)
+            runtime.binding = await binder.bind_consumer(spec, dispatcher)
         except BaseException as exc:
-            bound.set_exception(exc)
-            bound.exception()  # retrieved: nobody else waits on a failed bind
+            dispatcher.fail_attach(exc)
+            await dispatcher.close()
             raise
-        bound.set_result(runtime.binding)
+        dispatcher.attach(runtime.binding)
         runtime.status = "running"
-
-    def _invoke(self, decl: HandlerDecl) -> Handler:
-        invoker = decl.invoker
-        output = self.outputs.get(decl.name)
-
-        if output is None:
-
-            async def consume(message: Message) -> None:
-                await invoker(message)
-
-            return consume
-
-        async def function(message: Message) -> None:
-            result = await invoker(message)
-            if result is not None:
-                await output.publish(result, source=message)
-
-        return function
 
     def _start_suppliers(self) -> None:
         for decl in self.app.handlers.values():
             if decl.kind == "supplier":
                 task = asyncio.create_task(self._run_supplier(decl), name=f"supplier:{decl.name}")
                 self._supplier_tasks.append(task)
+
+    async def _call_supplier(self, decl: HandlerDecl) -> Any:
+        """Call a supplier: ``async def`` on the loop, ``def`` in a thread of its own."""
+        function = decl.invoker.function
+        if decl.invoker.is_async:
+            return await function()
+        if not decl.invoker.threaded:
+            return function()
+        threads = self._supplier_threads.get(decl.name)
+        if threads is None:
+            threads = self._supplier_threads[decl.name] = CallThreads(
+                1, f"eventbinder:supplier:{decl.name}"
+            )
+        return await threads.call(function)
 
     async def _run_supplier(self, decl: HandlerDecl) -> None:
         loop = asyncio.get_running_loop()
@@ -299,7 +316,7 @@ class Runtime:
         deadline = loop.time()
         while not self._stopping.is_set():
             try:
-                value = await decl.invoker.call_without_input()
+                value = await self._call_supplier(decl)
                 if value is not None:
                     await output.publish(value)
             except Exception:
@@ -313,7 +330,7 @@ class Runtime:
         decl = self.app.handlers[name]
         if decl.kind != "supplier":
             raise ValueError(f"{name!r} is a {decl.kind}, not a supplier")
-        value = await decl.invoker.call_without_input()
+        value = await self._call_supplier(decl)
         if value is not None:
             await self.outputs[name].publish(value)
         return value
@@ -386,10 +403,14 @@ class Runtime:
         for task in self._supplier_tasks:
             task.cancel()
         await asyncio.gather(*self._supplier_tasks, return_exceptions=True)
-        closes = [r.binding.close() for r in self.consumers.values() if r.binding is not None]
-        await self._bounded("draining consumers", asyncio.gather(*closes, return_exceptions=True))
-        for runtime in self.consumers.values():
-            runtime.status = "stopped"
+        for threads in self._supplier_threads.values():
+            threads.close()
+        consumers = list(self.consumers.values())
+        for runtime in consumers:
+            if runtime.dispatcher is not None:
+                runtime.dispatcher.stop_intake()
+        await asyncio.gather(*(self._stop_consumer(r) for r in consumers))
+        self._watchdog.stop()
         ports = [*self.outputs.values(), *self._dynamic.values()]
         await self._bounded(
             "flushing producers",
@@ -408,6 +429,19 @@ class Runtime:
             self.app._runtime = None
         log.info("app %s stopped after %d message(s)", self.app.name, self.handled)
 
+    async def _stop_consumer(self, runtime: BindingRuntime) -> None:
+        """Drain the binding's engine (handlers and unconfirmed outputs), then close it."""
+        dispatcher = runtime.dispatcher
+        if dispatcher is not None:
+            runtime.status = "stopping"
+            await dispatcher.drain(self.drain_timeout)
+        if runtime.binding is not None:
+            what = f"closing consumer {runtime.settings.name}"
+            await self._bounded(what, _gather(runtime.binding.close()))
+        if dispatcher is not None:
+            await dispatcher.close()
+        runtime.status = "stopped"
+
     async def _bounded(self, what: str, work: Awaitable[Any]) -> None:
         try:
             results = await asyncio.wait_for(work, self.drain_timeout)
@@ -417,6 +451,10 @@ class Runtime:
         for result in results or ():
             if isinstance(result, BaseException):
                 log.error("%s: %s: %s", what, type(result).__name__, redact_url(str(result)))
+
+
+async def _gather(*work: Awaitable[Any]) -> list[Any]:
+    return list(await asyncio.gather(*work, return_exceptions=True))
 
 
 async def _call_hook(hook: Callable[[], Any]) -> None:

@@ -1,26 +1,34 @@
 """The binder SPI: what a broker plugin implements.
 
-A binder has two verbs, as in Spring Cloud Stream: bind a consumer (destination,
-group, handler, options) and bind a producer (destination, options).  Provisioning
-(creating exchanges, queues, topics) is a separate verb so it can run ahead of the
-endpoints.  Everything is asyncio; a binder over a blocking client library bridges it
-itself.
+A binder has two verbs, as in Spring Cloud Stream: bind a consumer and bind a producer.
+Provisioning (creating exchanges, queues, topics) is a separate verb so it can run
+ahead of the endpoints.  Everything is asyncio; a binder over a blocking client
+library bridges it itself.
+
+A binder only moves bytes.  Dispatch belongs to the core's delivery engine
+(:mod:`binder.dispatch`): ordering per lane, the ``concurrency`` bound, retries,
+dead-lettering and pipelined settlement are written once, there, for every binder.
 
 Contract for consumer bindings, the same on every broker:
 
-* the binder calls ``handler(message)`` at most ``spec.concurrency`` times at once and
-  keeps the number of fetched-but-unfinished messages bounded (``spec.prefetch``);
-* when the handler returns, the message is acknowledged; when it raises, the message
-  is negatively acknowledged and, where ``capabilities.redelivery_on_nack`` holds,
-  redelivered with ``delivery_attempt`` increased;
-* messages with the same partition (or, without partitions, the same key where the
-  broker orders by key) are handed to the handler one at a time, in order, when
-  ``capabilities.ordering`` holds;
-* ``dead_letter`` publishes a copy of the message with the failure headers to the
-  binder's dead-letter destination for this binding; the core calls it and then lets
-  the handler return, so the original is acknowledged only after the dead letter is
-  safely stored;
-* ``close`` stops taking messages, waits for in-flight handlers, and is idempotent;
+* ``bind_consumer(spec, sink)`` starts fetching and hands every fetched message to
+  ``sink.deliver`` as a :class:`Delivery` (a subclass of the binder's that knows how
+  to settle it).  ``delivery.lane`` is its ordering key: the partition, or the key on
+  brokers that order by key, or ``None`` for "no order needed".  The engine handles
+  deliveries of one lane one at a time, in order, and settles them in order.
+* fetched-but-unsettled deliveries stay bounded: ``spec.prefetch`` is the engine's
+  window and the binder's broker-side credit (``basic.qos``, receive maximum, records
+  per fetch); a binder that pulls asks ``sink.room`` and awaits
+  ``sink.wait_for_room()``.
+* the engine calls exactly one of ``ack``, ``nack`` or ``release`` on each delivery,
+  once, on the event loop: ``ack`` when the handler returned and its outputs were
+  confirmed (or it was dead-lettered), ``nack`` when it could neither be handled nor
+  dead-lettered (deliver it again where the broker can), ``release`` when it was never
+  handled (the binding is stopping, or its lane was revoked).
+* ``dead_letter(delivery, failure)`` stores a copy of the message with the failure
+  headers in ``spec.dead_letter``; the engine acks the original only afterwards.
+* ``close()`` runs after the engine drained the binding (every delivery settled):
+  stop fetching, make the settlements durable (commit), disconnect; idempotent.
 * ``bind_consumer`` returns only once the binding receives every message published
   after it returns (queue bound, partitions assigned, subscription acknowledged).
 
@@ -34,7 +42,7 @@ A capability declared false must make ``bind_consumer``/``bind_producer`` raise
 from __future__ import annotations
 
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -43,11 +51,14 @@ from binder.errors import UnsupportedFeature
 from binder.message import Message
 
 __all__ = [
+    "DEFAULT_PREFETCH",
     "Binder",
     "BinderType",
     "Capabilities",
     "ConsumerBinding",
     "ConsumerSpec",
+    "Delivery",
+    "DeliverySink",
     "Direction",
     "Failure",
     "Handler",
@@ -60,6 +71,9 @@ Handler = Callable[[Message], Awaitable[None]]
 Direction = Literal["consumer", "producer"]
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _STACKTRACE_LIMIT = 4000
+
+#: Fetched-but-unsettled deliveries per consumer binding unless configured otherwise.
+DEFAULT_PREFETCH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +108,77 @@ def require(capabilities: Capabilities, name: str, binder: str, what: str) -> No
         raise UnsupportedFeature(f"the {binder} binder does not support {name}: {what}")
 
 
+class Delivery:
+    """One fetched message on its way through the core's delivery engine.
+
+    A binder subclasses it (adding ``__slots__`` for what settlement needs: a delivery
+    tag, an offset, a packet id), creates one per fetched message and hands it to
+    :meth:`DeliverySink.deliver`.  ``lane`` orders deliveries: those with the same lane
+    are handled one at a time and settled in the order they were delivered; ``None``
+    means the message needs no order with respect to any other.
+
+    The engine calls exactly one of :meth:`ack`, :meth:`nack` or :meth:`release`, once,
+    on the event loop.  They must not block: queue the broker call and return.  The
+    attributes starting with ``_`` belong to the engine.
+    """
+
+    __slots__ = ("_failures", "_lane", "_output", "_skip", "_state", "_verdict", "lane", "message")
+
+    def __init__(self, message: Message, lane: Hashable | None = None) -> None:
+        self.message = message
+        self.lane = lane
+        self._lane: Any = None
+        self._state = 0
+        self._verdict = 0
+        self._output: Message | None = None
+        self._failures = 0
+        self._skip = False
+
+    def ack(self) -> None:
+        """Handled, its outputs confirmed (or dead-lettered): settle it for good."""
+        raise NotImplementedError
+
+    def nack(self) -> None:
+        """Neither handled nor dead-lettered: deliver it again if the broker can."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Never handled (the binding is stopping, or the lane was revoked): give it back.
+
+        The default is :meth:`nack`; a broker that redelivers on its own when the
+        consumer goes away (Kafka, an MQTT session) may do nothing.
+        """
+        self.nack()
+
+
+@runtime_checkable
+class DeliverySink(Protocol):
+    """Where a consumer binding hands its deliveries: the core's delivery engine."""
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Take ``delivery``; never blocks.  After the binding stopped it is released."""
+        ...
+
+    @property
+    def room(self) -> int:
+        """How many more deliveries fit in the window now (0 once stopping)."""
+        ...
+
+    async def wait_for_room(self, at_least: int = 1) -> None:
+        """Return once ``room >= at_least``; waits for good once the binding stops."""
+        ...
+
+    def discard(self, lanes: Collection[Hashable]) -> None:
+        """Release the deliveries of ``lanes`` not started yet (the binder will fetch
+        them again, e.g. after seeking back); the others finish and settle as usual."""
+        ...
+
+    async def revoke(self, lanes: Collection[Hashable]) -> None:
+        """Release the not-started deliveries of ``lanes`` and wait until every
+        started one is settled (a Kafka rebalance: commit, then give the partitions up)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ConsumerSpec:
     """Everything a binder needs to bind one consumer."""
@@ -102,19 +187,17 @@ class ConsumerSpec:
     destination: str
     group: str | None = None
     concurrency: int = 1
-    prefetch: int | None = None
+    """Handler calls at once (the engine enforces it; a binder may use it for hints)."""
+    prefetch: int = DEFAULT_PREFETCH
+    """Fetched-but-unsettled deliveries at most: the broker-side credit to ask for."""
     partitioned: bool = False
     instance_index: int = 0
     instance_count: int = 1
-    dead_letter: str | bool = True
-    """True: the binder's conventional dead-letter destination; a str: that name."""
+    dead_letter: str | None = None
+    """Where dead letters go (resolved by the core, see
+    :meth:`Binder.dead_letter_destination`); ``None``: dead-lettering is off."""
     options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     """The binder-specific section of the binding, already validated by the binder."""
-
-    @property
-    def max_in_flight(self) -> int:
-        """Messages fetched but not yet finished, at most."""
-        return self.prefetch if self.prefetch is not None else self.concurrency
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,16 +254,22 @@ class Failure:
 
 @runtime_checkable
 class ConsumerBinding(Protocol):
-    """A bound consumer: it is already taking messages."""
+    """A bound consumer: it is already fetching and delivering to its sink."""
 
     spec: ConsumerSpec
 
-    async def dead_letter(self, message: Message, failure: Failure) -> None:
-        """Store ``message`` with ``failure`` in this binding's dead-letter destination."""
+    async def dead_letter(self, delivery: Delivery, failure: Failure) -> None:
+        """Store ``delivery``'s message with ``failure`` in ``spec.dead_letter``.
+
+        Return once it is stored; raise if it could not be (the engine then nacks).
+        """
         ...
 
     async def close(self) -> None:
-        """Stop taking messages, wait for in-flight handlers; idempotent."""
+        """Stop fetching, make settlements durable, disconnect; idempotent.
+
+        Called once the engine has settled (or given up on) every delivery.
+        """
         ...
 
 
@@ -190,8 +279,13 @@ class ProducerBinding(Protocol):
 
     spec: ProducerSpec
 
-    async def publish(self, message: Message) -> None:
-        """Publish; return only once the broker has accepted the message."""
+    def publish(self, message: Message) -> Awaitable[None]:
+        """Queue ``message`` and return an awaitable resolved once the broker confirmed it.
+
+        Must not suspend before the message is queued: messages go out in the order
+        of ``publish`` calls, and many may be in flight at once.  The awaitable raises
+        when the broker refused the message or it could not be sent.
+        """
         ...
 
     async def close(self) -> None:
@@ -214,14 +308,18 @@ class Binder(Protocol):
         """Close bindings and connections; idempotent."""
         ...
 
+    def dead_letter_destination(self, destination: str, group: str | None) -> str:
+        """The conventional dead-letter destination of a consumer of ``destination``."""
+        ...
+
     async def provision(
         self, destination: str, group: str | None, options: Mapping[str, Any]
     ) -> None:
         """Create the destination and, with a group, the group's durable storage."""
         ...
 
-    async def bind_consumer(self, spec: ConsumerSpec, handler: Handler) -> ConsumerBinding:
-        """Start delivering messages for ``spec`` to ``handler``."""
+    async def bind_consumer(self, spec: ConsumerSpec, sink: DeliverySink) -> ConsumerBinding:
+        """Start handing the deliveries of ``spec`` to ``sink``."""
         ...
 
     async def bind_producer(self, spec: ProducerSpec) -> ProducerBinding:

@@ -1,8 +1,8 @@
-"""Consumer middleware: each is a ``Handler -> Handler`` wrapper in a module of its own.
+"""Plugin middleware: ``Handler -> Handler`` wrappers around each attempt at a message.
 
-The runtime composes them, outermost first: :func:`observe` (counting and logging),
-:func:`dead_letter` (the last word on a failure), :func:`retry` (in-process attempts
-with backoff), then plugin middleware, then the handler invocation.
+The core's own concerns (retries, dead letters, settlement) live in the delivery
+engine (:mod:`binder.dispatch`); plugins add theirs here through the
+``binder_consumer_middleware`` hook.
 """
 
 from __future__ import annotations
@@ -10,20 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from binder.middleware.base import Middleware
-from binder.middleware.dead_letter import dead_letter
-from binder.middleware.observe import observe
-from binder.middleware.retry import RetryPolicy, ShutdownInterrupt, retry
 from binder.spi import Handler
 
-__all__ = [
-    "Middleware",
-    "RetryPolicy",
-    "ShutdownInterrupt",
-    "chain",
-    "dead_letter",
-    "observe",
-    "retry",
-]
+__all__ = ["Middleware", "chain"]
 
 
 def chain(handler: Handler, middleware: Sequence[Middleware]) -> Handler:

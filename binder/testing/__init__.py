@@ -1,9 +1,11 @@
-"""Testing tools: run an app on the in-memory binder, wait on conditions, check brokers.
+"""Testing tools: run an app on the in-memory binder, bind a plain handler, wait on
+conditions.
 
 >>> from binder.testing import run_app
 """
 
+from binder.testing.consume import BoundConsumer, consume
 from binder.testing.harness import Harness, run_app
 from binder.testing.waiting import wait_until
 
-__all__ = ["Harness", "run_app", "wait_until"]
+__all__ = ["BoundConsumer", "Harness", "consume", "run_app", "wait_until"]

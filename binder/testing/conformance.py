@@ -11,13 +11,16 @@ A binder's test module subclasses :class:`BinderConformance`::
 
     class TestRabbitConformance(BinderConformance):
         binder_settings = {"type": "rabbit", "url": "amqp://guest:guest@127.0.0.1:5672//"}
-        conformance = ConformanceSettings(receive_timeout=10.0)
+        conformance = ConformanceSettings(
+            receive_timeout=10.0, session_settings={"heartbeat": 2.0}, block_for=3.0
+        )
 
-        def dead_letter_destination(self, destination, group):   # or override
-            ...                                                  # read_dead_letters
+        async def read_dead_letters(self, binder, destination, group, count, timeout):
+            ...   # only where dead letters cannot be read by subscribing to them
 
-Harness knobs (timeouts, counts) live in :class:`ConformanceSettings`, apart from the
-capabilities, which are data about the broker.  Every test uses fresh destinations.
+Harness knobs (timeouts, counts, short session timeouts) live in
+:class:`ConformanceSettings`, apart from the capabilities, which are data about the
+broker.  Every test uses fresh destinations.
 """
 
 from __future__ import annotations
@@ -25,9 +28,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -40,7 +52,8 @@ from binder.message import Message
 from binder.partitioning import partition_for
 from binder.plugins import BinderRegistry, load_registry
 from binder.runtime import Runtime
-from binder.spi import Binder, ConsumerBinding, ConsumerSpec, ProducerBinding, ProducerSpec
+from binder.spi import Binder, ConsumerSpec, Handler, ProducerBinding, ProducerSpec
+from binder.testing.consume import BoundConsumer, consume
 from binder.testing.waiting import wait_until
 
 __all__ = [
@@ -66,6 +79,16 @@ class ConformanceSettings:
     """Distinct partition keys in the ordering test."""
     backoff: float = 0.01
     """Retry backoff used in the dead-letter tests."""
+    session_settings: Mapping[str, Any] = field(default_factory=dict)
+    """Binder settings that make the broker drop a silent client quickly (a short
+    session timeout, heartbeat or keepalive), for the blocking-handler test."""
+    block_for: float = 1.5
+    """How long the blocking handler blocks: longer than ``session_settings`` allow a
+    client to stay silent, so a blocked event loop would lose the session."""
+    kill_messages: int = 400
+    """Messages in the stream the kill-and-restart test kills an app in."""
+    app_start_timeout: float = 30.0
+    """Longest wait for an app started in a subprocess to handle its first message."""
 
 
 class Collector:
@@ -144,17 +167,15 @@ class BinderConformance:
 
     # -- hooks a binder's test class may override -----------------------------------
 
-    def dead_letter_destination(self, destination: str, group: str | None) -> str:
-        """The destination a plain consumer reads this binding's dead letters from."""
-        raise NotImplementedError(
-            "override dead_letter_destination() or read_dead_letters() in the binder's "
-            "conformance class"
-        )
-
     async def read_dead_letters(
         self, binder: Binder, destination: str, group: str | None, count: int, timeout: float
     ) -> list[Message]:
-        """Read ``count`` dead letters after the fact (for brokers that store them)."""
+        """Read ``count`` dead letters after the fact.
+
+        Override it where dead letters cannot be read by subscribing to
+        ``binder.dead_letter_destination(destination, group)`` (a RabbitMQ DLQ is a
+        queue, not an exchange).
+        """
         raise NotImplementedError
 
     async def open_dead_letters(
@@ -162,20 +183,19 @@ class BinderConformance:
     ) -> DeadLetterReader:
         """Start reading dead letters before they are produced.
 
-        The default subscribes to :meth:`dead_letter_destination` when the subclass
-        overrides it, else defers to :meth:`read_dead_letters`.
+        The default subscribes to the binder's dead-letter destination, unless the
+        subclass overrides :meth:`read_dead_letters`.
         """
-        try:
-            dlq = self.dead_letter_destination(destination, group)
-        except NotImplementedError:
+        if type(self).read_dead_letters is not BinderConformance.read_dead_letters:
 
             async def later(count: int, timeout: float) -> list[Message]:
                 return await self.read_dead_letters(binder, destination, group, count, timeout)
 
             return DeadLetterReader(later)
         collector = Collector()
-        consumer = await binder.bind_consumer(
-            ConsumerSpec(binding="conformance-dlq", destination=dlq), collector
+        dlq = binder.dead_letter_destination(destination, group)
+        consumer = await consume(
+            binder, ConsumerSpec(binding="conformance-dlq", destination=dlq), collector
         )
 
         async def read(count: int, timeout: float) -> list[Message]:
@@ -198,9 +218,13 @@ class BinderConformance:
         binder_type = registry.get(type_name)
         instance = binder_type.create("conformance", binder_type.validate_settings(settings))
         await instance.start()
+        self._bound: list[BoundConsumer] = []
         try:
             yield instance
         finally:
+            for bound in self._bound:
+                with contextlib.suppress(Exception):
+                    await bound.close(timeout=self.timeout)
             await instance.close()
 
     @property
@@ -209,11 +233,15 @@ class BinderConformance:
         return self.conformance.receive_timeout
 
     async def _consumer(
-        self, binder: Binder, destination: str, handler: Any, **spec: Any
-    ) -> ConsumerBinding:
-        return await binder.bind_consumer(
-            ConsumerSpec(binding=f"{destination}-in-0", destination=destination, **spec), handler
+        self, binder: Binder, destination: str, handler: Handler, **spec: Any
+    ) -> BoundConsumer:
+        bound = await consume(
+            binder,
+            ConsumerSpec(binding=f"{destination}-in-0", destination=destination, **spec),
+            handler,
         )
+        self._bound.append(bound)
+        return bound
 
     async def _producer(self, binder: Binder, destination: str, **spec: Any) -> ProducerBinding:
         return await binder.bind_producer(
@@ -226,6 +254,39 @@ class BinderConformance:
             return {}
         return {"group": _name("g")}
 
+    def _settings(
+        self,
+        registry: BinderRegistry,
+        defaults: Mapping[str, Any],
+        extra: Mapping[str, Any] | None = None,
+    ) -> Any:
+        return load_settings(
+            {
+                "binders": {"conformance": {**self.binder_settings, **(extra or {})}},
+                "default_binder": "conformance",
+                "bindings": {"default": dict(defaults)},
+            },
+            registry=registry,
+            discover=False,
+            environ={},
+        )
+
+    async def _start_on(
+        self, binder: Binder, app: App, registry: BinderRegistry, defaults: Mapping[str, Any]
+    ) -> Runtime:
+        """Start ``app`` on the test's own ``binder`` (shared, so the test can watch its
+        destinations and, on the in-memory binder, see the same broker)."""
+        shared = _Shared(binder)
+        runtime = Runtime(
+            app,
+            self._settings(registry, defaults),
+            registry,
+            binder_factory=lambda _: shared,
+            fail_fast=True,
+        )
+        await runtime.start()
+        return runtime
+
     @contextlib.asynccontextmanager
     async def _running(
         self,
@@ -234,19 +295,13 @@ class BinderConformance:
         group: str | None,
         defaults: dict[str, Any],
         registry: BinderRegistry,
+        extra: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[tuple[Runtime, DeadLetterReader, ProducerBinding]]:
-        """Run ``app`` on this binder type; yield it, a dead-letter reader and a producer."""
-        settings = load_settings(
-            {
-                "binders": {"conformance": dict(self.binder_settings)},
-                "default_binder": "conformance",
-                "bindings": {"default": defaults},
-            },
-            registry=registry,
-            discover=False,
-            environ={},
-        )
-        runtime = Runtime(app, settings, registry, fail_fast=True)
+        """Run ``app`` on this binder type; yield it, a dead-letter reader and a producer.
+
+        ``extra`` settings are merged into :attr:`binder_settings`.
+        """
+        runtime = Runtime(app, self._settings(registry, defaults, extra), registry, fail_fast=True)
         await runtime.start()
         try:
             binder = runtime.binders["conformance"]
@@ -525,6 +580,274 @@ class BinderConformance:
         await binder.close()
         await binder.close()
 
+    # -- the delivery engine -------------------------------------------------------------
+
+    async def test_blocking_handler_keeps_the_session(
+        self, binder: Binder, registry: BinderRegistry, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A plain ``def`` handler that blocks longer than the broker lets a silent
+        client live costs nothing: it runs in a worker thread, so heartbeats and
+        keepalives go on; nothing is delivered twice and nobody reconnects."""
+        cfg = self.conformance
+        destination = _name("block")
+        group = _name("g") if binder.capabilities.consumer_groups else None
+        app = App("conformance")
+        handled: list[tuple[int, int]] = []
+
+        @app.consumer(destination, group=group)
+        def slow(payload: dict, message: Message) -> None:
+            if payload["n"] == 0:
+                time.sleep(cfg.block_for)  # blocks its worker thread, never the event loop
+            handled.append((payload["n"], message.delivery_attempt))
+
+        defaults = {"max_attempts": 1}
+        async with self._running(
+            app, destination, group, defaults, registry, extra=cfg.session_settings
+        ) as running:
+            _, _, producer = running
+            caplog.clear()
+            caplog.set_level(logging.WARNING)
+            count = 5
+            for n in range(count):
+                await producer.publish(_json_message({"n": n}))
+            await wait_until(
+                lambda: len(handled) >= count, cfg.block_for + self.timeout, f"{count} messages"
+            )
+            # Still subscribed, same session: a message published now arrives once.
+            await producer.publish(_json_message({"n": count}))
+            await wait_until(lambda: len(handled) > count, self.timeout, "one more message")
+            troubles = [
+                f"{r.name}: {r.getMessage()}"
+                for r in caplog.records
+                if r.levelno >= logging.WARNING and r.name.split(".")[0] in _CLIENT_LOGGERS
+            ]
+        assert sorted(n for n, _ in handled) == list(range(count + 1)), handled
+        assert all(attempt == 1 for _, attempt in handled), f"redelivered: {handled}"
+        assert troubles == [], "the session suffered while the handler blocked"
+
+    async def test_function_outputs_keep_order_per_key(
+        self, binder: Binder, registry: BinderRegistry
+    ) -> None:
+        """Outputs are published without waiting for each confirm, yet every key's
+        outputs come out in the order of its inputs."""
+        caps = binder.capabilities
+        if not caps.ordering:
+            pytest.skip("binder declares ordering=False")
+        cfg = self.conformance
+        source, target = _name("fin"), _name("fout")
+        group = _name("g") if caps.consumer_groups else None
+        partitions = cfg.partitions if caps.partitioning else 1
+        app = App("conformance")
+
+        @app.function(input=source, output=target, group=group, concurrency=3)
+        def relay(payload: dict, message: Message) -> Message:
+            return Message(message.payload, key=message.key, content_type="application/json")
+
+        runtime = await self._start_on(binder, app, registry, {})
+        try:
+            outputs = Collector()
+            await self._consumer(binder, target, outputs, **self._subscriber_spec(binder))
+            producer = await self._producer(binder, source, partition_count=partitions)
+            keys = [f"key-{k}" for k in range(cfg.keys)]
+            per_key = max(1, cfg.messages // len(keys)) * 5
+            sends = []
+            for seq in range(per_key):
+                for key in keys:
+                    message = _json_message({"key": key, "seq": seq}, key=key)
+                    if partitions > 1:
+                        message.partition = partition_for(key, partitions)
+                    sends.append(producer.publish(message))
+            await asyncio.gather(*sends)
+            await outputs.wait_for(per_key * len(keys), self.timeout * 2)
+        finally:
+            await runtime.stop()
+        for key in keys:
+            seqs = [p["seq"] for p in outputs.payloads() if p["key"] == key]
+            assert seqs == list(range(per_key)), f"outputs out of order for {key}: {seqs}"
+
+    @pytest.mark.parametrize("flavour", ["def", "async def"])
+    async def test_concurrency_bound_holds(
+        self, binder: Binder, registry: BinderRegistry, flavour: str
+    ) -> None:
+        """``concurrency`` handler calls run at once when there is work for them, and
+        never more."""
+        caps = binder.capabilities
+        concurrency, count = 3, 30
+        destination = _name("conc")
+        group = _name("g") if caps.consumer_groups else None
+        partitions = concurrency if caps.partitioning else 1
+        state = {"now": 0, "max": 0, "done": 0}
+        lock = threading.Lock()
+        app = App("conformance")
+
+        def enter() -> None:
+            with lock:
+                state["now"] += 1
+                state["max"] = max(state["max"], state["now"])
+
+        def leave() -> None:
+            with lock:
+                state["now"] -= 1
+                state["done"] += 1
+
+        if flavour == "def":
+            barrier = threading.Barrier(concurrency)
+
+            @app.consumer(destination, group=group, concurrency=concurrency)
+            def busy(payload: dict) -> None:
+                enter()
+                if payload["n"] < concurrency:  # the first calls meet: all must run at once
+                    with contextlib.suppress(threading.BrokenBarrierError):
+                        barrier.wait(self.timeout)
+                time.sleep(0.005)
+                leave()
+
+        else:
+            gate = asyncio.Barrier(concurrency)
+
+            @app.consumer(destination, group=group, concurrency=concurrency)
+            async def busy(payload: dict) -> None:
+                enter()
+                if payload["n"] < concurrency:
+                    with contextlib.suppress(TimeoutError, asyncio.BrokenBarrierError):
+                        await asyncio.wait_for(gate.wait(), self.timeout)
+                await asyncio.sleep(0.005)
+                leave()
+
+        runtime = await self._start_on(binder, app, registry, {"max_attempts": 1})
+        try:
+            producer = await self._producer(binder, destination, partition_count=partitions)
+            for n in range(count):
+                # n < concurrency land on different keys (and partitions): one lane each
+                message = _json_message({"n": n}, key=f"k{n % concurrency}")
+                if partitions > 1:
+                    message.partition = n % partitions
+                await producer.publish(message)
+            await wait_until(lambda: state["done"] >= count, self.timeout * 2, "all messages")
+        finally:
+            await runtime.stop()
+        assert state["max"] == concurrency, f"at most {state['max']} call(s) ran at once"
+
+    async def test_stop_waits_for_handlers_and_unconfirmed_outputs(
+        self, binder: Binder, registry: BinderRegistry
+    ) -> None:
+        """Stopping lets running handlers finish and waits until their outputs are
+        confirmed; what was not handled stays with the broker for the next start."""
+        caps = binder.capabilities
+        source, target = _name("sin"), _name("sout")
+        group = _name("g") if caps.consumer_groups else None
+        release = threading.Event()
+        started: list[int] = []
+        returned: list[int] = []
+
+        def build() -> App:
+            app = App("conformance")
+
+            @app.function(input=source, output=target, group=group)
+            def relay(payload: dict) -> dict:
+                started.append(payload["n"])
+                release.wait(self.timeout)
+                returned.append(payload["n"])
+                return payload
+
+            return app
+
+        outputs = Collector()
+        await self._consumer(binder, target, outputs, **self._subscriber_spec(binder))
+        producer = await self._producer(binder, source)
+        runtime = await self._start_on(binder, build(), registry, {})
+        count = 10
+        await asyncio.gather(*(producer.publish(_json_message({"n": n})) for n in range(count)))
+        await wait_until(lambda: started, self.timeout, "the first handler call")
+        stopping = asyncio.ensure_future(runtime.stop())
+        await wait_until(
+            lambda: runtime.status().get("relay-in-0") in ("stopping", "stopped"),
+            self.timeout,
+            "the binding to begin stopping",
+        )
+        assert not stopping.done(), "stop() returned while a handler was still running"
+        release.set()
+        await asyncio.wait_for(stopping, self.timeout * 2)
+        assert returned, "the running handler was abandoned"
+        # Every handler that returned had its output confirmed before stop() returned.
+        await outputs.wait_until(
+            lambda: {p["n"] for p in outputs.payloads()} >= set(returned),
+            self.timeout,
+            "the outputs of every handler that returned",
+        )
+        if not (caps.durable and group is not None):
+            return
+        # The rest waited with the broker: the next start handles every one.
+        restarted = await self._start_on(binder, build(), registry, {})
+        try:
+            await outputs.wait_until(
+                lambda: {p["n"] for p in outputs.payloads()} == set(range(count)),
+                self.timeout * 2,
+                "an output for every input after the restart",
+            )
+        finally:
+            await restarted.stop()
+
+    async def test_killed_app_leaves_every_input_with_an_output(
+        self, binder: Binder, tmp_path: Path
+    ) -> None:
+        """An app killed with SIGKILL mid-stream and started again: every input has
+        its output at least once (nothing acknowledged before its output was stored)."""
+        caps = binder.capabilities
+        if not (caps.durable and caps.consumer_groups):
+            pytest.skip("needs durable consumer groups")
+        cfg = self.conformance
+        source, target, group = _name("kin"), _name("kout"), _name("g")
+        outputs = Collector()
+        await self._consumer(binder, target, outputs, group=_name("sink"))
+        producer = await self._producer(binder, source)
+        app_file = tmp_path / "killed_app.py"
+        app_file.write_text(_KILLED_APP.format(source=source, target=target, group=group))
+        config = tmp_path / "binder.yaml"
+        settings = {**self.binder_settings, **cfg.session_settings}
+        config.write_text(json.dumps({"binders": {"conformance": settings}}))
+
+        def ids() -> set[int]:
+            return {p["id"] for p in outputs.payloads()}
+
+        async def until_running(app: _AppProcess) -> None:
+            # Ping until the app answers: only then is its group subscription in place
+            # on every broker (MQTT keeps nothing for a group before that).
+            deadline = time.monotonic() + cfg.app_start_timeout
+            ping = -1
+            while not any(n < 0 for n in ids()):
+                if time.monotonic() > deadline or app.exited():
+                    raise AssertionError(f"the app did not start: {app.log()}")
+                await producer.publish(_json_message({"id": ping}))
+                ping -= 1
+                with contextlib.suppress(AssertionError):
+                    await outputs.wait_until(lambda: any(n < 0 for n in ids()), 1.0, "a ping")
+
+        count = cfg.kill_messages
+        first = _AppProcess(app_file, config)
+        try:
+            await until_running(first)
+            await asyncio.gather(
+                *(producer.publish(_json_message({"id": n})) for n in range(count))
+            )
+            await outputs.wait_until(
+                lambda: len(ids() & set(range(count))) >= count // 4,
+                self.timeout * 2,
+                "a quarter of the stream",
+            )
+            first.kill()
+            second = _AppProcess(app_file, config)
+            try:
+                await outputs.wait_until(
+                    lambda: ids() >= set(range(count)),
+                    cfg.app_start_timeout + self.timeout * 2,
+                    "an output for every input after the restart",
+                )
+            finally:
+                second.stop()
+        finally:
+            first.kill()
+
     async def test_capability_declared_false_is_refused_at_bind_time(self, binder: Binder) -> None:
         caps = binder.capabilities
         destination = _name("caps")
@@ -557,3 +880,82 @@ class BinderConformance:
                 )
         if not checked:
             pytest.skip("every capability that a binding can ask for is declared true")
+
+
+#: Loggers whose warnings mean a client lost (or feared for) its broker session.
+_CLIENT_LOGGERS = ("binder", "binders", "aiokafka", "kombu", "amqp", "paho")
+
+_KILLED_APP = """\
+import time
+
+from binder import App
+
+app = App("conformance-killed")
+
+
+@app.function(input={source!r}, output={target!r}, group={group!r})
+def relay(payload: dict) -> dict:
+    time.sleep(0.002)  # slow enough that a kill lands mid-stream
+    return payload
+"""
+
+
+class _Shared:
+    """A binder shared by a test and the runtimes it starts: ``close`` is the test's."""
+
+    def __init__(self, inner: Binder) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def close(self) -> None:
+        """The test's binder fixture closes the real binder."""
+
+
+class _AppProcess:
+    """``binder run`` of an app file in a subprocess, its output in a log file."""
+
+    def __init__(self, app_file: Path, config: Path) -> None:
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in kill()/stop()
+            "w+", prefix="eventbinder-app-", suffix=".log", delete=False
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "binder.cli", "run", str(app_file), "--config", str(config)],
+            cwd=app_file.parent,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def exited(self) -> bool:
+        """True once the process ended."""
+        return self.process.poll() is not None
+
+    def log(self) -> str:
+        """What the app wrote so far (the last few kilobytes)."""
+        self._log.flush()
+        return Path(self._log.name).read_text(errors="replace")[-4000:]
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no acknowledgement, nothing flushed."""
+        if not self.exited():
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(30)
+        self._close_log()
+
+    def stop(self) -> None:
+        """SIGTERM and wait: a graceful stop."""
+        if not self.exited():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(30)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        self._log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._log.name)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from binder.app import App
+from binder.backoff import Backoff
 from binder.codecs import encode
 from binder.config import BinderConfig, load_settings
 from binder.message import Message
@@ -142,7 +143,7 @@ async def run_app(
         registry,
         binder_factory=same_memory_binder,
         start_suppliers=suppliers,
-        connect_backoff=(0.0, 1.0, 0.0),
+        connect_backoff=Backoff(0.0, 1.0, 0.0),
         drain_timeout=10.0,
     )
     harness.runtime = runtime

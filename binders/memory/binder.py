@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Mapping
 from typing import Any
 
+from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import (
     Capabilities,
     ConsumerSpec,
+    Delivery,
+    DeliverySink,
     Failure,
-    Handler,
     ProducerSpec,
     require,
 )
 from binders.memory.broker import Entry, GroupQueue, MemoryBroker, delivery_copy
 
-__all__ = ["MEMORY_CAPABILITIES", "MemoryBinder", "MemoryConsumerBinding", "MemoryProducerBinding"]
+__all__ = [
+    "MEMORY_CAPABILITIES",
+    "MemoryBinder",
+    "MemoryConsumerBinding",
+    "MemoryDelivery",
+    "MemoryProducerBinding",
+]
 
-log = logging.getLogger(__name__)
 
 MEMORY_CAPABILITIES = Capabilities(
     consumer_groups=True,
@@ -42,44 +48,63 @@ class MemoryProducerBinding:
         self.spec = spec
         self._broker = broker
         self._closed = False
+        self._confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirmed.set_result(None)
 
-    async def publish(self, message: Message) -> None:
-        """Store a copy of ``message`` in every queue of the destination."""
+    def publish(self, message: Message) -> asyncio.Future[None]:
+        """Store a copy of ``message`` in every queue of the destination (confirmed at once)."""
         if self._closed:
-            raise RuntimeError(f"producer binding {self.spec.binding!r} is closed")
+            raise BinderError(f"producer binding {self.spec.binding!r} is closed")
         destination = self.spec.destination
         self._broker.publish(destination, delivery_copy(message, destination))
+        return self._confirmed
 
     async def close(self) -> None:
         """Idempotent; publishes are synchronous so there is nothing pending."""
         self._closed = True
 
 
+class MemoryDelivery(Delivery):
+    """An entry taken from a group queue; settling gives its ordering token back."""
+
+    __slots__ = ("entry", "queue")
+
+    def __init__(self, entry: Entry, queue: GroupQueue) -> None:
+        super().__init__(entry.message, entry.token)
+        self.entry = entry
+        self.queue = queue
+
+    def ack(self) -> None:
+        """Done with it for good."""
+        self.queue.release(self.entry)
+
+    def nack(self) -> None:
+        """Back to the head of its queue, to be delivered again."""
+        self.queue.put(self.entry, front=True)
+        self.queue.release(self.entry)
+
+
 class MemoryConsumerBinding:
-    """``concurrency`` workers competing for one group queue."""
+    """Takes entries from one group queue into the sink, as long as it has room."""
 
     def __init__(
         self,
         binder: MemoryBinder,
         spec: ConsumerSpec,
-        handler: Handler,
+        sink: DeliverySink,
         queue: GroupQueue,
         anonymous_id: int | None,
     ) -> None:
         self.spec = spec
         self._binder = binder
-        self._handler = handler
+        self._sink = sink
         self._queue = queue
         self._anonymous_id = anonymous_id
         self._accepts = self._partition_filter(spec)
         if self._accepts is not None:
             queue.selective_members += 1
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"memory:{spec.binding}:{i}")
-            for i in range(spec.concurrency)
-        ]
-        self._closing = False
-        self._closed = asyncio.Event()
+        self._fetcher = asyncio.create_task(self._fetch(), name=f"memory:{spec.binding}")
+        self._closed = False
 
     @staticmethod
     def _partition_filter(spec: ConsumerSpec) -> Any:
@@ -93,58 +118,48 @@ class MemoryConsumerBinding:
 
         return accepts
 
-    async def _work(self) -> None:
+    async def _fetch(self) -> None:
         queue = self._queue
-        handler = self._handler
-        while not self._closing:
-            entry = queue.take(self._accepts)
+        sink = self._sink
+        accepts = self._accepts
+        while True:
+            if sink.room <= 0:
+                await sink.wait_for_room()
+                continue
+            entry = queue.take(accepts)
             if entry is None:
                 await queue.wait()
                 continue
             entry.deliveries += 1
-            message = entry.message
-            message.delivery_attempt = entry.deliveries
-            try:
-                await handler(message)
-            except asyncio.CancelledError:
-                queue.put(entry, front=True)
-                raise
-            except Exception:
-                log.debug("handler failed on %s; redelivering", queue.name, exc_info=True)
-                queue.put(entry, front=True)
-                await asyncio.sleep(0)  # let other work run between redeliveries
-            finally:
-                queue.release(entry)
+            entry.message.delivery_attempt = entry.deliveries
+            sink.deliver(MemoryDelivery(entry, queue))
 
-    async def dead_letter(self, message: Message, failure: Failure) -> None:
+    async def dead_letter(self, delivery: Delivery, failure: Failure) -> None:
         """Store the message with the failure headers and publish it to the DLQ topic."""
         spec = self.spec
-        dead = message.copy(delivery_attempt=1)
-        dead.headers.update(failure.headers())
-        name = (
-            spec.dead_letter
-            if isinstance(spec.dead_letter, str)
-            else f"{spec.destination}.{spec.group or 'anonymous'}.dlq"
+        target = spec.dead_letter or self._binder.dead_letter_destination(
+            spec.destination, spec.group
         )
+        dead = delivery.message.copy(delivery_attempt=1)
+        dead.headers.update(failure.headers())
         self._binder.broker.store_dead_letter(spec.destination, spec.group, dead)
-        self._binder.broker.publish(name, dead.copy(destination=name))
+        self._binder.broker.publish(target, dead.copy(destination=target))
 
     async def close(self) -> None:
-        """Stop taking messages, let in-flight handlers finish, drop an anonymous queue."""
-        if self._closing:
-            await self._closed.wait()
+        """Stop taking entries and drop an anonymous queue; idempotent."""
+        if self._closed:
             return
-        self._closing = True
-        self._queue.wake_all()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._closed = True
+        self._fetcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._fetcher
         if self._accepts is not None:
             self._queue.selective_members -= 1
-        # A publish may have woken one of our workers, which left without taking it.
+        # A publish may have woken our fetcher, which left without taking it.
         self._queue.wake_all()
         if self._anonymous_id is not None:
             self._binder.broker.drop_anonymous(self.spec.destination, self._anonymous_id)
         self._binder._forget(self)
-        self._closed.set()
 
 
 class MemoryBinder:
@@ -164,6 +179,10 @@ class MemoryBinder:
         """Nothing to connect to."""
         self._started = True
 
+    def dead_letter_destination(self, destination: str, group: str | None) -> str:
+        """``<destination>.<group>.dlq`` (``anonymous`` for consumers without a group)."""
+        return f"{destination}.{group or 'anonymous'}.dlq"
+
     async def provision(
         self, destination: str, group: str | None, options: Mapping[str, Any]
     ) -> None:
@@ -172,7 +191,7 @@ class MemoryBinder:
         if group is not None:
             self.broker.group_queue(destination, group)
 
-    async def bind_consumer(self, spec: ConsumerSpec, handler: Handler) -> MemoryConsumerBinding:
+    async def bind_consumer(self, spec: ConsumerSpec, sink: DeliverySink) -> MemoryConsumerBinding:
         """Join ``spec.group`` on ``spec.destination`` (or subscribe anonymously)."""
         if spec.partitioned:
             require(self.capabilities, "partitioning", "memory", f"binding {spec.binding}")
@@ -181,7 +200,7 @@ class MemoryBinder:
             anonymous_id, queue = self.broker.anonymous_queue(spec.destination)
         else:
             queue = self.broker.group_queue(spec.destination, spec.group)
-        binding = MemoryConsumerBinding(self, spec, handler, queue, anonymous_id)
+        binding = MemoryConsumerBinding(self, spec, sink, queue, anonymous_id)
         self._consumers.append(binding)
         return binding
 

@@ -81,19 +81,11 @@ async def test_sync_handler_runs_on_the_event_loop_thread() -> None:
     assert threads == [threading.get_ident()]
 
 
-async def test_threaded_sync_handler_runs_in_a_worker_thread() -> None:
-    threads: list[int] = []
+def test_plain_handlers_are_threaded_unless_asked_not_to_be() -> None:
+    def handle(payload: dict) -> None: ...
 
-    def handle(payload: dict, msg: Message) -> str:
-        threads.append(threading.get_ident())
-        return msg.message_id
-
-    invoker = Invoker(handle, threaded=True)
-    assert invoker.threaded
-    message = json_message()
-    assert await invoker(message) == message.message_id
-    assert len(threads) == 1
-    assert threads[0] != threading.get_ident()
+    assert Invoker(handle).threaded
+    assert not Invoker(handle, threaded=False).threaded
 
 
 def test_threaded_flag_is_ignored_for_async_handlers() -> None:
@@ -139,15 +131,3 @@ def test_unresolvable_annotation_is_a_type_error_naming_the_handler() -> None:
 
     with pytest.raises(TypeError, match="handler handle"):
         Invoker(handle)
-
-
-async def test_supplier_is_called_without_input() -> None:
-    def supply() -> dict:
-        return {"ok": True}
-
-    async def supply_async() -> int:
-        return 5
-
-    assert await Invoker(supply).call_without_input() == {"ok": True}
-    assert await Invoker(supply_async).call_without_input() == 5
-    assert await Invoker(supply, threaded=True).call_without_input() == {"ok": True}

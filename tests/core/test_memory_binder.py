@@ -6,8 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
+from binder.errors import BinderError
 from binder.message import Message
-from binder.spi import ConsumerSpec, Failure, ProducerSpec
+from binder.spi import ConsumerSpec, Delivery, Failure, ProducerSpec
+from binder.testing import consume
 from binders.memory.binder import MemoryBinder
 
 
@@ -74,7 +76,8 @@ def msg(n: int, **kwargs: object) -> Message:
 async def test_instances_receive_only_their_partitions(binder: MemoryBinder) -> None:
     instances = [Collector(), Collector()]
     for index, handler in enumerate(instances):
-        await binder.bind_consumer(
+        await consume(
+            binder,
             consumer_spec("p", group="g", partitioned=True, instance_index=index, instance_count=2),
             handler,
         )
@@ -94,7 +97,8 @@ async def test_instance_count_larger_than_partition_count_leaves_some_idle(
 ) -> None:
     instances = [Collector() for _ in range(3)]
     for index, handler in enumerate(instances):
-        await binder.bind_consumer(
+        await consume(
+            binder,
             consumer_spec("q", group="g", partitioned=True, instance_index=index, instance_count=3),
             handler,
         )
@@ -112,7 +116,8 @@ async def test_partition_owned_by_the_later_waiting_instance_is_delivered(
 ) -> None:
     instances = [Collector(), Collector()]
     for index, handler in enumerate(instances):
-        await binder.bind_consumer(
+        await consume(
+            binder,
             consumer_spec("w", group="g", partitioned=True, instance_index=index, instance_count=2),
             handler,
         )
@@ -132,7 +137,7 @@ async def test_unpartitioned_consumer_in_a_partitioned_group_gets_everything(
     binder: MemoryBinder,
 ) -> None:
     handler = Collector()
-    await binder.bind_consumer(consumer_spec("u", group="g", instance_count=1), handler)
+    await consume(binder, consumer_spec("u", group="g", instance_count=1), handler)
     producer = await binder.bind_producer(producer_spec("u", partition_count=3))
     for n in range(6):
         await producer.publish(msg(n, partition=n % 3))
@@ -149,7 +154,7 @@ async def test_required_groups_keep_messages_published_before_the_consumer_binds
     for n in range(3):
         await producer.publish(msg(n, headers={"n": str(n)}, key=f"k{n}"))
     handler = Collector()
-    await binder.bind_consumer(consumer_spec("orders", group="billing"), handler)
+    await consume(binder, consumer_spec("orders", group="billing"), handler)
     received = await handler.wait_for(3)
     assert [m.text() for m in received] == ["0", "1", "2"]
     assert [m.headers["n"] for m in received] == ["0", "1", "2"]
@@ -162,7 +167,7 @@ async def test_provisioned_group_keeps_messages_too(binder: MemoryBinder) -> Non
     producer = await binder.bind_producer(producer_spec("orders"))
     await producer.publish(msg(1))
     handler = Collector()
-    await binder.bind_consumer(consumer_spec("orders", group="billing"), handler)
+    await consume(binder, consumer_spec("orders", group="billing"), handler)
     assert [m.text() for m in await handler.wait_for(1)] == ["1"]
 
 
@@ -170,7 +175,7 @@ async def test_without_a_group_queue_early_messages_are_not_kept(binder: MemoryB
     producer = await binder.bind_producer(producer_spec("orders"))
     await producer.publish(msg(1))
     handler = Collector()
-    await binder.bind_consumer(consumer_spec("orders", group="late"), handler)
+    await consume(binder, consumer_spec("orders", group="late"), handler)
     await producer.publish(msg(2))
     assert [m.text() for m in await handler.wait_for(1)] == ["2"]
     assert not binder.broker.group_queue("orders", "late").entries
@@ -181,8 +186,8 @@ async def test_without_a_group_queue_early_messages_are_not_kept(binder: MemoryB
 
 async def test_anonymous_queue_is_dropped_on_close(binder: MemoryBinder) -> None:
     first, second = Collector(), Collector()
-    one = await binder.bind_consumer(consumer_spec("news"), first)
-    two = await binder.bind_consumer(consumer_spec("news"), second)
+    one = await consume(binder, consumer_spec("news"), first)
+    two = await consume(binder, consumer_spec("news"), second)
     topic = binder.broker.topics["news"]
     assert len(topic.anonymous) == 2
     await one.close()
@@ -201,7 +206,7 @@ async def test_anonymous_queue_is_dropped_on_close(binder: MemoryBinder) -> None
 async def test_anonymous_subscribers_each_get_a_copy(binder: MemoryBinder) -> None:
     handlers = [Collector(), Collector()]
     for handler in handlers:
-        await binder.bind_consumer(consumer_spec("fan"), handler)
+        await consume(binder, consumer_spec("fan"), handler)
     producer = await binder.bind_producer(producer_spec("fan"))
     await producer.publish(msg(7, headers={"h": "1"}))
     a = await handlers[0].wait_for(1)
@@ -221,15 +226,15 @@ async def test_two_binders_share_nothing() -> None:
     try:
         assert first.broker is not second.broker
         in_first, in_second = Collector(), Collector()
-        await first.bind_consumer(consumer_spec("orders", group="g"), in_first)
-        await second.bind_consumer(consumer_spec("orders", group="g"), in_second)
+        await consume(first, consumer_spec("orders", group="g"), in_first)
+        await consume(second, consumer_spec("orders", group="g"), in_second)
         producer = await first.bind_producer(producer_spec("orders"))
         await producer.publish(msg(1))
         await in_first.wait_for(1)
         assert in_second.messages == []
         assert not second.broker.group_queue("orders", "g").entries
-        binding = await first.bind_consumer(consumer_spec("dl", group="g"), Collector())
-        await binding.dead_letter(msg(2), Failure("E", "m", "", 1, "dl", "g"))
+        binding = await consume(first, consumer_spec("dl", group="g"), Collector())
+        await binding.dead_letter(Delivery(msg(2)), Failure("E", "m", "", 1, "dl", "g"))
         assert len(first.dead_letters("dl", "g")) == 1
         assert second.dead_letters("dl", "g") == []
     finally:
@@ -242,7 +247,7 @@ async def test_two_binders_share_nothing() -> None:
 
 async def test_nack_redelivers_with_increasing_delivery_attempt(binder: MemoryBinder) -> None:
     handler = Collector(fail=lambda m: m.delivery_attempt < 3)
-    await binder.bind_consumer(consumer_spec("r", group="g"), handler)
+    await consume(binder, consumer_spec("r", group="g"), handler)
     producer = await binder.bind_producer(producer_spec("r"))
     await producer.publish(msg(1))
     await handler.wait_for(1)
@@ -254,18 +259,18 @@ async def test_dead_letter_is_stored_and_published_to_the_dlq_destination(
     binder: MemoryBinder,
 ) -> None:
     dlq, named = Collector(), Collector()
-    await binder.bind_consumer(consumer_spec("orders.billing.dlq"), dlq)
-    await binder.bind_consumer(consumer_spec("parking"), named)
-    conventional = await binder.bind_consumer(consumer_spec("orders", group="billing"), Collector())
-    custom = await binder.bind_consumer(
-        consumer_spec("orders", group="audit", dead_letter="parking"), Collector()
+    await consume(binder, consumer_spec("orders.billing.dlq"), dlq)
+    await consume(binder, consumer_spec("parking"), named)
+    conventional = await consume(binder, consumer_spec("orders", group="billing"), Collector())
+    custom = await consume(
+        binder, consumer_spec("orders", group="audit", dead_letter="parking"), Collector()
     )
     original = msg(5, headers={"tenant": "t"}, key="k", delivery_attempt=3)
     failure = Failure.from_exception(
         ValueError("boom"), attempts=3, destination="orders", group="billing"
     )
-    await conventional.dead_letter(original, failure)
-    await custom.dead_letter(original, failure)
+    await conventional.dead_letter(Delivery(original), failure)
+    await custom.dead_letter(Delivery(original), failure)
 
     [dead] = await dlq.wait_for(1)
     assert dead.text() == "5" and dead.key == "k" and dead.message_id == original.message_id
@@ -283,7 +288,7 @@ async def test_publish_after_producer_close_is_refused(binder: MemoryBinder) -> 
     producer = await binder.bind_producer(producer_spec("c"))
     await producer.close()
     await producer.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(BinderError, match="closed"):
         await producer.publish(msg(1))
 
 
@@ -296,7 +301,7 @@ async def test_close_waits_for_the_in_flight_handler(binder: MemoryBinder) -> No
         await release.wait()
         finished.append(message.text())
 
-    consumer = await binder.bind_consumer(consumer_spec("slow", group="g"), slow)
+    consumer = await consume(binder, consumer_spec("slow", group="g"), slow)
     producer = await binder.bind_producer(producer_spec("slow"))
     await producer.publish(msg(1))
     await producer.publish(msg(2))
@@ -313,8 +318,8 @@ async def test_close_waits_for_the_in_flight_handler(binder: MemoryBinder) -> No
 async def test_binder_close_closes_its_consumers_and_is_idempotent() -> None:
     binder = MemoryBinder()
     await binder.start()
-    await binder.bind_consumer(consumer_spec("x"), Collector())
-    await binder.bind_consumer(consumer_spec("x", group="g"), Collector())
+    await consume(binder, consumer_spec("x"), Collector())
+    await consume(binder, consumer_spec("x", group="g"), Collector())
     await binder.close()
     await binder.close()
     assert binder.broker.topics["x"].anonymous == {}

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from binder import App, Message, NotRunningError, UnsupportedFeature
+from binder.backoff import Backoff
 from binder.config import BinderConfig, load_settings
 from binder.plugins import load_registry
 from binder.runtime import ConnectError, Runtime
@@ -174,7 +175,7 @@ async def test_unreachable_broker_is_retried_and_reported(caplog: pytest.LogCapt
         settings(),
         load_registry(),
         binder_factory=lambda _: flaky,
-        connect_backoff=(0.001, 2.0, 0.01),
+        connect_backoff=Backoff(0.001, 2.0, 0.01),
     )
     caplog.set_level(logging.WARNING, "binder.runtime")
     starting = asyncio.create_task(runtime.start())

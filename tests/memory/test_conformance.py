@@ -7,6 +7,3 @@ from binder.testing.conformance import BinderConformance
 
 class TestMemoryConformance(BinderConformance):
     binder_settings = {"type": "memory"}
-
-    def dead_letter_destination(self, destination: str, group: str | None) -> str:
-        return f"{destination}.{group or 'anonymous'}.dlq"
