@@ -456,12 +456,14 @@ class Dispatcher:
         lane = delivery._lane
         if lane is None:
             self._settle(delivery)
-            return
-        order = lane.order
-        while order and order[0]._state == _FINISHED:
-            self._settle(order.popleft())
-        if not order and self._lanes.get(lane.key) is lane:
-            del self._lanes[lane.key]
+        else:
+            order = lane.order
+            while order and order[0]._state == _FINISHED:
+                self._settle(order.popleft())
+            if not order and self._lanes.get(lane.key) is lane:
+                del self._lanes[lane.key]
+        if self._waiters:  # after the lane is gone: revoke() waits for exactly that
+            self._check_waiters()
 
     def _settle(self, delivery: Delivery) -> None:
         verdict = delivery._verdict
@@ -477,8 +479,6 @@ class Dispatcher:
         else:
             self._call(delivery.release, delivery)
         self._count -= 1
-        if self._waiters:
-            self._check_waiters()
 
     def _call(self, settle: Callable[[], None], delivery: Delivery) -> None:
         try:

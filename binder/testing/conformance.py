@@ -643,11 +643,12 @@ class BinderConformance:
         def relay(payload: dict, message: Message) -> Message:
             return Message(message.payload, key=message.key, content_type="application/json")
 
+        # The partitions exist before the app subscribes: no rebalance in the middle.
+        producer = await self._producer(binder, source, partition_count=partitions)
         runtime = await self._start_on(binder, app, registry, {})
         try:
             outputs = Collector()
             await self._consumer(binder, target, outputs, **self._subscriber_spec(binder))
-            producer = await self._producer(binder, source, partition_count=partitions)
             keys = [f"key-{k}" for k in range(cfg.keys)]
             per_key = max(1, cfg.messages // len(keys)) * 5
             sends = []
@@ -714,9 +715,10 @@ class BinderConformance:
                 await asyncio.sleep(0.005)
                 leave()
 
+        # The partitions exist before the app subscribes: no rebalance in the middle.
+        producer = await self._producer(binder, destination, partition_count=partitions)
         runtime = await self._start_on(binder, app, registry, {"max_attempts": 1})
         try:
-            producer = await self._producer(binder, destination, partition_count=partitions)
             for n in range(count):
                 # n < concurrency land on different keys (and partitions): one lane each
                 message = _json_message({"n": n}, key=f"k{n % concurrency}")

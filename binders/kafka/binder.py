@@ -18,7 +18,7 @@ from binder.spi import (
     Capabilities,
     ConsumerBinding,
     ConsumerSpec,
-    Handler,
+    DeliverySink,
     ProducerBinding,
     ProducerSpec,
     require,
@@ -165,7 +165,11 @@ class KafkaBinder:
 
     # ------------------------------------------------------------------ binding
 
-    async def bind_consumer(self, spec: ConsumerSpec, handler: Handler) -> ConsumerBinding:
+    def dead_letter_destination(self, destination: str, group: str | None) -> str:
+        """``error.<destination>.<group>``, as Spring Cloud Stream names it."""
+        return dead_letter_topic(destination, group)
+
+    async def bind_consumer(self, spec: ConsumerSpec, sink: DeliverySink) -> ConsumerBinding:
         """Join the group and return once partitions are assigned and positioned."""
         producer, provisioner = self._started()
         if spec.group is not None:
@@ -182,10 +186,9 @@ class KafkaBinder:
             )
         binding = KafkaConsumerBinding(
             spec,
-            handler,
+            sink,
             settings=self.settings,
             client_kwargs=self._client_kwargs,
-            producer=producer,
             sender=self._sender_for(producer),
             provisioner=provisioner,
             partitions=partitions,
@@ -208,7 +211,9 @@ class KafkaBinder:
             for consumer in self._consumers:
                 if consumer.spec.destination == spec.destination:
                     consumer.refresh_metadata()
-        binding = KafkaProducerBinding(spec, producer, self._sender_for(producer), partitions)
+        sender = self._sender_for(producer)
+        await sender.know(spec.destination, partitions)
+        binding = KafkaProducerBinding(spec, producer, sender, partitions)
         self._producers.append(binding)
         return binding
 

@@ -1,20 +1,26 @@
-"""Consumer bindings: fetch, dispatch per partition, commit what is done.
+"""Consumer bindings: fetch records into the delivery engine, commit what it settled.
 
-One ``AIOKafkaConsumer`` per binding.  A fetch loop pulls at most ``bound`` records
-(``spec.prefetch``, else the ``max_poll_records`` option) into per-partition backlogs;
-one worker task per partition hands them to the handler in offset order, at most
-``spec.concurrency`` handler calls at once across partitions.  A partition whose
-backlog is full is paused, so a slow handler never grows memory.
+One ``AIOKafkaConsumer`` per binding.  A fetch loop pulls records and hands each to the
+engine (:mod:`binder.dispatch`) as a :class:`KafkaDelivery` whose lane is its
+partition: the engine handles a partition's records in offset order and settles them
+in that order, so a partition's commit position simply follows the acknowledgements.
+At most ``spec.prefetch`` records are unsettled per binding; with several partitions
+one partition may hold at most half of that, so a slow partition never starves the
+others.  Partitions are never paused for space: only partitions below their cap are
+read, and the others' data waits in aiokafka's bounded fetch buffer.
 
-At-least-once: a partition's commit position only moves past a record once its handler
-(and, since a partition is handled in order, every earlier record) succeeded.  Offsets
-are committed every ``commit_interval`` seconds, when partitions are revoked in a
-rebalance (after their in-flight handlers finished) and on close.
+At-least-once: a partition's commit position moves past a record only once the engine
+acknowledged it (handler returned and output confirmed, or dead-lettered) and every
+earlier record.  Offsets are committed every ``commit_interval`` seconds, when
+partitions are revoked in a rebalance (after the engine settled their records) and on
+close.
 
-Kafka has no nack: when the handler raises, the partition's backlog is dropped, the
-consumer seeks back to the failed record and pauses the partition for
-``redelivery_delay``; the record is then fetched and delivered again with
-``delivery_attempt`` increased.
+Kafka has no nack: a nacked record (it could not even be dead-lettered) makes the
+consumer seek back to it; the partition's records not started yet are discarded from
+the engine, the partition is paused for ``redelivery_delay``, and the record is
+fetched and delivered again with ``delivery_attempt`` increased.  Records of the
+partition still in progress finish, but their acknowledgements no longer move the
+commit position (they belong to an older *epoch* of the partition).
 """
 
 from __future__ import annotations
@@ -24,24 +30,27 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
 
+from binder.backoff import Backoff
 from binder.errors import BinderError
 from binder.message import Message
-from binder.spi import ConsumerSpec, Failure, Handler
+from binder.spi import ConsumerSpec, Delivery, DeliverySink, Failure
 from binders.kafka.admin import TopicProvisioner
 from binders.kafka.producer import RecordSender
 from binders.kafka.records import from_record
 
-__all__ = ["KafkaConsumerBinding", "dead_letter_topic"]
+__all__ = ["KafkaConsumerBinding", "KafkaDelivery", "dead_letter_topic"]
 
 log = logging.getLogger(__name__)
+
+#: Waits between fetches that failed (the broker is restarting, say).
+_FETCH_BACKOFF = Backoff(0.1, 2.0, 5.0)
 
 
 def dead_letter_topic(destination: str, group: str | None) -> str:
@@ -49,24 +58,53 @@ def dead_letter_topic(destination: str, group: str | None) -> str:
     return f"error.{destination}.{group or 'anonymous'}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Partition:
-    """Dispatch state of one assigned partition."""
+    """Fetch and commit state of one assigned partition."""
 
     tp: TopicPartition
-    backlog: deque[Any] = field(default_factory=deque)
-    current: Any = None
-    current_id: str | None = None
-    worker: asyncio.Task[None] | None = None
+    owner: KafkaConsumerBinding
     next_offset: int | None = None
+    """The next offset to hand to the engine (records below it were handed already)."""
     done_offset: int | None = None
+    """The commit position: every record below it was settled."""
     committed_offset: int | None = None
+    in_flight: int = 0
+    """Records handed to the engine and not settled yet."""
+    epoch: int = 0
+    """Incremented by a seek back: older deliveries no longer move ``done_offset``."""
     revoked: bool = False
     held: asyncio.TimerHandle | None = None
 
-    @property
-    def in_flight(self) -> int:
-        return len(self.backlog) + (1 if self.current is not None else 0)
+
+class KafkaDelivery(Delivery):
+    """One record in the engine; settling it moves its partition's commit position."""
+
+    __slots__ = ("epoch", "record", "state")
+
+    def __init__(self, message: Message, record: Any, state: _Partition) -> None:
+        super().__init__(message, state.tp)
+        self.record = record
+        self.state = state
+        self.epoch = state.epoch
+
+    def ack(self) -> None:
+        """Settled: the partition may commit past this record."""
+        state = self.state
+        if self.epoch == state.epoch:
+            state.done_offset = self.record.offset + 1
+        state.owner._settled(state)
+
+    def nack(self) -> None:
+        """Not handled nor dead-lettered: seek back and deliver it again."""
+        state = self.state
+        if self.epoch == state.epoch:
+            state.owner._rewind(state, self.record.offset, self.message.delivery_attempt)
+        state.owner._settled(state)
+
+    def release(self) -> None:
+        """Not handled (stopping, or revoked): it stays uncommitted, Kafka keeps it."""
+        self.state.owner._settled(self.state)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -86,27 +124,26 @@ class KafkaConsumerBinding:
     def __init__(
         self,
         spec: ConsumerSpec,
-        handler: Handler,
+        sink: DeliverySink,
         *,
         settings: Mapping[str, Any],
         client_kwargs: Mapping[str, Any],
-        producer: AIOKafkaProducer,
         sender: RecordSender,
         provisioner: TopicProvisioner,
         partitions: int,
     ) -> None:
         self.spec = spec
-        self._handler = handler
+        self._sink = sink
         self._settings = settings
-        self._producer = producer
         self._sender = sender
         self._provisioner = provisioner
         self._topic_partitions = partitions
         options = spec.options
         self.group_id = spec.group or f"anonymous.{uuid.uuid4().hex}"
         start = options.get("start_offset") or ("earliest" if spec.group else "latest")
-        self._bound = spec.prefetch or int(options.get("max_poll_records") or 500)
+        self._bound = max(1, spec.prefetch)
         self._refill = max(1, self._bound // 2)
+        self._max_records = int(options.get("max_poll_records") or 500)
         self._redelivery_delay = float(options.get("redelivery_delay", 0.1))
         self._reset_target = options.get("reset_offsets")
         self._reset_target_once: str | float = "earliest"
@@ -120,13 +157,11 @@ class KafkaConsumerBinding:
             session_timeout_ms=settings.get("session_timeout_ms", 10000),
             heartbeat_interval_ms=settings.get("heartbeat_interval_ms", 500),
             max_poll_interval_ms=settings.get("max_poll_interval_ms", 300000),
-            max_poll_records=self._bound,
+            max_poll_records=min(self._max_records, self._bound),
             metadata_max_age_ms=settings.get("metadata_max_age_ms", 30000),
         )
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._attempts: dict[tuple[TopicPartition, int], int] = {}
-        self._concurrency = max(1, spec.concurrency)
-        self._semaphore = asyncio.Semaphore(self._concurrency)
         self._space = asyncio.Event()
         self._space.set()
         self._in_flight = 0
@@ -175,7 +210,7 @@ class KafkaConsumerBinding:
             raise
 
     async def close(self) -> None:
-        """Stop fetching, wait for in-flight handlers, commit, leave the group."""
+        """Stop fetching, commit what the engine settled, leave the group; idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -186,12 +221,8 @@ class KafkaConsumerBinding:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for state in self._partitions.values():
-            state.backlog.clear()
             if state.held is not None:
                 state.held.cancel()
-        workers = [s.worker for s in self._partitions.values() if s.worker is not None]
-        if workers:
-            await asyncio.wait(workers)
         await self._commit(list(self._partitions.values()))
         self._partitions.clear()
         with contextlib.suppress(Exception):
@@ -209,7 +240,7 @@ class KafkaConsumerBinding:
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             if tp not in self._partitions:
-                self._partitions[tp] = _Partition(tp)
+                self._partitions[tp] = _Partition(tp, self)
         if self._reset_target is not None:
             self._to_reset |= assigned
             self._reset_target_once = self._reset_target
@@ -223,17 +254,17 @@ class KafkaConsumerBinding:
         states = [self._partitions[tp] for tp in revoked if tp in self._partitions]
         for state in states:
             state.revoked = True
-            self._drop_backlog(state)
             if state.held is not None:
                 state.held.cancel()
-        workers = [s.worker for s in states if s.worker is not None and not s.worker.done()]
-        if workers:
-            _, pending = await asyncio.wait(workers, timeout=self._revoke_timeout)
-            if pending:
+        if states:
+            try:
+                await asyncio.wait_for(
+                    self._sink.revoke([s.tp for s in states]), self._revoke_timeout
+                )
+            except TimeoutError:
                 log.warning(
-                    "%d handler(s) of %s still running after revocation; their records "
-                    "will be delivered again",
-                    len(pending),
+                    "handler(s) of %s still running after revocation; their records will "
+                    "be delivered again",
                     self.spec.binding,
                 )
         await self._commit(states)
@@ -292,17 +323,23 @@ class KafkaConsumerBinding:
         return self._bound if len(self._partitions) <= 1 else self._refill
 
     async def _fetch_loop(self) -> None:
+        failures = 0
         while not self._closing:
             if self._fresh:
                 await self._prepare_fresh()
+            room = min(self._sink.room, self._bound - self._in_flight)
             cap = self._partition_cap()
             eligible = [
                 tp
                 for tp, state in self._partitions.items()
-                if state.held is None and len(state.backlog) < cap
+                if state.held is None and state.in_flight < cap
             ]
-            if self._in_flight > self._bound - self._refill or (self._partitions and not eligible):
-                # Wait for handlers to make room (hysteresis: fetch in sizeable batches).
+            if (
+                room <= 0
+                or self._in_flight > self._bound - self._refill
+                or (self._partitions and not eligible)
+            ):
+                # Wait for the engine to settle (hysteresis: fetch in sizeable batches).
                 self._space.clear()
                 await self._space.wait()
                 continue
@@ -311,14 +348,22 @@ class KafkaConsumerBinding:
             only = eligible if len(eligible) < len(self._partitions) else ()
             try:
                 batch = await self._consumer.getmany(
-                    *only, timeout_ms=100, max_records=self._bound - self._in_flight
+                    *only, timeout_ms=100, max_records=min(room, self._max_records)
                 )
             except ConsumerStoppedError:
                 return
             except KafkaError as exc:
-                log.warning("Kafka fetch for %s failed: %s; retrying", self.spec.binding, exc)
-                await asyncio.sleep(0.5)
+                failures += 1
+                delay = _FETCH_BACKOFF.delay(failures)
+                log.warning(
+                    "Kafka fetch for %s failed: %s; retrying in %.1fs",
+                    self.spec.binding,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
                 continue
+            failures = 0
             for tp, records in batch.items():
                 self._distribute(tp, records)
 
@@ -326,68 +371,30 @@ class KafkaConsumerBinding:
         state = self._partitions.get(tp)
         if state is None or state.revoked or tp in self._to_reset:
             return  # a partition about to be replayed is sought before it is read
+        deliver = self._sink.deliver
+        attempts = self._attempts
         for record in records:
             if state.next_offset is not None and record.offset < state.next_offset:
                 continue
-            state.backlog.append(record)
             state.next_offset = record.offset + 1
+            state.in_flight += 1
             self._in_flight += 1
-        if state.backlog and (state.worker is None or state.worker.done()):
-            state.worker = asyncio.create_task(self._work(state))
+            attempt = attempts.pop((tp, record.offset), 0) + 1 if attempts else 1
+            deliver(KafkaDelivery(from_record(record, attempt), record, state))
 
-    def _release(self, count: int, state: _Partition | None = None) -> None:
-        self._in_flight -= count
+    def _settled(self, state: _Partition) -> None:
+        """The engine settled one of ``state``'s records: maybe fetch more."""
+        state.in_flight -= 1
+        self._in_flight -= 1
         if self._in_flight <= self._bound - self._refill or (
-            state is not None and len(state.backlog) == self._partition_cap() - 1
+            state.in_flight == self._partition_cap() - 1
         ):
             self._space.set()
 
-    def _drop_backlog(self, state: _Partition) -> None:
-        dropped = len(state.backlog)
-        state.backlog.clear()
-        self._release(dropped)
-
-    # ----------------------------------------------------------------- dispatch
-
-    async def _work(self, state: _Partition) -> None:
-        handler = self._handler
-        while state.backlog and not state.revoked and not self._closing:
-            record = state.backlog.popleft()
-            state.current = record
-            key = (state.tp, record.offset)
-            attempt = self._attempts.get(key, 0) + 1 if self._attempts else 1
-            try:
-                message = from_record(record, attempt)
-                state.current_id = message.message_id
-                if len(self._partitions) > self._concurrency:
-                    async with self._semaphore:
-                        await handler(message)
-                else:
-                    # One handler per partition at a time already keeps within the limit.
-                    await handler(message)
-            except Exception as exc:
-                self._attempts[key] = attempt
-                log.warning(
-                    "handler of %s failed on %s[%d]@%d (attempt %d): %s; delivering it again",
-                    self.spec.binding,
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    attempt,
-                    exc,
-                )
-                self._redeliver(state, record.offset)
-                return
-            else:
-                if attempt > 1:
-                    self._attempts.pop(key, None)
-                state.done_offset = record.offset + 1
-            finally:
-                state.current = state.current_id = None
-                self._release(1, state)
-
-    def _redeliver(self, state: _Partition, offset: int) -> None:
-        self._drop_backlog(state)
+    def _rewind(self, state: _Partition, offset: int, attempt: int) -> None:
+        """Seek back to ``offset`` to deliver it again (the engine nacked it)."""
+        state.epoch += 1
+        self._sink.discard([state.tp])
         if state.revoked or self._closing:
             return
         try:
@@ -395,7 +402,17 @@ class KafkaConsumerBinding:
             self._consumer.pause(state.tp)
         except IllegalStateError:
             return
+        log.warning(
+            "%s: %s[%d]@%d could not be handled nor dead-lettered; delivering it again",
+            self.spec.binding,
+            state.tp.topic,
+            state.tp.partition,
+            offset,
+        )
+        self._attempts[(state.tp, offset)] = attempt
         state.next_offset = offset
+        if state.held is not None:
+            state.held.cancel()
 
         def resume() -> None:
             state.held = None
@@ -431,7 +448,7 @@ class KafkaConsumerBinding:
                 state.committed_offset = offsets[state.tp]
 
     async def wait_committed(self, timeout: float = 10.0) -> None:
-        """Wait until every finished record is committed (for tests and shutdown)."""
+        """Wait until every settled record is committed (for tests and shutdown)."""
         deadline = time.monotonic() + timeout
         while any(
             s.done_offset is not None and s.done_offset != s.committed_offset
@@ -445,27 +462,22 @@ class KafkaConsumerBinding:
 
     def dead_letter_destination(self) -> str:
         """The topic this binding's dead letters go to."""
-        target = self.spec.dead_letter
-        if isinstance(target, str):
-            return target
-        return dead_letter_topic(self.spec.destination, self.spec.group)
+        return self.spec.dead_letter or dead_letter_topic(self.spec.destination, self.spec.group)
 
-    async def dead_letter(self, message: Message, failure: Failure) -> None:
-        """Publish ``message`` with the failure headers; return once acknowledged."""
-        if self.spec.dead_letter is False:
-            raise BinderError(f"binding '{self.spec.binding}' has dead letters disabled")
+    async def dead_letter(self, delivery: Delivery, failure: Failure) -> None:
+        """Publish the record's message with the failure headers; return once acknowledged."""
         topic = self.dead_letter_destination()
         if self._dlq_partitions is None:
             plan = self._provisioner.plan(
                 topic, {}, self._settings, partitions=self._topic_partitions
             )
             self._dlq_partitions = await self._provisioner.ensure(plan)
+            await self._sender.know(topic, self._dlq_partitions)
+        message = delivery.message
         origin = (message.destination or self.spec.destination, message.partition or 0, -1)
-        if message.destination is not None and message.partition is not None:
-            state = self._partitions.get(TopicPartition(message.destination, message.partition))
-            if state is not None and state.current_id == message.message_id:
-                record = state.current
-                origin = (record.topic, record.partition, record.offset)
+        if isinstance(delivery, KafkaDelivery):
+            record = delivery.record
+            origin = (record.topic, record.partition, record.offset)
         headers = failure.headers()
         headers.update(
             {

@@ -24,28 +24,27 @@ __all__ = ["KafkaProducerBinding", "RecordSender"]
 class _Batch:
     """Records bound for one partition, acknowledged together by the broker."""
 
-    __slots__ = ("builder", "error", "record", "settled", "timer", "waiter")
+    __slots__ = ("builder", "record", "settled", "timer", "waiters")
 
-    def __init__(
-        self,
-        builder: BatchBuilder | None,
-        record: OutgoingRecord | None,
-        waiter: asyncio.Future[None],
-    ) -> None:
+    def __init__(self, builder: BatchBuilder | None, record: OutgoingRecord | None) -> None:
         self.builder = builder
         self.record = record  # set instead of builder for an oversized record
         self.settled = False
-        self.error: BaseException | None = None
-        self.waiter = waiter  # shared by the batch's publishers; never holds an error
+        self.waiters: list[asyncio.Future[None]] = []  # one per publish, in order
         self.timer: asyncio.TimerHandle | None = None
 
     def settle(self, error: BaseException | None) -> None:
         if self.settled:
             return
         self.settled = True
-        self.error = error
-        if not self.waiter.done():
-            self.waiter.set_result(None)
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if waiter.done():  # its publisher gave up waiting (cancelled)
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(copy.copy(error))
 
     def on_ack(self, ack: asyncio.Future[Any]) -> None:
         if ack.cancelled():  # the producer stopped; not this publisher's cancellation
@@ -65,9 +64,10 @@ class RecordSender:
     A batch is sealed when full or ``linger_ms`` after its first record; one lane task
     per partition hands sealed batches to ``send_batch`` in order (aiokafka holds one
     pending batch per partition; the lane waits for room, so publish order is kept).
-    Every publisher of a batch returns once the broker acknowledged the whole batch,
-    or raises its error.  Records bigger than a batch go through ``send`` in the same
-    lane, so aiokafka's size checks apply to them.
+    :meth:`send` never suspends: it returns a future per record, resolved once the
+    broker acknowledged the whole batch (or failed with its error), so callers can
+    have many records in flight.  Records bigger than a batch go through aiokafka's
+    ``send`` in the same lane, so its size checks apply to them.
     """
 
     def __init__(self, producer: AIOKafkaProducer, *, linger_ms: int, max_batch_size: int) -> None:
@@ -84,45 +84,62 @@ class RecordSender:
         self._sticky: dict[str, int] = {}
         self._closed = False
 
-    async def send(
+    async def know(self, topic: str, partitions: int = 1, timeout: float = 30.0) -> None:
+        """Have ``topic`` with at least ``partitions`` partitions in the producer's
+        metadata before anything is sent to it (so :meth:`send` need not wait)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(await self._producer.partitions_for(topic)) < partitions:
+            if loop.time() > deadline:
+                raise BinderError(
+                    f"the Kafka producer does not see {partitions} partition(s) of '{topic}'"
+                )
+            await self._producer.client.force_metadata_update()
+
+    def send(
         self, topic: str, message: Message, extra_headers: dict[str, str] | None = None
-    ) -> None:
-        """Send ``message`` to ``topic``; return once the broker acknowledged it."""
+    ) -> asyncio.Future[None]:
+        """Queue ``message`` for ``topic``; the future resolves once the broker acknowledged it.
+
+        Records go out in the order of ``send`` calls per partition.  Raises
+        :class:`BinderError` at once when the sender is closed or the topic's partitions
+        are unknown (call :meth:`know` first).
+        """
+        if self._closed:
+            raise BinderError("the Kafka binder is closed")
         record = to_record(message, extra_headers)
         partition = record.partition
         if partition is None:
             if record.key is None:
                 partition = self._sticky.get(topic)
             if partition is None:
-                partitions = self._producer.client.cluster.partitions_for_topic(topic)
-                if partitions is not None and len(partitions) == 1:
-                    partition = next(iter(partitions))  # what the partitioner would pick
-                else:
-                    partition = await self._choose_partition(topic, record.key)
+                partition = self._choose_partition(topic, record.key)
                 if record.key is None:
                     self._sticky[topic] = partition
-        if self._closed:
-            raise BinderError("the Kafka binder is closed")
         tp = (topic, partition)
         size = len(record.value) + (len(record.key) if record.key is not None else 0)
         batch = self._open.get(tp)
         if size >= self._max_batch_size:
             if batch is not None:
                 self._seal(tp, batch)
-            batch = _Batch(None, record, asyncio.get_running_loop().create_future())
+            batch = _Batch(None, record)
             self._enqueue(tp, batch)
         elif batch is None or not self._append(batch, record):
             if batch is not None:
                 self._seal(tp, batch)
             batch = self._start_batch(tp)
             self._append(batch, record)  # the first record always fits
-        await self._wait(batch)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        batch.waiters.append(waiter)
+        return waiter
 
-    async def _choose_partition(self, topic: str, key: bytes | None) -> int:
+    def _choose_partition(self, topic: str, key: bytes | None) -> int:
         cluster = self._producer.client.cluster
         partitions = cluster.partitions_for_topic(topic)
-        if partitions is None:
-            partitions = await self._producer.partitions_for(topic)
+        if not partitions:
+            raise BinderError(f"no metadata for Kafka topic '{topic}' (is it provisioned?)")
+        if len(partitions) == 1:
+            return next(iter(partitions))  # what the partitioner would pick
         available = cluster.available_partitions_for_topic(topic) or ()
         return int(self._partitioner(key, sorted(partitions), list(available)))
 
@@ -139,7 +156,7 @@ class RecordSender:
 
     def _start_batch(self, tp: tuple[str, int]) -> _Batch:
         loop = asyncio.get_running_loop()
-        batch = _Batch(self._producer.create_batch(), None, loop.create_future())
+        batch = _Batch(self._producer.create_batch(), None)
         self._open[tp] = batch
         batch.timer = loop.call_later(self._linger, self._seal, tp, batch)
         return batch
@@ -194,22 +211,6 @@ class RecordSender:
             while lane:  # cancelled: fail the rest rather than strand their publishers
                 lane.popleft().settle(BinderError("Kafka producer stopped before sending"))
 
-    @staticmethod
-    async def _wait(batch: _Batch) -> None:
-        while not batch.settled:
-            waiter = batch.waiter
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
-                    raise  # this publisher was cancelled
-                # Another publisher's cancellation reached the shared waiter.
-                if batch.waiter is waiter:
-                    batch.waiter = asyncio.get_running_loop().create_future()
-        if batch.error is not None:
-            raise copy.copy(batch.error)
-
     async def close(self) -> None:
         """Refuse further sends, then flush."""
         self._closed = True
@@ -241,8 +242,8 @@ class KafkaProducerBinding:
         self._partitions = partitions
         self._closed = False
 
-    async def publish(self, message: Message) -> None:
-        """Publish ``message``; return once the broker acknowledged it."""
+    def publish(self, message: Message) -> asyncio.Future[None]:
+        """Queue ``message``; the future resolves once the broker acknowledged it."""
         if self._closed:
             raise BinderError(f"producer binding '{self.spec.binding}' is closed")
         if message.partition is not None and message.partition >= self._partitions:
@@ -250,7 +251,7 @@ class KafkaProducerBinding:
                 f"partition {message.partition} does not exist: topic "
                 f"'{self.spec.destination}' has {self._partitions} partition(s)"
             )
-        await self._sender.send(self.spec.destination, message)
+        return self._sender.send(self.spec.destination, message)
 
     async def close(self) -> None:
         """Stop taking publishes; the shared producer is flushed by the binder."""

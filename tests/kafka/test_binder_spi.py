@@ -7,11 +7,15 @@ from typing import Any
 
 import pytest
 
+from binder import App
+from binder.config import load_settings
 from binder.errors import BinderError
 from binder.message import Message
-from binder.spi import Failure
+from binder.plugins import load_registry
+from binder.runtime import Runtime
+from binder.testing import consume
 
-from .helpers import consumer_spec, make_binder, producer_spec, unique, wait_for
+from .helpers import SETTINGS, consumer_spec, make_binder, producer_spec, unique, wait_for
 
 pytestmark = pytest.mark.broker("kafka")
 
@@ -22,7 +26,7 @@ async def test_round_trip_keeps_payload_headers_key_content_type(binder: Any, to
     async def handler(message: Message) -> None:
         got.append(message)
 
-    consumer = await binder.bind_consumer(consumer_spec(topic), handler)
+    consumer = await consume(binder, consumer_spec(topic), handler)
     producer = await binder.bind_producer(producer_spec(topic))
     sent = Message(
         payload=b'{"a": 1}',
@@ -58,9 +62,9 @@ async def test_group_members_share_and_groups_each_get_a_copy(binder: Any) -> No
 
         return handler
 
-    await binder.bind_consumer(consumer_spec(topic, a), collect("a1"))
-    await binder.bind_consumer(consumer_spec(topic, a), collect("a2"))
-    await binder.bind_consumer(consumer_spec(topic, b), collect("b"))
+    await consume(binder, consumer_spec(topic, a), collect("a1"))
+    await consume(binder, consumer_spec(topic, a), collect("a2"))
+    await consume(binder, consumer_spec(topic, b), collect("b"))
     producer = await binder.bind_producer(producer_spec(topic))
     await asyncio.gather(
         *(producer.publish(Message(payload=str(i).encode(), key=f"k{i}")) for i in range(100))
@@ -79,7 +83,7 @@ async def test_handler_failure_is_redelivered_in_order(binder: Any, topic: str) 
         if value == 3 and message.delivery_attempt < 3:
             raise RuntimeError("boom")
 
-    await binder.bind_consumer(consumer_spec(topic, unique("g")), handler)
+    await consume(binder, consumer_spec(topic, unique("g")), handler)
     producer = await binder.bind_producer(producer_spec(topic))
     for i in range(6):
         await producer.publish(Message(payload=str(i).encode()))
@@ -94,7 +98,7 @@ async def test_committed_offsets_survive_a_restart_of_the_consumer(binder: Any) 
     async def record_first(message: Message) -> None:
         first.append(int(message.payload))
 
-    consumer = await binder.bind_consumer(consumer_spec(topic, group), record_first)
+    consumer = await consume(binder, consumer_spec(topic, group), record_first)
     producer = await binder.bind_producer(producer_spec(topic))
     for i in range(10):
         await producer.publish(Message(payload=str(i).encode()))
@@ -107,34 +111,40 @@ async def test_committed_offsets_survive_a_restart_of_the_consumer(binder: Any) 
     async def record_second(message: Message) -> None:
         second.append(int(message.payload))
 
-    await binder.bind_consumer(consumer_spec(topic, group), record_second)
+    await consume(binder, consumer_spec(topic, group), record_second)
     await wait_for(lambda: len(second) >= 5)
     assert second == list(range(10, 15))
 
 
 async def test_dead_letter_has_kafka_and_failure_headers(binder: Any, topic: str) -> None:
     group = unique("g")
-    failed: list[Message] = []
-    bindings: list[Any] = []
+    app = App("kafka-dead-letters")
 
-    async def handler(message: Message) -> None:
-        try:
-            raise ValueError("bad order")
-        except ValueError as exc:
-            failure = Failure.from_exception(exc, attempts=1, destination=topic, group=group)
-        await bindings[0].dead_letter(message, failure)
-        failed.append(message)
+    @app.consumer(topic, group=group, max_attempts=1)
+    async def reject(order: dict) -> None:
+        raise ValueError("bad order")
 
-    bindings.append(await binder.bind_consumer(consumer_spec(topic, group), handler))
-    producer = await binder.bind_producer(producer_spec(topic))
-    await producer.publish(Message(payload=b'{"id": 7}', key="o7", content_type="application/json"))
-    await wait_for(lambda: len(failed) == 1)
+    registry = load_registry()
+    settings = load_settings(
+        {"binders": {"kafka": SETTINGS}}, registry=registry, discover=False, environ={}
+    )
+    runtime = Runtime(app, settings, registry, fail_fast=True)
+    await runtime.start()
+    try:
+        producer = await binder.bind_producer(producer_spec(topic))
+        await producer.publish(
+            Message(payload=b'{"id": 7}', key="o7", content_type="application/json")
+        )
+        await wait_for(lambda: runtime.handled == 1, what="the message to be dead-lettered")
+    finally:
+        await runtime.stop()
     letters: list[Message] = []
 
     async def read(message: Message) -> None:
         letters.append(message)
 
-    await binder.bind_consumer(
+    await consume(
+        binder,
         consumer_spec(
             f"error.{topic}.{group}", unique("dlq"), options={"start_offset": "earliest"}
         ),
@@ -161,7 +171,7 @@ async def test_anonymous_consumer_starts_at_latest(binder: Any, topic: str) -> N
     async def handler(message: Message) -> None:
         got.append(message.payload)
 
-    await binder.bind_consumer(consumer_spec(topic), handler)
+    await consume(binder, consumer_spec(topic), handler)
     await producer.publish(Message(payload=b"new"))
     await wait_for(lambda: got == [b"new"])
 
@@ -173,7 +183,7 @@ async def test_partition_count_provisions_and_routes(binder: Any, topic: str) ->
     async def handler(message: Message) -> None:
         got.append(message)
 
-    await binder.bind_consumer(consumer_spec(topic, unique("g")), handler)
+    await consume(binder, consumer_spec(topic, unique("g")), handler)
     for p in range(3):
         await producer.publish(Message(payload=b"x", partition=p))
     await wait_for(lambda: len(got) == 3)
@@ -202,7 +212,7 @@ async def test_partitioned_instances_split_the_partitions(binder: Any, topic: st
 
     for index in (0, 1):
         spec = consumer_spec(topic, group, partitioned=True, instance_index=index, instance_count=2)
-        await binder.bind_consumer(spec, collect(index))
+        await consume(binder, spec, collect(index))
     for p in range(4):
         for _ in range(3):
             await producer.publish(Message(b"x", partition=p))

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from binder.message import Message
 from binder.partitioning import partition_for
+from binder.testing import consume
 
 from .helpers import BOOTSTRAP, consumer_spec, producer_spec, unique, wait_for
 
@@ -36,7 +37,7 @@ async def test_order_per_key_across_partitions_with_concurrency(binder: Any, top
         seen[body["key"]].append(body["seq"])
         active -= 1
 
-    await binder.bind_consumer(consumer_spec(topic, unique("g"), concurrency=4), handler)
+    await consume(binder, consumer_spec(topic, unique("g"), concurrency=4), handler)
     publishes = []
     for seq in range(per_key):
         for key in keys:
@@ -73,12 +74,12 @@ async def test_member_joining_mid_stream_loses_nothing(binder: Any, topic: str) 
                 )
             )
 
-    await binder.bind_consumer(consumer_spec(topic, group, concurrency=2), collect(first))
+    await consume(binder, consumer_spec(topic, group, concurrency=2), collect(first))
     # Half the stream before the second member joins, half after: the join falls
     # mid-stream by construction, not by timing.
     await publish(range(0, count // 2))
     await wait_for(lambda: len(first) >= 100, what="the first member to be busy")
-    await binder.bind_consumer(consumer_spec(topic, group, concurrency=2), collect(second))
+    await consume(binder, consumer_spec(topic, group, concurrency=2), collect(second))
     await publish(range(count // 2, count))
     await wait_for(lambda: set(first) | set(second) >= set(range(count)), what="every message")
     assert second, "the second member should have received partitions"
@@ -101,7 +102,7 @@ async def test_replay_from_earliest_rebuilds_the_same_state(binder: Any, topic: 
 
     state1: dict[str, int] = {}
     done1: list[int] = []
-    consumer = await binder.bind_consumer(consumer_spec(topic, group), builder(state1, done1))
+    consumer = await consume(binder, consumer_spec(topic, group), builder(state1, done1))
     await wait_for(lambda: len(done1) == 30)
     await consumer.wait_committed()
     await consumer.close()
@@ -110,7 +111,7 @@ async def test_replay_from_earliest_rebuilds_the_same_state(binder: Any, topic: 
     assert offsets == {0: 0}
     state2: dict[str, int] = {}
     done2: list[int] = []
-    await binder.bind_consumer(consumer_spec(topic, group), builder(state2, done2))
+    await consume(binder, consumer_spec(topic, group), builder(state2, done2))
     await wait_for(lambda: len(done2) == 30)
     assert state2 == state1
 
@@ -129,9 +130,7 @@ async def test_reset_offsets_option_replays_from_a_timestamp(binder: Any, topic:
         got.append(int(message.payload))
 
     group = unique("g")
-    await binder.bind_consumer(
-        consumer_spec(topic, group, options={"reset_offsets": moment}), handler
-    )
+    await consume(binder, consumer_spec(topic, group, options={"reset_offsets": moment}), handler)
     await wait_for(lambda: len(got) >= 5)
     assert got == [5, 6, 7, 8, 9]
 
@@ -151,8 +150,8 @@ async def test_compacted_topic_keeps_the_last_value_per_key(binder: Any, topic: 
         table[message.key or ""] = int(message.payload)
         count.append(1)
 
-    await binder.bind_consumer(
-        consumer_spec(topic, unique("g"), options={"reset_offsets": "earliest"}), handler
+    await consume(
+        binder, consumer_spec(topic, unique("g"), options={"reset_offsets": "earliest"}), handler
     )
     await wait_for(lambda: table == {"a": 5, "b": 4, "c": 3}, what="the last-value table")
 
@@ -163,7 +162,7 @@ async def test_plain_aiokafka_producer_to_eventbinder_consumer(binder: Any, topi
     async def handler(message: Message) -> None:
         got.append(message)
 
-    await binder.bind_consumer(consumer_spec(topic), handler)
+    await consume(binder, consumer_spec(topic), handler)
     plain = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
     await plain.start()
     try:
@@ -220,7 +219,7 @@ async def test_slow_handler_keeps_the_buffer_bounded(binder: Any, topic: str) ->
         await release.wait()
         handled.append(1)
 
-    consumer = await binder.bind_consumer(consumer_spec(topic, unique("g"), prefetch=10), handler)
+    consumer = await consume(binder, consumer_spec(topic, unique("g"), prefetch=10), handler)
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         assert consumer._in_flight <= 10
@@ -235,7 +234,7 @@ async def test_spring_style_quoted_content_type_is_understood(binder: Any, topic
     async def handler(message: Message) -> None:
         got.append(message)
 
-    await binder.bind_consumer(consumer_spec(topic), handler)
+    await consume(binder, consumer_spec(topic), handler)
     plain = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
     await plain.start()
     try:

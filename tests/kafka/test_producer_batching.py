@@ -90,7 +90,7 @@ async def test_cancelling_one_publisher_does_not_fail_its_batch_mates(
 ) -> None:
     producer = await binder.bind_producer(producer_spec(topic))
     await producer.publish(Message(b"999"))  # metadata known: later publishes never suspend
-    tasks = [asyncio.create_task(producer.publish(Message(b"%03d" % i))) for i in range(100)]
+    tasks = [asyncio.ensure_future(producer.publish(Message(b"%03d" % i))) for i in range(100)]
     await asyncio.sleep(0)  # every record is appended to the same open batch
     tasks[10].cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -104,9 +104,9 @@ async def test_close_flushes_batches_still_lingering(topic: str) -> None:
     binder = make_binder(linger_ms=60_000)
     await binder.start()
     producer = await binder.bind_producer(producer_spec(topic))
-    first = asyncio.create_task(producer.publish(Message(b"100")))
+    first = asyncio.ensure_future(producer.publish(Message(b"100")))
     await asyncio.wait_for(binder._producer.partitions_for(topic), 10)
-    tasks = [asyncio.create_task(producer.publish(Message(b"%d" % i))) for i in range(50)]
+    tasks = [asyncio.ensure_future(producer.publish(Message(b"%d" % i))) for i in range(50)]
     await asyncio.sleep(0)  # appended to a batch that would linger for a minute
     async with asyncio.timeout(10):
         await binder.close()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from binder.message import Message
+from binder.testing import consume
 
 from .helpers import consumer_spec, producer_spec, unique, wait_for
 
@@ -46,7 +47,7 @@ async def test_broker_restart_mid_stream_loses_nothing(binder: Any, topic: str) 
         received.add(value)
         deliveries.append(value)
 
-    await binder.bind_consumer(consumer_spec(topic, group, concurrency=3), handler)
+    await consume(binder, consumer_spec(topic, group, concurrency=3), handler)
 
     async def publish(i: int) -> None:
         # At-least-once on the producing side too: a publish the broker did not

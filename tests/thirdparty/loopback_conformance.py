@@ -13,6 +13,7 @@ from typing import Any
 
 from binder.message import Message
 from binder.spi import ConsumerSpec, ProducerSpec
+from binder.testing import consume
 from binder.testing.conformance import BinderConformance, wait_until
 
 QUEUE_SIZE = 64
@@ -43,8 +44,9 @@ class TestLoopbackConformance(BinderConformance):
             started.set()
             await release.wait()
 
-        consumer = await binder.bind_consumer(
-            ConsumerSpec(binding="bp-in-0", destination="bp"), stuck
+        # The engine holds one message (in the handler): the queue behind it fills up.
+        consumer = await consume(
+            binder, ConsumerSpec(binding="bp-in-0", destination="bp", prefetch=1), stuck
         )
         producer = await binder.bind_producer(ProducerSpec(binding="bp-out-0", destination="bp"))
         await producer.publish(Message(b"0"))
@@ -52,13 +54,13 @@ class TestLoopbackConformance(BinderConformance):
         for n in range(QUEUE_SIZE):
             await producer.publish(Message(str(n + 1).encode()))
         assert consumer.queue.full()
-        blocked = asyncio.create_task(producer.publish(Message(b"one too many")))
+        blocked = asyncio.ensure_future(producer.publish(Message(b"one too many")))
         for _ in range(5):
             await asyncio.sleep(0)
         assert not blocked.done(), "backpressure: a publish waits while the queue is full"
         closing = asyncio.create_task(consumer.close())
+        release.set()  # the engine drains (the handler returns), then the binding closes
         await asyncio.wait_for(blocked, self.timeout)  # released by the close
-        release.set()
         await asyncio.wait_for(closing, self.timeout)
 
     async def test_each_binder_instance_has_its_own_subscribers(self, registry: Any) -> None:
@@ -70,7 +72,7 @@ class TestLoopbackConformance(BinderConformance):
         async def collect(message: Message) -> None:
             got.append(message)
 
-        await second.bind_consumer(ConsumerSpec(binding="x-in-0", destination="x"), collect)
+        await consume(second, ConsumerSpec(binding="x-in-0", destination="x"), collect)
         producer = await first.bind_producer(ProducerSpec(binding="x-out-0", destination="x"))
         await producer.publish(Message(b"only for first"))
         assert second._subscribers["x"][0].queue.empty()

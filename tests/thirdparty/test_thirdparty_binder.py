@@ -214,8 +214,9 @@ def test_conformance_suite_passes_on_the_loopback_binder(site: Path) -> None:
     passed = int(re.search(r"(\d+) passed", summary).group(1))  # type: ignore[union-attr]
     skipped = re.search(r"(\d+) skipped", summary)
     assert "failed" not in summary and "error" not in summary, result.stdout
-    # skipped: group load sharing and ordering, which the binder declares it lacks
-    assert skipped is not None and int(skipped.group(1)) == 2, summary
+    # skipped: group load sharing, ordering (of messages and of function outputs) and
+    # the kill-and-restart test (no durable groups): all declared missing by the binder
+    assert skipped is not None and int(skipped.group(1)) == 4, summary
     assert passed >= 12, summary
 
 

@@ -4,8 +4,9 @@
   puts a copy into each (waiting while a queue is full: backpressure, no unbounded
   buffer; a subscriber that closes releases waiting publishers).  A message published
   while nobody subscribes goes nowhere.
-* ``concurrency`` workers take from a subscriber's queue.  A handler that raises gets
-  the same message again with ``delivery_attempt`` increased (redelivery on nack).
+* A subscriber moves messages from its queue into the core's delivery engine (its
+  sink) while the engine has room; the engine calls the handler.  A nacked message is
+  queued again with ``delivery_attempt`` increased (redelivery on nack).
 * Dead letters are kept in :attr:`LoopbackBinder.dead_letters`, oldest first.
 * No consumer groups, no partitions, no ordering guarantee beyond ``concurrency=1``:
   declared false in :data:`CAPABILITIES`, and a binding asking for them is refused
@@ -21,9 +22,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from binder.message import Message
-from binder.spi import Capabilities, ConsumerSpec, Failure, Handler, ProducerSpec, require
+from binder.spi import (
+    Capabilities,
+    ConsumerSpec,
+    Delivery,
+    DeliverySink,
+    Failure,
+    ProducerSpec,
+    require,
+)
 
-__all__ = ["CAPABILITIES", "LoopbackBinder", "LoopbackConsumer", "LoopbackProducer"]
+__all__ = [
+    "CAPABILITIES",
+    "LoopbackBinder",
+    "LoopbackConsumer",
+    "LoopbackDelivery",
+    "LoopbackProducer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,34 +66,52 @@ class LoopbackProducer:
         self._binder = binder
         self._closed = False
 
-    async def publish(self, message: Message) -> None:
-        """Return once every current subscriber's queue holds the message."""
+    def publish(self, message: Message) -> asyncio.Future[None]:
+        """Queue ``message`` for every current subscriber; the future resolves once every
+        subscriber's queue holds it (it waits while a queue is full)."""
         if self._closed:
             raise RuntimeError(f"loopback producer {self.spec.binding!r} is closed")
-        await self._binder.deliver(self.spec.destination, message)
+        return asyncio.ensure_future(self._binder.deliver(self.spec.destination, message))
 
     async def close(self) -> None:
         """Nothing is buffered on the producer side; idempotent."""
         self._closed = True
 
 
+class LoopbackDelivery(Delivery):
+    """A message taken from a subscriber's queue."""
+
+    __slots__ = ("consumer",)
+
+    def __init__(self, message: Message, consumer: LoopbackConsumer) -> None:
+        super().__init__(message, None)  # no ordering: declared ordering=False
+        self.consumer = consumer
+
+    def ack(self) -> None:
+        """Nothing to confirm in process."""
+
+    def nack(self) -> None:
+        """Queue it again, one delivery attempt further."""
+        self.consumer.redeliver(self.message)
+
+    def release(self) -> None:
+        """Never handled: an anonymous subscriber's messages go with it when it closes."""
+
+
 class LoopbackConsumer:
-    """An anonymous subscriber: its own queue and ``concurrency`` workers."""
+    """An anonymous subscriber: its own queue, drained into the engine while it has room."""
 
     def __init__(
-        self, binder: LoopbackBinder, spec: ConsumerSpec, handler: Handler, queue_size: int
+        self, binder: LoopbackBinder, spec: ConsumerSpec, sink: DeliverySink, queue_size: int
     ) -> None:
         self.spec = spec
         self.queue: asyncio.Queue[Message] = asyncio.Queue(queue_size)
         self._binder = binder
-        self._handler = handler
+        self._sink = sink
         self._closing = False
         self._closed = asyncio.Event()
-        self._idle: set[asyncio.Task[None]] = set()
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"loopback:{spec.binding}:{i}")
-            for i in range(spec.concurrency)
-        ]
+        self._offers: set[asyncio.Future[None]] = set()
+        self._fetcher = asyncio.create_task(self._fetch(), name=f"loopback:{spec.binding}")
 
     async def offer(self, message: Message) -> None:
         """Queue ``message``, waiting while the queue is full; give up once closed."""
@@ -97,47 +130,40 @@ class LoopbackConsumer:
             put.cancel()
             closed.cancel()
 
-    async def _work(self) -> None:
-        me = asyncio.current_task()
-        assert me is not None
-        while not self._closing:
-            self._idle.add(me)
-            try:
-                message = await self.queue.get()
-            finally:
-                self._idle.discard(me)
-            await self._deliver(message)
+    def redeliver(self, message: Message) -> None:
+        """Queue a nacked message again (dropped, with a warning, once closing)."""
+        if self._closing:
+            log.warning("%s: closing; dropping unacknowledged message", self.spec.binding)
+            return
+        again = message.copy(delivery_attempt=message.delivery_attempt + 1)
+        task = asyncio.ensure_future(self.offer(again))
+        self._offers.add(task)
+        task.add_done_callback(self._offers.discard)
 
-    async def _deliver(self, message: Message) -> None:
+    async def _fetch(self) -> None:
+        sink = self._sink
         while True:
-            try:
-                await self._handler(message)
-                return
-            except Exception:
-                if self._closing:
-                    log.warning("%s: closing; dropping unacknowledged message", self.spec.binding)
-                    return
-                log.debug("%s: handler failed; redelivering", self.spec.binding, exc_info=True)
-                message = message.copy(delivery_attempt=message.delivery_attempt + 1)
-                await asyncio.sleep(0)  # let other work run between redeliveries
+            await sink.wait_for_room()
+            message = await self.queue.get()
+            sink.deliver(LoopbackDelivery(message, self))
 
-    async def dead_letter(self, message: Message, failure: Failure) -> None:
+    async def dead_letter(self, delivery: Delivery, failure: Failure) -> None:
         """Keep a copy with the failure headers in the binder's dead-letter list."""
-        dead = message.copy(delivery_attempt=1)
+        dead = delivery.message.copy(delivery_attempt=1)
         dead.headers.update(failure.headers())
-        if isinstance(self.spec.dead_letter, str):
+        if self.spec.dead_letter is not None:
             dead.headers["x-dead-letter-destination"] = self.spec.dead_letter
         self._binder.dead_letters.append(dead)
 
     async def close(self) -> None:
-        """Unsubscribe, stop idle workers, let busy ones finish their message; idempotent."""
+        """Unsubscribe and stop taking messages; idempotent."""
         if not self._closing:
             self._closing = True
             self._closed.set()  # publishers waiting for queue space give up
             self._binder.unsubscribe(self)
-            for task in self._idle:
-                task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+            self._fetcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._fetcher
 
 
 class LoopbackBinder:
@@ -157,6 +183,10 @@ class LoopbackBinder:
         """Nothing to connect to."""
         self._started = True
 
+    def dead_letter_destination(self, destination: str, group: str | None) -> str:
+        """A name for the record: dead letters stay in :attr:`dead_letters`."""
+        return f"{destination}.dlq"
+
     async def provision(
         self, destination: str, group: str | None, options: Mapping[str, Any]
     ) -> None:
@@ -165,7 +195,7 @@ class LoopbackBinder:
             require(self.capabilities, "consumer_groups", self.name, f"group {group!r}")
         self._subscribers.setdefault(destination, [])
 
-    async def bind_consumer(self, spec: ConsumerSpec, handler: Handler) -> LoopbackConsumer:
+    async def bind_consumer(self, spec: ConsumerSpec, sink: DeliverySink) -> LoopbackConsumer:
         """Subscribe anonymously to ``spec.destination``."""
         if spec.group is not None:
             require(
@@ -176,7 +206,7 @@ class LoopbackBinder:
             )
         if spec.partitioned or spec.instance_count > 1:
             require(self.capabilities, "partitioning", self.name, f"binding {spec.binding}")
-        consumer = LoopbackConsumer(self, spec, handler, self.queue_size)
+        consumer = LoopbackConsumer(self, spec, sink, self.queue_size)
         self._subscribers.setdefault(spec.destination, []).append(consumer)
         return consumer
 
