@@ -25,6 +25,7 @@ from binder.config import load_settings
 from binder.plugins import load_registry
 from binder.runtime import Runtime
 from binder.spi import ConsumerSpec
+from binder.testing import consume
 from binders.memory.binder import MemoryBinder
 
 WINDOW = 1000  # messages the publisher may run ahead of the receiver
@@ -33,6 +34,15 @@ WINDOW = 1000  # messages the publisher may run ahead of the receiver
 def price(order: dict) -> dict:
     """The handler under test: a little arithmetic on a decoded order."""
     return {"order_id": order["id"], "item": order["item"], "total": order["qty"] * 2.5}
+
+
+async def price_async(order: dict) -> dict:
+    """The same handler as a coroutine function."""
+    return {"order_id": order["id"], "item": order["item"], "total": order["qty"] * 2.5}
+
+
+#: ``def`` handlers run in a worker thread by default; ``loop`` is ``threaded=False``.
+HANDLERS = ("def", "async", "loop")
 
 
 def payloads(count: int) -> list[bytes]:
@@ -64,10 +74,15 @@ async def plain(count: int, data: list[bytes]) -> float:
     return count / (time.perf_counter() - start)
 
 
-async def framework(count: int, data: list[bytes]) -> tuple[float, list[float]]:
+async def framework(
+    count: int, data: list[bytes], handler: str = "def"
+) -> tuple[float, list[float]]:
     """The eventbinder path; returns msg/s and RSS samples taken along the way."""
     app = App("bench")
-    app.function(input="orders", output="invoices", group="pricing")(price)
+    declare = app.function(
+        input="orders", output="invoices", group="pricing", threaded=handler != "loop"
+    )
+    declare(price_async if handler == "async" else price)
     memory = MemoryBinder()
     registry = load_registry()
     settings = load_settings({}, registry=registry, discover=False, environ={})
@@ -82,8 +97,8 @@ async def framework(count: int, data: list[bytes]) -> tuple[float, list[float]]:
         if received % WINDOW == 0 or received == count:
             caught_up.set()
 
-    await memory.bind_consumer(
-        ConsumerSpec(binding="bench-in", destination="invoices", group="receiver"), receive
+    await consume(
+        memory, ConsumerSpec(binding="bench-in", destination="invoices", group="receiver"), receive
     )
     broker, n = memory.broker, len(data)
     samples: list[float] = []
@@ -110,13 +125,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run both sides and print a small report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument(
+        "--handler",
+        choices=HANDLERS,
+        default="def",
+        help="def (a worker thread, the default for plain functions), async, or loop "
+        "(threaded=False)",
+    )
     args = parser.parse_args(argv)
     data = payloads(args.messages)
     asyncio.run(plain(min(args.messages, 20_000), data))  # warm-up
     plain_rate = asyncio.run(plain(args.messages, data))
-    ours, samples = asyncio.run(framework(args.messages, data))
+    ours, samples = asyncio.run(framework(args.messages, data, args.handler))
     report = {
         "messages": args.messages,
+        "handler": args.handler,
         "plain_msgs_per_s": round(plain_rate),
         "plain_us_per_msg": round(1e6 / plain_rate, 2),
         "eventbinder_msgs_per_s": round(ours),

@@ -122,7 +122,7 @@ class Delivery:
     attributes starting with ``_`` belong to the engine.
     """
 
-    __slots__ = ("_failures", "_lane", "_output", "_skip", "_state", "_verdict", "lane", "message")
+    __slots__ = ("_failures", "_lane", "_output", "_state", "_verdict", "lane", "message")
 
     def __init__(self, message: Message, lane: Hashable | None = None) -> None:
         self.message = message
@@ -132,7 +132,6 @@ class Delivery:
         self._verdict = 0
         self._output: Message | None = None
         self._failures = 0
-        self._skip = False
 
     def ack(self) -> None:
         """Handled, its outputs confirmed (or dead-lettered): settle it for good."""

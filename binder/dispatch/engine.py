@@ -33,7 +33,7 @@ import functools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Awaitable, Callable, Collection, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,7 @@ from binder.dispatch.retry import OutputFailed, RetryPolicy, is_permanent
 from binder.dispatch.threads import CallThreads, WorkerThreads
 from binder.errors import DecodeError
 from binder.message import Message
-from binder.middleware.base import Middleware
+from binder.middleware import Middleware, chain
 from binder.spi import DEFAULT_PREFETCH, ConsumerBinding, Delivery, Failure, Handler
 
 __all__ = [
@@ -56,8 +56,9 @@ __all__ = [
 
 log = logging.getLogger("binder.dispatch")
 
-# Delivery._state
-_QUEUED, _RUNNING, _RETURNED, _FINISHED = 0, 1, 2, 3
+# Delivery._state: waiting in the engine, handed to a worker thread (not started),
+# started, returned (output unconfirmed), being released, finished (settled or about to be)
+_QUEUED, _HANDED, _RUNNING, _RETURNED, _RELEASING, _FINISHED = 0, 1, 2, 3, 4, 5
 # Delivery._verdict: how a finished delivery is settled
 _ACK, _NACK, _RELEASE = 1, 2, 3
 # Outcomes of an attempt in a worker thread
@@ -188,7 +189,6 @@ class Dispatcher:
         self._stopping.set()
         free, self._free = self._free, deque()
         for delivery in free:
-            delivery._skip = True
             self._finish(delivery, _RELEASE)
         self._ready.clear()
         for lane in list(self._lanes.values()):
@@ -291,14 +291,10 @@ class Dispatcher:
         raise NotImplementedError
 
     def _release_lane(self, lane: _Lane) -> None:
-        """Release what is queued in ``lane``; flag what a thread has not started."""
+        """Release the deliveries of ``lane`` that have not started."""
         queued, lane.queued = lane.queued, deque()
         for delivery in queued:
-            delivery._skip = True
             self._finish(delivery, _RELEASE)
-        for delivery in lane.order:
-            if delivery._state == _RUNNING:
-                delivery._skip = True  # a worker thread skips it unless already started
 
     def _next_lane(self) -> _Lane | None:
         """The next ready lane that still has queued deliveries (discard may empty one)."""
@@ -337,11 +333,16 @@ class Dispatcher:
         assert isinstance(call, HandlerCall) and call.output is not None
         assert delivery._output is not None
         try:
-            confirmed = asyncio.ensure_future(call.output.producer.publish(delivery._output))
+            confirmed = call.output.producer.publish(delivery._output)
+            if not isinstance(confirmed, asyncio.Future):
+                confirmed = asyncio.ensure_future(confirmed)
         except Exception as exc:
             self._publish_failed(delivery, exc)
             return
-        confirmed.add_done_callback(functools.partial(self._published, delivery))
+        if confirmed.done():  # confirmed at once (in-memory): no trip through the loop
+            self._published(delivery, confirmed)
+        else:
+            confirmed.add_done_callback(functools.partial(self._published, delivery))
 
     def _published(self, delivery: Delivery, confirmed: asyncio.Future[None]) -> None:
         if confirmed.cancelled():
@@ -468,17 +469,20 @@ class Dispatcher:
     def _settle(self, delivery: Delivery) -> None:
         verdict = delivery._verdict
         delivery._output = None
-        if verdict == _ACK:
-            self._call(delivery.ack, delivery)
-            self.stats.handled += 1
-            if self._on_handled is not None:
-                self._on_handled()
-        elif verdict == _NACK:
-            self._call(delivery.nack, delivery)
-            self.stats.failed += 1
-        else:
-            self._call(delivery.release, delivery)
         self._count -= 1
+        try:
+            if verdict == _ACK:
+                self.stats.handled += 1
+                delivery.ack()
+            elif verdict == _NACK:
+                self.stats.failed += 1
+                delivery.nack()
+            else:
+                delivery.release()
+        except Exception:
+            log.exception("%s: settling message %s failed", self.name, delivery.message.message_id)
+        if verdict == _ACK and self._on_handled is not None:
+            self._on_handled()
 
     def _call(self, settle: Callable[[], None], delivery: Delivery) -> None:
         try:
@@ -539,31 +543,38 @@ class LoopDispatcher(Dispatcher):
         self._workers: list[asyncio.Task[None]] = []
         self._idle: deque[asyncio.Future[None]] = deque()
         self._threads: CallThreads | None = None
-        self._attempt = self._build_attempt()
+        self._build_attempt()
 
-    def _build_attempt(self) -> Handler:
+    def _build_attempt(self) -> None:
+        """How one attempt runs: straight calls without plugin middleware, else a chain
+        of middleware whose innermost layer finds its delivery in a context variable."""
         call = self.plan.call
+        self._sync: Callable[[Message], Message | None] | None = None
+        self._direct: Callable[[Message], Awaitable[Message | None]] | None = None
+        self._chain: Handler | None = None
         if call.is_async:
-
-            async def inner(message: Message) -> None:
-                _current.get()._output = await call.run_async(message)
-
+            direct = call.run_async
         elif self.plan.threaded:
             threads = self._threads = CallThreads(self.concurrency, f"eventbinder:{self.name}")
 
-            async def inner(message: Message) -> None:
-                run = functools.partial(call.run_sync, message)
-                _current.get()._output = await threads.call(run)
+            async def direct(message: Message) -> Message | None:
+                return await threads.call(functools.partial(call.run_sync, message))  # type: ignore[no-any-return]
 
         else:
+            self._sync = call.run_sync
 
-            async def inner(message: Message) -> None:
-                _current.get()._output = call.run_sync(message)
+            async def direct(message: Message) -> Message | None:
+                return call.run_sync(message)
 
-        handler: Handler = inner
-        for wrap in reversed(self.plan.middleware):
-            handler = wrap(handler)
-        return handler
+        if not self.plan.middleware:
+            self._direct = direct
+            return
+        self._sync = None
+
+        async def inner(message: Message) -> None:
+            _current.get()._output = await direct(message)
+
+        self._chain = chain(inner, self.plan.middleware)
 
     def start(self) -> None:
         """Start ``concurrency`` worker tasks."""
@@ -625,32 +636,38 @@ class LoopDispatcher(Dispatcher):
 
     async def _run(self, delivery: Delivery) -> None:
         """Every attempt at ``delivery``, then hand it on (publish, dead-letter, settle)."""
-        token = _current.set(delivery)
         message = delivery.message
         failures = 0
-        try:
-            while True:
-                try:
-                    await self._attempt(message)
-                except asyncio.CancelledError:
-                    self._finish(delivery, _RELEASE)
-                    raise
-                except Exception as exc:
-                    failures += 1
-                    if is_permanent(exc) or failures >= self._policy.max_attempts:
-                        self._failed(delivery, exc, failures)
-                        return
-                    delay = self._policy.delay(failures)
-                    self._log_retry(message.delivery_attempt, exc, delay)
-                    if await self._interrupted(delay):
-                        self._finish(delivery, _RELEASE)
-                        return
-                    message = message.copy(delivery_attempt=message.delivery_attempt + 1)
+        while True:
+            try:
+                if self._sync is not None:
+                    delivery._output = self._sync(message)
+                elif self._direct is not None:
+                    delivery._output = await self._direct(message)
                 else:
-                    self._returned(delivery)
+                    assert self._chain is not None
+                    token = _current.set(delivery)
+                    try:
+                        await self._chain(message)
+                    finally:
+                        _current.reset(token)
+            except asyncio.CancelledError:
+                self._finish(delivery, _RELEASE)
+                raise
+            except Exception as exc:
+                failures += 1
+                if is_permanent(exc) or failures >= self._policy.max_attempts:
+                    self._failed(delivery, exc, failures)
                     return
-        finally:
-            _current.reset(token)
+                delay = self._policy.delay(failures)
+                self._log_retry(message.delivery_attempt, exc, delay)
+                if await self._interrupted(delay):
+                    self._finish(delivery, _RELEASE)
+                    return
+                message = message.copy(delivery_attempt=message.delivery_attempt + 1)
+            else:
+                self._returned(delivery)
+                return
 
 
 class ThreadDispatcher(Dispatcher):
@@ -679,6 +696,10 @@ class ThreadDispatcher(Dispatcher):
             self.concurrency, f"eventbinder:{self.name}", self._execute, self._results
         )
         self._stop = threading.Event()
+        # A delivery handed to a thread is either started by the thread or released by
+        # the loop, never both: both sides change its state from _HANDED under this lock.
+        self._claim = threading.Lock()
+        self._handed_free: set[Delivery] = set()  # lane-less ones handed to a thread
 
     async def close(self) -> None:
         """Stop the threads once their queued deliveries are skipped; idempotent."""
@@ -687,9 +708,26 @@ class ThreadDispatcher(Dispatcher):
         self._threads.close()
 
     def stop_intake(self) -> None:
-        """As :meth:`Dispatcher.stop_intake`; also wakes attempts waiting in a backoff."""
+        """As :meth:`Dispatcher.stop_intake`; also releases deliveries queued in the
+        threads and wakes attempts waiting in a backoff."""
         self._stop.set()
+        was_open = self._open
         super().stop_intake()
+        if was_open:
+            self._release_handed(list(self._handed_free))
+
+    def _release_lane(self, lane: _Lane) -> None:
+        super()._release_lane(lane)
+        self._release_handed([d for d in lane.order if d._state == _HANDED])
+
+    def _release_handed(self, candidates: list[Delivery]) -> None:
+        """Release deliveries queued in a thread that the thread has not started."""
+        with self._claim:
+            victims = [d for d in candidates if d._state == _HANDED]
+            for delivery in victims:
+                delivery._state = _RELEASING
+        for delivery in victims:
+            self._finish(delivery, _RELEASE)
 
     def _lane_has_work(self, lane: _Lane) -> None:
         if lane.thread >= 0:
@@ -712,7 +750,8 @@ class ThreadDispatcher(Dispatcher):
                     self._push_lane(lane, index)
             else:
                 delivery = self._free.popleft()
-                delivery._state = _RUNNING
+                delivery._state = _HANDED
+                self._handed_free.add(delivery)
                 threads.submit(index, delivery)
 
     def _push_lane(self, lane: _Lane, index: int) -> None:
@@ -720,14 +759,16 @@ class ThreadDispatcher(Dispatcher):
         queued = lane.queued
         while queued:
             delivery = queued.popleft()
-            delivery._state = _RUNNING
+            delivery._state = _HANDED
             lane.in_thread += 1
             submit(index, delivery)
 
     def _execute(self, delivery: Delivery) -> tuple[int, Any, int]:
         """In a worker thread: every attempt at ``delivery``."""
-        if delivery._skip or self._stop.is_set():
-            return _SKIPPED, None, 0
+        with self._claim:
+            if delivery._state != _HANDED or self._stop.is_set():
+                return _SKIPPED, None, 0
+            delivery._state = _RUNNING
         message = delivery.message
         failures = 0
         while True:
@@ -753,6 +794,8 @@ class ThreadDispatcher(Dispatcher):
                     lane.thread = -1
                     if lane.queued:
                         self._lane_has_work(lane)
+            else:
+                self._handed_free.discard(delivery)
             if self._closed:
                 continue
             if isinstance(result, BaseException):  # the worker itself broke
