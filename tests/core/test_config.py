@@ -276,6 +276,29 @@ def test_unknown_binding_key_names_file_key_line(tmp_path: Path, registry: Binde
     assert (err.source, err.key, err.line) == (str(path), "bindings.bill-in-0.max_attemps", 5)
 
 
+def test_runtime_section_defaults_and_overrides(tmp_path: Path, registry: BinderRegistry) -> None:
+    assert load_settings({}, registry=registry, environ={}).runtime == {"blocked_loop_warning": 1.0}
+    path = write(tmp_path, "binder.yaml", "runtime:\n  blocked_loop_warning: 0.25\n")
+    settings = load_settings(path, registry=registry, environ={})
+    assert settings.runtime["blocked_loop_warning"] == 0.25
+    assert settings.redacted()["runtime"] == {"blocked_loop_warning": 0.25}
+    environ = {"EVENTBINDER_RUNTIME__BLOCKED_LOOP_WARNING": "0"}
+    assert load_settings(path, registry=registry, environ=environ).runtime == {
+        "blocked_loop_warning": 0
+    }
+
+
+def test_runtime_section_errors_name_file_key_and_line(
+    tmp_path: Path, registry: BinderRegistry
+) -> None:
+    path = write(tmp_path, "binder.yaml", "runtime:\n  blocked_loop_warnin: 2\n")
+    err = config_error(path, registry)
+    assert (err.key, err.line) == ("runtime.blocked_loop_warnin", 2)
+    assert 'did you mean "blocked_loop_warning"?' in str(err)
+    err = config_error({"runtime": {"blocked_loop_warning": -1}}, registry)
+    assert err.key == "runtime.blocked_loop_warning"
+
+
 def test_unknown_binding_key_suggests_binder_type(registry: BinderRegistry) -> None:
     err = config_error({"bindings": {"a-in-0": {"fakebrokr": {}}}}, registry)
     assert 'did you mean "fakebroker"?' in str(err)
