@@ -182,7 +182,7 @@ class App:
             raise NotRunningError(f"app {self.name!r} is not running")
         return self._runtime
 
-    async def send(
+    def send(
         self,
         destination: str,
         payload: Any,
@@ -190,12 +190,16 @@ class App:
         headers: Mapping[str, str] | None = None,
         key: str | None = None,
         content_type: str | None = None,
-    ) -> None:
+    ) -> Awaitable[None]:
         """Publish to any destination, from a handler or from outside one.
 
         Like Spring's StreamBridge: a binding named ``destination`` in the config may
-        choose the binder, the real destination and the content type.
+        choose the binder, the real destination and the content type.  Returns an
+        awaitable that completes once the broker confirmed the message (``await
+        app.send(...)``); messages sent one after another without awaiting each go out
+        in that order, many in flight at once.  Raises :class:`NotRunningError` at
+        once when the app is not running.
         """
-        await self.runtime.send(
+        return self.runtime.send(
             destination, payload, headers=headers, key=key, content_type=content_type
         )

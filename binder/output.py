@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,6 +84,24 @@ class OutputPort:
         if self._partitions > 1 and message.key is not None and message.partition is None:
             message.partition = partition_for(message.key, self._partitions)
 
+    def send(
+        self,
+        value: Any,
+        *,
+        source: Message | None = None,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+        content_type: str | None = None,
+    ) -> asyncio.Future[None]:
+        """Queue ``value`` for publishing; the future resolves once the broker confirmed it."""
+        message = self.to_message(
+            value, source=source, headers=headers, key=key, content_type=content_type
+        )
+        confirmed = self.producer.publish(message)
+        if isinstance(confirmed, asyncio.Future):
+            return confirmed
+        return asyncio.ensure_future(confirmed)
+
     async def publish(
         self,
         value: Any,
@@ -92,7 +111,7 @@ class OutputPort:
         key: str | None = None,
         content_type: str | None = None,
     ) -> Message:
-        """Publish ``value``; return once the broker accepted it."""
+        """Publish ``value``; return the message once the broker accepted it."""
         message = self.to_message(
             value, source=source, headers=headers, key=key, content_type=content_type
         )

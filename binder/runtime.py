@@ -342,7 +342,7 @@ class Runtime:
 
     # -- dynamic destinations --------------------------------------------------------
 
-    async def send(
+    def send(
         self,
         destination: str,
         payload: Any,
@@ -350,24 +350,43 @@ class Runtime:
         headers: Mapping[str, str] | None = None,
         key: str | None = None,
         content_type: str | None = None,
-    ) -> None:
-        """Publish to ``destination`` through a producer bound on first use."""
+    ) -> asyncio.Future[None]:
+        """Publish to ``destination`` through a producer bound on first use.
+
+        Returns a future resolved once the broker confirmed the message (see
+        :meth:`binder.App.send`); messages sent one after another go out in order.
+        """
         if not self._started or self._stopped:
             raise NotRunningError(f"app {self.app.name!r} is not running")
         port = self._dynamic.get(destination)
         if port is None:
-            async with self._dynamic_lock:
-                port = self._dynamic.get(destination)
-                if port is None:
-                    settings = resolve_dynamic(destination, self.settings)
-                    if settings.binder not in self.binders:
-                        self.binders[settings.binder] = self._factory(
-                            self.settings.binders[settings.binder]
-                        )
-                        await self._connect(settings.binder)
-                    port = await self._bind_producer(settings)
-                    self._dynamic[destination] = port
-        await port.publish(payload, headers=headers, key=key, content_type=content_type)
+            return asyncio.ensure_future(
+                self._send_first(destination, payload, headers, key, content_type)
+            )
+        return port.send(payload, headers=headers, key=key, content_type=content_type)
+
+    async def _send_first(
+        self,
+        destination: str,
+        payload: Any,
+        headers: Mapping[str, str] | None,
+        key: str | None,
+        content_type: str | None,
+    ) -> None:
+        # Sends racing the first bind queue on the lock (FIFO), so they keep their order.
+        async with self._dynamic_lock:
+            port = self._dynamic.get(destination)
+            if port is None:
+                settings = resolve_dynamic(destination, self.settings)
+                if settings.binder not in self.binders:
+                    self.binders[settings.binder] = self._factory(
+                        self.settings.binders[settings.binder]
+                    )
+                    await self._connect(settings.binder)
+                port = await self._bind_producer(settings)
+                self._dynamic[destination] = port
+            confirmed = port.send(payload, headers=headers, key=key, content_type=content_type)
+        await confirmed
 
     # -- status ----------------------------------------------------------------------
 

@@ -254,7 +254,8 @@ class Dispatcher:
             lane.order.append(delivery)
             lane.queued.append(delivery)
             self._lane_has_work(lane)
-        self._schedule()
+        if self._wants_schedule():
+            self._schedule()
 
     @property
     def room(self) -> int:
@@ -289,6 +290,10 @@ class Dispatcher:
 
     def _schedule(self) -> None:
         raise NotImplementedError
+
+    def _wants_schedule(self) -> bool:
+        """Whether a new delivery may start something now (cheap; saves calls)."""
+        return True
 
     def _release_lane(self, lane: _Lane) -> None:
         """Release the deliveries of ``lane`` that have not started."""
@@ -599,6 +604,9 @@ class LoopDispatcher(Dispatcher):
         if not lane.busy and not lane.ready:
             lane.ready = True
             self._ready.append(lane)
+
+    def _wants_schedule(self) -> bool:
+        return bool(self._idle)
 
     def _schedule(self) -> None:
         idle = self._idle

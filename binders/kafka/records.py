@@ -48,15 +48,12 @@ def to_record(message: Message, extra_headers: dict[str, str] | None = None) -> 
     )
 
 
-def _text(value: bytes | None) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", errors="replace")
-
-
 def from_record(record: Any, delivery_attempt: int = 1) -> Message:
     """Build the message for an aiokafka ``ConsumerRecord`` with raw bytes key/value."""
-    headers = {name: _text(value) for name, value in record.headers or ()}
+    headers = {
+        name: value.decode("utf-8", "replace") if value is not None else ""
+        for name, value in record.headers or ()
+    }
     content_type = headers.pop(CONTENT_TYPE_HEADER, None)
     if content_type and content_type[0] == '"' == content_type[-1] and len(content_type) > 1:
         # Spring Kafka's JSON header mapper writes header strings JSON-quoted.
@@ -64,14 +61,17 @@ def from_record(record: Any, delivery_attempt: int = 1) -> Message:
     message_id = headers.pop(MESSAGE_ID_HEADER, None) or (
         f"{record.topic}-{record.partition}-{record.offset}"
     )
+    key = record.key
+    value = record.value
+    timestamp = record.timestamp
     return Message(
-        payload=record.value if record.value is not None else b"",
-        headers=headers,
-        key=_text(record.key) if record.key is not None else None,
-        content_type=content_type,
-        message_id=message_id,
-        timestamp=record.timestamp / 1000.0 if record.timestamp is not None else 0.0,
-        delivery_attempt=delivery_attempt,
-        destination=record.topic,
-        partition=record.partition,
+        value if value is not None else b"",
+        headers,
+        key.decode("utf-8", "replace") if key is not None else None,
+        content_type,
+        message_id,
+        timestamp / 1000.0 if timestamp is not None else 0.0,
+        delivery_attempt,
+        record.topic,
+        record.partition,
     )

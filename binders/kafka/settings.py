@@ -138,7 +138,7 @@ CONSUMER_SCHEMA: dict[str, Option] = {
         help="replay: seek to 'earliest', 'latest' or an ISO timestamp on first assignment",
     ),
     "max_poll_records": Option(
-        int, 500, check=positive, help="records buffered per binding when prefetch is unset"
+        int, 500, check=positive, help="records per fetch at most (prefetch bounds the unsettled)"
     ),
     "redelivery_delay": Option(
         float, 0.1, check=non_negative, help="seconds before a failed record is delivered again"
