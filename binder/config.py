@@ -8,7 +8,7 @@ Shape (see docs/configuration.md for the full reference)::
       memory: {type: memory}
     bindings:
       default: {max_attempts: 3}
-      bill-in-0: {destination: orders, group: billing, binder: rabbit, rabbit: {prefetch: 10}}
+      bill-in-0: {destination: orders, group: billing, binder: rabbit, prefetch: 10}
 
 Every :class:`ConfigError` raised here names its source (the file, ``<mapping>`` or
 ``environment variable EVENTBINDER_...``), the dotted key path and, for YAML files, the

@@ -4,20 +4,33 @@ A binder owns two AMQP connections, each driven by its own I/O thread (see
 :mod:`binders.rabbit.link` for the bridge): one for publishing (producers, dead
 letters, provisioning) and one for consuming, as RabbitMQ recommends, so flow control
 on publishers never stalls deliveries and acks.
+
+The binder only moves bytes: each delivery goes to the core's delivery engine (the
+binding's sink) as a :class:`RabbitDelivery`, which the engine settles with
+``basic.ack`` or ``basic.reject(requeue=True)``; ordering, concurrency, retries and
+dead-letter decisions are the engine's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+from binder.backoff import Backoff
 from binder.errors import BinderError
 from binder.message import Message
 from binder.partitioning import partition_for
-from binder.spi import Capabilities, ConsumerSpec, Failure, Handler, ProducerSpec, require
+from binder.spi import (
+    Capabilities,
+    ConsumerSpec,
+    Delivery,
+    DeliverySink,
+    Failure,
+    ProducerSpec,
+    require,
+)
 from binders.rabbit.codec import from_amqp, to_amqp
 from binders.rabbit.connection import connection_factory
 from binders.rabbit.link import ConsumerHandle, Link, Publish
@@ -28,6 +41,7 @@ from binders.rabbit.topology import (
     Decl,
     QueueDecl,
     consumer_topology,
+    dead_letter_queue,
     dead_letter_target,
     dead_letter_topology,
     destination_topology,
@@ -38,6 +52,7 @@ __all__ = [
     "RABBIT_CAPABILITIES",
     "RabbitBinder",
     "RabbitConsumerBinding",
+    "RabbitDelivery",
     "RabbitProducerBinding",
 ]
 
@@ -53,9 +68,6 @@ RABBIT_CAPABILITIES = Capabilities(
     partitioning=True,
     redelivery_on_nack=True,
 )
-
-_NACK_MEMORY = 10_000
-_STOP = object()
 
 
 def _with_defaults(options: Mapping[str, Any], consumer: bool) -> dict[str, Any]:
@@ -77,11 +89,13 @@ def _queue_own_decls(decls: list[Decl], queue: str) -> list[Decl]:
 
 
 class RabbitProducerBinding:
-    """Publishes to the destination's exchange; ``publish`` returns after the confirm."""
+    """Publishes to the destination's exchange; ``publish`` queues and returns a future
+    resolved by RabbitMQ's publisher confirm."""
 
     def __init__(self, binder: RabbitBinder, spec: ProducerSpec, options: dict[str, Any]) -> None:
         self.spec = spec
         self._binder = binder
+        self._loop = binder._loop
         self._link = binder._publisher
         self._options = options
         self._persistent = bool(options["persistent"])
@@ -116,11 +130,13 @@ class RabbitProducerBinding:
             return message.key
         return destination
 
-    async def publish(self, message: Message) -> None:
-        """Publish ``message``; return once RabbitMQ confirmed it (raise if it did not)."""
+    def publish(self, message: Message) -> asyncio.Future[None]:
+        """Queue ``message`` (in call order) and return a future resolved once RabbitMQ
+        confirmed it; it fails with :class:`~binders.rabbit.link.PublishFailed` (or
+        :class:`~binders.rabbit.link.LinkError`) when RabbitMQ did not take it."""
         if self._closed:
             raise BinderError(f"producer binding {self.spec.binding!r} is closed")
-        future: asyncio.Future[None] = self._binder._loop.create_future()
+        future: asyncio.Future[None] = self._loop.create_future()
         pub = Publish(
             self._exchange,
             self.routing_key(message),
@@ -130,37 +146,61 @@ class RabbitProducerBinding:
         )
         self._in_flight += 1
         self._idle.clear()
-        try:
-            self._link.publish(pub)
-            await future
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+        future.add_done_callback(self._published)
+        self._link.publish(pub)
+        return future
+
+    def _published(self, _: asyncio.Future[None]) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
 
     async def close(self) -> None:
-        """Wait for publishes in flight, then refuse new ones; idempotent."""
+        """Refuse new publishes, then wait for those in flight; idempotent."""
         self._closed = True
         await self._idle.wait()
 
 
-class _Delivery:
-    __slots__ = ("epoch", "exchange", "message", "routing_key", "tag")
+class RabbitDelivery(Delivery):
+    """One AMQP delivery: its channel's delivery tag and epoch, and where it came from
+    (the exchange and routing key it was published with, for the dead letter)."""
 
-    def __init__(self, message: Message, tag: int, epoch: int, exchange: str, routing_key: str):
-        self.message = message
+    __slots__ = ("binding", "epoch", "exchange", "routing_key", "tag")
+
+    def __init__(
+        self,
+        binding: RabbitConsumerBinding,
+        message: Message,
+        lane: Hashable | None,
+        tag: int,
+        epoch: int,
+        exchange: str,
+        routing_key: str,
+    ) -> None:
+        super().__init__(message, lane)
+        self.binding = binding
         self.tag = tag
         self.epoch = epoch
         self.exchange = exchange
         self.routing_key = routing_key
 
+    def ack(self) -> None:
+        """``basic.ack`` (queued for the I/O thread; dropped if the channel died)."""
+        binding = self.binding
+        binding._link.ack(binding.handle, self.epoch, self.tag, True)
+
+    def nack(self) -> None:
+        """``basic.reject(requeue=True)``: RabbitMQ delivers it again."""
+        binding = self.binding
+        binding._link.ack(binding.handle, self.epoch, self.tag, False)
+
 
 class RabbitConsumerBinding:
-    """Deliveries from one queue to ``handler``, ``concurrency`` at a time, ordered per key.
+    """Deliveries from one queue, handed to the sink as :class:`RabbitDelivery` objects.
 
-    RabbitMQ bounds the unacked deliveries with ``basic.qos`` (the prefetch), so the
-    in-process inbox never holds more than the prefetch.  Messages with the same
-    ordering token (partition, else key) are handled one at a time, in order.
+    RabbitMQ bounds the unacked deliveries with ``basic.qos`` set to ``spec.prefetch``,
+    the engine's window.  The lane of a delivery is the partition for a partitioned
+    consumer, else the message key (``None`` without a key: no order needed).
     """
 
     def __init__(
@@ -168,7 +208,7 @@ class RabbitConsumerBinding:
         binder: RabbitBinder,
         link: Link,
         spec: ConsumerSpec,
-        handler: Handler,
+        sink: DeliverySink,
         options: dict[str, Any],
         queue: str,
         decls: list[Decl],
@@ -177,116 +217,70 @@ class RabbitConsumerBinding:
         self.queue = queue
         self._binder = binder
         self._link = link
-        self._handler = handler
+        self._sink = sink
         self._options = options
-        self._dlq_name, self._dlq_key = dead_letter_target(
-            spec.destination, spec.group, spec.dead_letter or True
-        )
+        self._partition = spec.instance_index if spec.partitioned else None
+        if spec.dead_letter is not None:
+            self._dlq_name, self._dlq_key = dead_letter_target(
+                spec.destination, spec.group, spec.dead_letter
+            )
         self._exchange = "" if options["default_exchange"] else spec.destination
-        prefetch = options.get("prefetch") or spec.max_in_flight
-        self.handle = ConsumerHandle(queue, max(prefetch, 1), decls, self._deliver)
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
-        self._lanes: dict[Hashable, deque[_Delivery]] = {}
-        self._origins: dict[str, tuple[str, str]] = {}
-        self._nacks: OrderedDict[str, int] = OrderedDict()
-        self._workers: list[asyncio.Task[None]] = []
-        self._closing = False
-        self._closed = asyncio.Event()
+        self.handle = ConsumerHandle(queue, max(spec.prefetch, 1), decls, self._deliver)
+        self._closing: asyncio.Future[None] | None = None
         self._dlq_declared = spec.group is not None  # anonymous: declared on first use
 
     async def start(self) -> None:
-        """Start the workers and the AMQP consumer (queue declared and bound first)."""
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"rabbit:{self.spec.binding}:{i}")
-            for i in range(max(self.spec.concurrency, 1))
-        ]
-        try:
-            await self._link.add_consumer(self.handle)
-        except BaseException:
-            for worker in self._workers:
-                worker.cancel()
-            raise
+        """Start the AMQP consumer (queue declared and bound first)."""
+        await self._link.add_consumer(self.handle)
 
     # called on the event loop by the I/O thread, one chunk per turn
     def _deliver(self, batch: list[Any], epoch: int) -> None:
         destination = self.spec.destination
-        partition = self.spec.instance_index if self.spec.partitioned else None
-        put = self._inbox.put_nowait
+        partition = self._partition
+        deliver = self._sink.deliver
         for raw in batch:
             info = raw.delivery_info
             message = from_amqp(raw, destination)
-            message.partition = partition
-            message.delivery_attempt = self._attempt(message, raw, info["redelivered"])
-            put(
-                _Delivery(
-                    message, info["delivery_tag"], epoch, info["exchange"], info["routing_key"]
+            attempt = 2 if info["redelivered"] else 1
+            headers = raw.properties.get("application_headers")
+            if headers:
+                count = headers.get("x-delivery-count")  # quorum queues
+                if isinstance(count, int) and count >= attempt:
+                    attempt = count + 1
+            message.delivery_attempt = attempt
+            if partition is not None:
+                message.partition = partition
+                lane: Hashable | None = partition
+            else:
+                lane = message.key
+            deliver(
+                RabbitDelivery(
+                    self,
+                    message,
+                    lane,
+                    info["delivery_tag"],
+                    epoch,
+                    info["exchange"],
+                    info["routing_key"],
                 )
             )
 
-    def _attempt(self, message: Message, raw: Any, redelivered: bool) -> int:
-        attempt = 2 if redelivered else 1
-        count = (raw.properties.get("application_headers") or {}).get("x-delivery-count")
-        if isinstance(count, int):
-            attempt = max(attempt, count + 1)
-        return max(attempt, self._nacks.get(message.message_id, 0) + 1)
-
-    async def _work(self) -> None:
-        inbox = self._inbox
-        lanes = self._lanes
-        while True:
-            item = await inbox.get()
-            if item is _STOP:
-                return
-            message = item.message
-            token = message.partition if message.partition is not None else message.key
-            if token is None:
-                await self._process(item)
-                continue
-            lane = lanes.get(token)
-            if lane is not None:  # another worker is handling this token: queue behind it
-                lane.append(item)
-                continue
-            lane = lanes[token] = deque()
-            try:
-                await self._process(item)
-                while lane:
-                    await self._process(lane.popleft())
-            finally:
-                del lanes[token]
-
-    async def _process(self, delivery: _Delivery) -> None:
-        if self._closing:
-            self._link.ack(self.handle, delivery.epoch, delivery.tag, False)
-            return
-        message = delivery.message
-        message_id = message.message_id
-        self._origins[message_id] = (delivery.exchange, delivery.routing_key)
-        try:
-            await self._handler(message)
-        except Exception:
-            log.debug("%s: handler failed; redelivering", self.spec.binding, exc_info=True)
-            self._nacks[message_id] = self._nacks.get(message_id, 0) + 1
-            self._nacks.move_to_end(message_id)
-            if len(self._nacks) > _NACK_MEMORY:
-                self._nacks.popitem(last=False)
-            self._link.ack(self.handle, delivery.epoch, delivery.tag, False)
-        else:
-            self._nacks.pop(message_id, None)
-            self._link.ack(self.handle, delivery.epoch, delivery.tag, True)
-        finally:
-            self._origins.pop(message_id, None)
-
-    async def dead_letter(self, message: Message, failure: Failure) -> None:
-        """Publish a copy to ``DLX`` -> the DLQ with the failure and Spring headers."""
+    async def dead_letter(self, delivery: Delivery, failure: Failure) -> None:
+        """Publish a copy to ``DLX`` -> the DLQ with the failure and Spring headers;
+        return once RabbitMQ confirmed it."""
+        if self.spec.dead_letter is None:
+            raise BinderError(f"binding {self.spec.binding!r} has dead letters turned off")
         if not self._dlq_declared:
             if self._options["declare"] and self._options["auto_bind_dlq"]:
                 await self._binder._publisher.declare(
                     dead_letter_topology(self._dlq_name, self._dlq_key)
                 )
             self._dlq_declared = True
-        exchange, routing_key = self._origins.get(
-            message.message_id, (self._exchange, self.spec.destination)
-        )
+        if isinstance(delivery, RabbitDelivery):
+            exchange, routing_key = delivery.exchange, delivery.routing_key
+        else:
+            exchange, routing_key = self._exchange, self.spec.destination
+        message = delivery.message
         headers = dict(message.headers)
         headers.update(failure.headers())
         headers["x-original-exchange"] = exchange
@@ -299,29 +293,29 @@ class RabbitConsumerBinding:
         await future
 
     async def close(self) -> None:
-        """Cancel the AMQP consumer, finish in-flight handlers, requeue the rest."""
-        if self._closing:
-            await self._closed.wait()
+        """Cancel the AMQP consumer and close its channel; idempotent.
+
+        The engine has settled every delivery by now; the acks it queued go out before
+        the channel closes (the link keeps that order).  Whatever is still unacked
+        (deliveries in flight when the consumer was cancelled) RabbitMQ requeues.
+        """
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
             return
-        self._closing = True
+        self._closing = self._binder._loop.create_future()
         try:
-            if self._link.connected:
-                await self._link.cancel_consumer(self.handle)
-        except Exception as exc:  # the connection may be gone; RabbitMQ redelivers
-            log.debug("%s: cancel failed: %s", self.spec.binding, exc)
-        for _ in self._workers:
-            self._inbox.put_nowait(_STOP)
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        while not self._inbox.empty():
-            item = self._inbox.get_nowait()
-            if item is not _STOP:
-                self._link.ack(self.handle, item.epoch, item.tag, False)
-        try:
-            await self._link.close_consumer(self.handle)
-        except Exception as exc:
-            log.debug("%s: closing the channel failed: %s", self.spec.binding, exc)
-        self._binder._forget(self)
-        self._closed.set()
+            try:
+                if self._link.connected:
+                    await self._link.cancel_consumer(self.handle)
+            except Exception as exc:  # the connection may be gone; RabbitMQ requeues
+                log.debug("%s: cancel failed: %s", self.spec.binding, exc)
+            try:
+                await self._link.close_consumer(self.handle)
+            except Exception as exc:
+                log.debug("%s: closing the channel failed: %s", self.spec.binding, exc)
+            self._binder._forget(self)
+        finally:
+            self._closing.set_result(None)
 
 
 class RabbitBinder:
@@ -351,9 +345,11 @@ class RabbitBinder:
             f"{self.name}/{role}",
             self._connect,
             self._loop,
-            reconnect_initial=s.get("reconnect_initial", 0.2),
-            reconnect_max=s.get("reconnect_max", 10.0),
-            reconnect_multiplier=s.get("reconnect_multiplier", 2.0),
+            backoff=Backoff(
+                initial=s.get("reconnect_initial", 0.2),
+                multiplier=s.get("reconnect_multiplier", 2.0),
+                maximum=s.get("reconnect_max", 10.0),
+            ),
             publish_timeout=s.get("publish_timeout", 60.0),
         )
         self._links.append(link)
@@ -384,6 +380,14 @@ class RabbitBinder:
                     raise
                 self._consumer_link = link
             return self._consumer_link
+
+    def dead_letter_destination(self, destination: str, group: str | None) -> str:
+        """The conventional DLQ: ``<destination>.<group or 'anonymous'>.dlq``.
+
+        Its messages go through the ``DLX`` exchange with routing key
+        ``<destination>.<group>``, as in Spring Cloud Stream.
+        """
+        return dead_letter_queue(destination, group)
 
     def _require_started(self) -> None:
         if not self._started:
@@ -422,8 +426,8 @@ class RabbitBinder:
         self._producers.append(producer)
         return producer
 
-    async def bind_consumer(self, spec: ConsumerSpec, handler: Handler) -> RabbitConsumerBinding:
-        """Declare and bind the queue, then start consuming it."""
+    async def bind_consumer(self, spec: ConsumerSpec, sink: DeliverySink) -> RabbitConsumerBinding:
+        """Declare and bind the queue, then start consuming it into ``sink``."""
         self._require_started()
         if spec.group is not None:
             require(self.capabilities, "consumer_groups", "rabbit", f"binding {spec.binding}")
@@ -444,7 +448,7 @@ class RabbitBinder:
             anonymous = spec.group is None and not opts["default_exchange"]
             top.decls = _queue_own_decls(top.decls, top.queue) if anonymous else []
         link = await self._consumer()
-        binding = RabbitConsumerBinding(self, link, spec, handler, opts, top.queue, top.decls)
+        binding = RabbitConsumerBinding(self, link, spec, sink, opts, top.queue, top.decls)
         await binding.start()
         self._consumers.append(binding)
         return binding

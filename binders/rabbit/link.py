@@ -1,7 +1,7 @@
 """One AMQP connection, owned and driven by one I/O thread, bridged to asyncio.
 
-Why this shape.  Measured with ``benchmarks/rabbit_throughput.py`` (20,000 x 100-byte
-JSON, prefetch 256, same broker and run; figures in docs/binders/rabbit.md):
+Why this shape.  Measured with ``benchmarks/rabbit_throughput.py`` when the binder still
+ran handlers itself (20,000 x 100-byte JSON, prefetch 256, same broker and run):
 
 * plain kombu with ``confirm_publish`` waits for each confirm: ~1,300 msg/s persistent
   produce->consume here; an asyncio bridge with a thread hop per message each way
@@ -26,22 +26,34 @@ The design:
   ``loop.call_soon_threadsafe`` per consumer per turn carrying all its deliveries, and
   one carrying all confirmed publishes.  There is no thread hop per message and no
   executor.
+* System calls are few (each one releases the GIL, and taking it back costs when the
+  event loop and handler threads are busy): on plain TCP one ``recv`` per turn takes
+  what the socket has and py-amqp parses frames from that; a turn's publishes, and its
+  acks, are written with one ``sendall`` each (:class:`SocketIO`).  py-amqp's
+  ``basic_publish`` polls the socket before every publish; the link sends the same
+  ``basic.publish`` method without that poll.
 * Publisher confirms are pipelined: the channel is put in confirm mode once
   (``confirm.select``), every publish gets the next delivery tag and stays in an
   "unconfirmed" table, and ``basic.ack``/``basic.nack`` (often with ``multiple``)
   resolve the matching asyncio futures.  Many publishes are in flight at once instead
   of kombu's ``confirm_publish`` wait-per-message.
-* Reconnection: on a connection error the thread reconnects with exponential backoff
-  (trying each URL in turn), re-declares the recorded topology, re-opens consumer
-  channels and re-publishes every publish that was not confirmed (at-least-once: a
-  publish is reported done only after its confirm; one not confirmed within
-  ``publish_timeout`` fails).  Unacked deliveries are redelivered by RabbitMQ; acks for
-  deliveries of a dead channel are dropped (tracked with an epoch per consumer).
+* Acks are coalesced: the acks and rejects queued since the last turn are sent
+  together, and a run of acks that leaves no unsettled delivery below it on its channel
+  becomes one ``basic.ack(multiple=True)`` (see :meth:`Link._settle_channel` for why
+  that is safe).
+* Reconnection: on a connection error the thread reconnects with the core's jittered
+  exponential :class:`~binder.backoff.Backoff` (trying each URL in turn), re-declares
+  the recorded topology, re-opens consumer channels and re-publishes every publish that
+  was not confirmed (at-least-once: a publish is reported done only after its confirm;
+  one not confirmed within ``publish_timeout`` fails).  Unacked deliveries are
+  redelivered by RabbitMQ; acks for deliveries of a dead channel are dropped (tracked
+  with an epoch per consumer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
@@ -55,16 +67,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from binder.backoff import Backoff
 from binder.errors import BinderError
 from binder.redaction import redact_url
+from binders.rabbit.socket_io import SocketIO
 from binders.rabbit.topology import BindDecl, Decl, ExchangeDecl, QueueDecl
 
 __all__ = ["ConsumerHandle", "Link", "LinkError", "Publish", "PublishFailed"]
 
 log = logging.getLogger("binders.rabbit")
 
-_MAX_FRAMES_PER_TURN = 512
-_CONFIRM_CLOSE = 0.0
+_MAX_FRAMES_PER_TURN = 1536
+#: Settled delivery tags remembered above a consumer's lowest unsettled one; past this
+#: (one delivery held for very long while thousands pass it) acks are no longer
+#: coalesced on that channel, so the memory stays bounded.
+_MAX_SETTLED_AHEAD = 65_536
+#: The reconnect backoff when none is given.
+DEFAULT_BACKOFF = Backoff(initial=0.2, multiplier=2.0, maximum=10.0)
 
 
 class LinkError(BinderError):
@@ -103,6 +122,12 @@ class ConsumerHandle:
     tag: str = ""
     cancelled: bool = False
     batch: list[Any] = field(default_factory=list)
+    # Ack coalescing on the current channel (I/O thread only; reset with the epoch):
+    floor: int = 0
+    """Every delivery tag up to this one is settled (acked or rejected)."""
+    ahead: set[int] = field(default_factory=set)
+    """Settled tags above ``floor``."""
+    coalesce: bool = True
 
 
 def _declare(channel: Any, decl: Decl) -> None:
@@ -132,18 +157,18 @@ class Link:
         connect: Callable[[], Any],
         loop: asyncio.AbstractEventLoop,
         *,
-        reconnect_initial: float = 0.2,
-        reconnect_max: float = 10.0,
-        reconnect_multiplier: float = 2.0,
+        backoff: Backoff = DEFAULT_BACKOFF,
         publish_timeout: float = 60.0,
     ) -> None:
         self.label = label
         self._connect_fn = connect
         self._loop = loop
-        self._reconnect = (reconnect_initial, reconnect_max, reconnect_multiplier)
+        self._backoff = backoff
         self._publish_timeout = publish_timeout
         self._outbox: deque[Publish] = deque()
-        self._commands: deque[Callable[[], None]] = deque()
+        # Commands for the I/O thread, in order: callables, and acks as
+        # (handle, epoch, delivery tag, ok) tuples (no closure per ack).
+        self._commands: deque[Any] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -155,6 +180,7 @@ class Link:
         self._calls: set[asyncio.Future[Any]] = set()  # event loop side only
         # Everything below is touched by the I/O thread only.
         self._kconn: Any = None
+        self._io: SocketIO | None = None
         self._conn: Any = None
         self._control: Any = None  # publishes, in confirm mode
         self._admin: Any = None  # declarations: an error there must not hit publishes
@@ -199,9 +225,13 @@ class Link:
         self._wake()
 
     def ack(self, handle: ConsumerHandle, epoch: int, tag: int, ok: bool) -> None:
-        """Ack (``ok``) or reject-and-requeue a delivery; dropped if its channel died."""
-        self._commands.append(lambda: self._do_ack(handle, epoch, tag, ok))
-        self._wake()
+        """Ack (``ok``) or reject-and-requeue a delivery; dropped if its channel died.
+
+        Acks and commands (e.g. :meth:`close_consumer`) are carried out in call order.
+        """
+        self._commands.append((handle, epoch, tag, ok))
+        if not self._wake_pending:
+            self._wake()
 
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the I/O thread (once connected) and return its result."""
@@ -303,8 +333,8 @@ class Link:
     # ------------------------------------------------------------------ I/O thread side
 
     def _run(self) -> None:
-        initial, maximum, multiplier = self._reconnect
-        delay = initial
+        backoff = self._backoff
+        failures = 0  # consecutive failed or short-lived connections
         first = True
         served_from = time.monotonic()
         try:
@@ -316,6 +346,8 @@ class Link:
                     if first:
                         self._post(_set_exception, self._started, LinkError(_describe(exc)))
                         return
+                    failures += 1
+                    delay = backoff.delay(failures)
                     log.warning(
                         "%s: reconnect failed (%s); next attempt in %.1fs",
                         self.label,
@@ -324,7 +356,6 @@ class Link:
                     )
                     self._sleep(delay)
                     self._expire_publishes()
-                    delay = min(delay * multiplier, maximum)
                     continue
                 try:
                     self._restore()
@@ -350,11 +381,12 @@ class Link:
                     self.connected = False
                     self._drop_connection()
                 if not self._stopping:
-                    # a connection that dies at once must not make a busy reconnect loop
-                    if time.monotonic() - served_from > maximum:
-                        delay = initial
-                    self._sleep(delay)
-                    delay = min(delay * multiplier, maximum)
+                    # a connection that dies at once must not make a busy reconnect loop;
+                    # one that served a while starts the backoff over
+                    if time.monotonic() - served_from > backoff.maximum:
+                        failures = 0
+                    failures += 1
+                    self._sleep(backoff.delay(failures))
         finally:
             self._shutdown()
 
@@ -400,6 +432,7 @@ class Link:
 
     def _restore(self) -> None:
         """After (re)connecting: control channel, topology, consumers, unconfirmed publishes."""
+        self._io = SocketIO.install(self._conn.transport)
         self._open_control()
         for decl in list(self._decls):
             self._declare(decl)
@@ -424,6 +457,9 @@ class Link:
         handle.epoch += 1
         handle.channel = channel
         handle.batch = []
+        handle.floor = 0  # delivery tags start at 1 on every channel
+        handle.ahead = set()
+        handle.coalesce = True
 
         def on_message(message: Any, handle: ConsumerHandle = handle) -> None:
             if not handle.batch:
@@ -446,12 +482,13 @@ class Link:
         tick = min(1.0, heartbeat / 4) if heartbeat else 1.0
         next_tick = time.monotonic() + tick
         ssl_sock = isinstance(sock, ssl.SSLSocket)
+        io = self._io
         while not self._stopping:
             self._run_commands()
             self._send_publishes()
             self._flush()
-            if ssl_sock and sock.pending():
-                readable: list[Any] = [sock]
+            if (io is not None and io.frame_ready()) or (ssl_sock and sock.pending()):
+                readable: list[Any] = [sock]  # frames already buffered
             else:
                 readable, _, _ = select.select([sock, wake], [], [], tick)
             if wake in readable:
@@ -470,32 +507,150 @@ class Link:
         conn = self._conn
         from amqp.exceptions import ChannelError
 
+        io = self._io
+        if io is None:  # TLS: py-amqp's own reads
+            for _ in range(_MAX_FRAMES_PER_TURN):
+                try:
+                    conn.drain_events(timeout=0)
+                except TimeoutError:
+                    return
+                except ChannelError as exc:
+                    self._repair_channels(exc)
+            return
+        io.fill()
+        transport = conn.transport
         for _ in range(_MAX_FRAMES_PER_TURN):
-            try:
-                conn.drain_events(timeout=0)
-            except TimeoutError:
+            if not io.frame_ready():
                 return
+            frame = transport.read_frame()  # from the buffer: never blocks
+            try:
+                conn.on_inbound_frame(frame)
             except ChannelError as exc:
                 self._repair_channels(exc)
 
     def _run_commands(self) -> None:
+        """Carry out the commands queued so far, in order; acks between two commands
+        go out together (see :meth:`_settle`)."""
+        commands = self._commands
+        acks: list[tuple[ConsumerHandle, int, int, bool]] = []
+        # Only what is queued now: a busy event loop must not keep the thread from reading.
+        for _ in range(len(commands)):
+            command = commands.popleft()
+            if type(command) is tuple:
+                acks.append(command)
+                continue
+            if acks:
+                self._guarded(self._settle, acks)
+                acks = []
+            self._guarded(command)
+        if acks:
+            self._guarded(self._settle, acks)
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
         from amqp.exceptions import ChannelError
 
-        commands = self._commands
-        while commands:
-            command = commands.popleft()
-            try:
-                command()
-            except ChannelError as exc:
-                self._repair_channels(exc)
-            except Exception as exc:
-                if _is_connection_error(exc):
-                    raise
-                log.debug("%s: command failed: %s", self.label, _describe(exc))
+        try:
+            fn(*args)
+        except ChannelError as exc:
+            self._repair_channels(exc)
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise
+            log.debug("%s: command failed: %s", self.label, _describe(exc))
+
+    def _settle(self, acks: list[tuple[ConsumerHandle, int, int, bool]]) -> None:
+        """Send acks and rejects; those of a channel that died since are dropped."""
+        channels: dict[ConsumerHandle, list[tuple[int, bool]]] = {}
+        for handle, epoch, tag, ok in acks:
+            if epoch != handle.epoch or handle.channel is None:
+                continue  # the channel died: RabbitMQ redelivers the message
+            settled = channels.get(handle)
+            if settled is None:
+                settled = channels[handle] = []
+            settled.append((tag, ok))
+        if not channels:
+            return
+        if self._io is None:
+            for handle, settled in channels.items():
+                self._settle_channel(handle, settled)
+            return
+        with self._io.batched():  # basic.ack and basic.reject wait for no reply
+            for handle, settled in channels.items():
+                self._settle_channel(handle, settled)
+
+    @staticmethod
+    def _settle_channel(handle: ConsumerHandle, settled: list[tuple[int, bool]]) -> None:
+        """Settle deliveries of one channel, as few ``basic.ack`` frames as is safe.
+
+        RabbitMQ numbers the deliveries of a channel 1, 2, 3...; ``basic.ack(t,
+        multiple=True)`` acks *every* unacked delivery up to ``t``, including ones not
+        settled yet, so it is only sent when none is left.  ``handle.floor`` is the
+        highest tag with every tag up to it settled, ``handle.ahead`` the settled tags
+        above it.  Rejects go first; then the floor moves up through the tags settled
+        so far (this batch included).  Every tag up to the new floor is then either
+        settled before, rejected just now, or an ack of this batch: one multiple ack at
+        the highest of those acks (unacked until now, so the broker knows the tag) acks
+        exactly them.  Acks above a gap go out one by one.
+        """
+        channel = handle.channel
+        if not channel.is_open:
+            return
+        acks: list[int] = []
+        for tag, ok in settled:
+            if ok:
+                acks.append(tag)
+            else:
+                channel.basic_reject(tag, requeue=True)
+        if not handle.coalesce:
+            for tag in acks:
+                channel.basic_ack(tag)
+            return
+        ahead = handle.ahead
+        ahead.update(tag for tag, _ in settled)
+        floor = handle.floor
+        while floor + 1 in ahead:
+            floor += 1
+            ahead.remove(floor)
+        handle.floor = floor
+        if not acks:
+            return
+        acks.sort()
+        covered = bisect.bisect_right(acks, floor)
+        if covered:
+            channel.basic_ack(acks[covered - 1], multiple=covered > 1)
+        for tag in acks[covered:]:
+            channel.basic_ack(tag)
+        if len(ahead) > _MAX_SETTLED_AHEAD:
+            handle.coalesce = False
+            ahead.clear()
 
     def _send_publishes(self) -> None:
+        if not self._outbox:
+            return
+        written: list[Publish] = []  # sent without confirms: done once written
+        if self._io is None:
+            self._send_queued(written)
+        else:
+            try:
+                with self._io.batched():
+                    self._send_queued(written)
+            except BaseException:
+                # The connection failed with them (maybe) still in the buffer: send them
+                # again after the reconnect, like the unconfirmed ones.
+                for pub in reversed(written):
+                    self._outbox.appendleft(pub)
+                raise
+        self._done.extend(pub.future for pub in written)
+
+    def _send_queued(self, written: list[Publish]) -> None:
+        from amqp import spec
+
         outbox = self._outbox
-        channel = self._control
+        # basic.publish as py-amqp's basic_publish sends it, without the poll of the
+        # socket it makes first on every call (for connection.blocked notifications,
+        # which this thread reads with every other frame anyway).
+        send = self._control.send_method
+        method = spec.Basic.Publish
         unconfirmed = self._unconfirmed
         order = self._confirm_order
         while outbox:
@@ -503,7 +658,7 @@ class Link:
             if pub.expired or pub.future.done():  # reported failed, or cancelled
                 continue
             try:
-                channel.basic_publish(pub.message, pub.exchange, pub.routing_key)
+                send(method, "Bssbb", (0, pub.exchange, pub.routing_key, False, False), pub.message)
             except Exception as exc:
                 if not _is_connection_error(exc):  # e.g. a header py-amqp cannot encode
                     self._failed.append((pub.future, PublishFailed(_describe(exc))))
@@ -515,7 +670,7 @@ class Link:
                 unconfirmed[pub.tag] = pub
                 order.append(pub)
             else:
-                self._done.append(pub.future)
+                written.append(pub)
             self._next_tag += 1
 
     def _on_confirm(self, tag: int, multiple: bool) -> None:
@@ -571,15 +726,6 @@ class Link:
                 batch, handle.batch = handle.batch, []
                 self._post(handle.deliver, batch, handle.epoch)
 
-    def _do_ack(self, handle: ConsumerHandle, epoch: int, tag: int, ok: bool) -> None:
-        channel = handle.channel
-        if channel is None or epoch != handle.epoch or not channel.is_open:
-            return  # the channel died: RabbitMQ redelivers the message
-        if ok:
-            channel.basic_ack(tag)
-        else:
-            channel.basic_reject(tag, requeue=True)
-
     def _repair_channels(self, exc: BaseException) -> None:
         """A channel was closed by the broker (py-amqp reopened it): restore its role."""
         broken, self._broken_channels = self._broken_channels, set()
@@ -634,6 +780,7 @@ class Link:
         self._broken_channels.clear()
         self._control = None
         self._admin = None
+        self._io = None
         kconn, self._kconn, self._conn = self._kconn, None, None
         if kconn is not None:
             with contextlib.suppress(Exception):

@@ -113,10 +113,9 @@ BINDING_OPTIONS: dict[str, Option] = {
     "auto_bind_dlq": Option(bool, True, help="declare DLX and <queue>.dlq for group queues"),
 }
 
-CONSUMER_OPTIONS: dict[str, Option] = {
-    **BINDING_OPTIONS,
-    "prefetch": Option(int, None, check=positive, help="basic.qos; default the spec's prefetch"),
-}
+#: Consumers have no options of their own: the ``basic.qos`` prefetch is the binding's
+#: core ``prefetch`` (the engine's window of unsettled deliveries).
+CONSUMER_OPTIONS: dict[str, Option] = {**BINDING_OPTIONS}
 
 PRODUCER_OPTIONS: dict[str, Option] = {
     **BINDING_OPTIONS,

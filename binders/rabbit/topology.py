@@ -21,6 +21,7 @@ __all__ = [
     "Topology",
     "anonymous_queue_name",
     "consumer_topology",
+    "dead_letter_queue",
     "dead_letter_target",
     "destination_topology",
     "group_queue_topology",
@@ -96,14 +97,26 @@ def _dlq_routing_key(destination: str, group: str | None) -> str:
     return f"{destination}.{group or 'anonymous'}"
 
 
+def dead_letter_queue(destination: str, group: str | None) -> str:
+    """The conventional DLQ of a consumer: ``<destination>.<group or 'anonymous'>.dlq``."""
+    return f"{_dlq_routing_key(destination, group)}.dlq"
+
+
 def dead_letter_target(
-    destination: str, group: str | None, dead_letter: str | bool
+    destination: str, group: str | None, dead_letter: str | None = None
 ) -> tuple[str, str]:
-    """(DLQ name, DLX routing key) of a consumer: ``<dest>.<group>.dlq`` by default."""
-    if isinstance(dead_letter, str):
-        return dead_letter, dead_letter
+    """(DLQ name, DLX routing key) of a consumer dead-lettering to ``dead_letter``.
+
+    The conventional queue (``None``, or the name :func:`dead_letter_queue` gives) keeps
+    Spring's layout: ``<dest>.<group>.dlq`` bound to ``DLX`` with ``<dest>.<group>``,
+    the routing key the group queue's own ``x-dead-letter-routing-key`` uses.  Any
+    other name is a queue of that name bound to ``DLX`` with the name as key.
+    """
     key = _dlq_routing_key(destination, group)
-    return f"{key}.dlq", key
+    conventional = f"{key}.dlq"
+    if dead_letter is None or dead_letter == conventional:
+        return conventional, key
+    return dead_letter, dead_letter
 
 
 def dead_letter_topology(queue: str, routing_key: str) -> list[Decl]:
@@ -193,7 +206,7 @@ def group_queue_topology(
     queue = f"{destination}.{group}" if partition is None else f"{destination}.{group}-{partition}"
     dlq_key: str | None = None
     if options.get("auto_bind_dlq", True):
-        dlq_name, dlq_key = dead_letter_target(destination, group, True)
+        dlq_name, dlq_key = dead_letter_target(destination, group)
         top.add(*dead_letter_topology(dlq_name, dlq_key))
     top.queue = queue
     top.add(*destination_topology(destination, options))
@@ -214,12 +227,13 @@ def consumer_topology(
     options: Mapping[str, Any],
     *,
     partition: int | None = None,
-    dead_letter: str | bool = True,
+    dead_letter: str | None = None,
 ) -> Topology:
     """What a consumer declares; anonymous consumers get an exclusive auto-delete queue.
 
-    With a group, ``dead_letter`` and ``auto_bind_dlq`` the consumer's DLQ is declared
-    too, so :meth:`dead_letter` never publishes into an unbound routing key.
+    With a group, a ``dead_letter`` queue name (``None``: dead letters off) and
+    ``auto_bind_dlq`` the consumer's DLQ is declared too, so its dead letters never go
+    to an unbound routing key.
     """
     if group is not None or options.get("default_exchange"):
         top = group_queue_topology(destination, group or "", options, partition=partition)
@@ -227,7 +241,7 @@ def consumer_topology(
         top = _anonymous_topology(destination, options, partition)
     # An anonymous consumer's DLQ is declared on its first dead letter instead: anonymous
     # consumers come and go, and a durable queue each would pile up on the broker.
-    if group is not None and dead_letter is not False and options.get("auto_bind_dlq", True):
+    if group is not None and dead_letter is not None and options.get("auto_bind_dlq", True):
         top.add(*dead_letter_topology(*dead_letter_target(destination, group, dead_letter)))
     return top
 

@@ -8,7 +8,7 @@ import pytest
 import pytest_asyncio
 
 from binders.rabbit.binder import RabbitBinder
-from tests.rabbit.support import delete_tracked, make_binder
+from tests.rabbit.support import close_consumers, delete_tracked, make_binder
 
 
 @pytest.fixture(autouse=True)
@@ -20,9 +20,10 @@ def _delete_test_topology() -> Iterator[None]:
 
 @pytest_asyncio.fixture
 async def binder() -> AsyncIterator[RabbitBinder]:
-    """A fresh, started RabbitMQ binder, closed after the test."""
+    """A fresh, started RabbitMQ binder, closed after the test (its consumers first)."""
     instance = await make_binder()
     try:
         yield instance
     finally:
+        await close_consumers()
         await instance.close()

@@ -5,14 +5,19 @@ registry is shared."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Hashable
 from typing import Any
 
+from binder.app import App
+from binder.config import load_settings
 from binder.message import Message
-from binder.spi import ConsumerSpec
-from binder.testing import wait_until
+from binder.plugins import load_registry
+from binder.runtime import Runtime
+from binder.spi import ConsumerSpec, Delivery, Handler
+from binder.testing import BoundConsumer, consume, wait_until
 from binders.rabbit.binder import RabbitBinder
 from binders.rabbit.options import validate_binding_options, validate_settings
 from binders.rabbit.topology import ExchangeDecl, QueueDecl
@@ -128,18 +133,36 @@ class Collector:
         return self.messages
 
 
+_bound: list[BoundConsumer] = []
+
+
+async def bind(binder: RabbitBinder, spec: ConsumerSpec, handler: Handler) -> BoundConsumer:
+    """``consume`` (through the delivery engine), closed by :func:`close_consumers`."""
+    bound = await consume(binder, spec, handler)
+    _bound.append(bound)
+    return bound
+
+
+async def close_consumers() -> None:
+    """Drain and close what :func:`bind` bound (idempotent: safe after the binder closed)."""
+    bound = list(reversed(_bound))
+    _bound.clear()
+    for consumer in bound:
+        with contextlib.suppress(Exception):
+            await consumer.close(timeout=10.0)
+
+
 async def read_queue(
     binder: RabbitBinder, queue: str, count: int, timeout: float = 10.0
 ) -> list[Message]:
     """Consume ``count`` messages from the existing queue ``queue`` (default exchange)."""
     collector = Collector()
-    consumer = await binder.bind_consumer(
+    consumer = await consume(
+        binder,
         ConsumerSpec(
             binding="read-queue",
             destination=queue,
             group="reader",
-            dead_letter=False,
-            prefetch=max(count, 1),
             options=consumer_options(default_exchange=True),
         ),
         collector,
@@ -148,3 +171,87 @@ async def read_queue(
         return list(await collector.wait_for(count, timeout))
     finally:
         await consumer.close()
+
+
+class RecordingSink:
+    """A :class:`~binder.spi.DeliverySink` that only keeps the deliveries, for tests
+    that settle (or dead-letter) them by hand."""
+
+    def __init__(self, window: int = 256) -> None:
+        self.deliveries: list[Delivery] = []
+        self.window = window
+
+    def deliver(self, delivery: Delivery) -> None:
+        self.deliveries.append(delivery)
+
+    @property
+    def room(self) -> int:
+        return self.window - len(self.deliveries)
+
+    async def wait_for_room(self, at_least: int = 1) -> None:
+        await wait_until(lambda: self.room >= at_least, 30.0, "room")
+
+    def discard(self, lanes: Collection[Hashable]) -> None:
+        return None
+
+    async def revoke(self, lanes: Collection[Hashable]) -> None:
+        return None
+
+
+class _Shared:
+    """The test's binder, lent to a runtime: closing it is the test's business."""
+
+    def __init__(self, inner: RabbitBinder) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def close(self) -> None:
+        return None
+
+
+async def start_app(
+    binder: RabbitBinder, app: App, bindings: dict[str, Any] | None = None
+) -> Runtime:
+    """Run ``app`` through the full runtime (delivery engine, retries, dead letters) on
+    ``binder``; ``bindings`` is the config's ``bindings`` section."""
+    registry = load_registry()
+    settings = load_settings(
+        {
+            "binders": {"rabbit": {"type": "rabbit", "url": URL}},
+            "default_binder": "rabbit",
+            "bindings": bindings or {},
+        },
+        registry=registry,
+        discover=False,
+        environ={},
+    )
+    shared = _Shared(binder)
+    runtime = Runtime(app, settings, registry, binder_factory=lambda _: shared, fail_fast=True)
+    await runtime.start()
+    return runtime
+
+
+async def ready_count(binder: RabbitBinder, queue: str) -> int:
+    """Messages ready in ``queue``: neither delivered nor waiting for an ack."""
+
+    def count() -> int:
+        return int(binder._publisher._admin.queue_declare(queue, passive=True).message_count)
+
+    return int(await binder._publisher.call(count))
+
+
+async def wait_until_ready(
+    binder: RabbitBinder, queue: str, expected: int, timeout: float = 10.0
+) -> None:
+    """Wait (one broker round trip per check, with a deadline) until ``queue`` has
+    ``expected`` messages ready."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    ready = await ready_count(binder, queue)
+    while ready != expected:
+        if loop.time() >= deadline:
+            raise AssertionError(f"{queue}: {ready} message(s) ready, expected {expected}")
+        await asyncio.sleep(0.01)
+        ready = await ready_count(binder, queue)

@@ -12,7 +12,6 @@ from binder.plugins import BinderRegistry, load_registry
 from binder.spi import Binder
 from binder.testing.conformance import BinderConformance, ConformanceSettings
 from binders.rabbit.binder import RabbitBinder
-from binders.rabbit.topology import dead_letter_target
 from tests.rabbit.support import URL, read_queue, track
 
 pytestmark = pytest.mark.broker("rabbit")
@@ -20,7 +19,12 @@ pytestmark = pytest.mark.broker("rabbit")
 
 class TestRabbitConformance(BinderConformance):
     binder_settings = {"type": "rabbit", "url": URL, "reconnect_max": 1.0}
-    conformance = ConformanceSettings(receive_timeout=10.0)
+    # The blocking-handler test: RabbitMQ closes a connection that missed two
+    # heartbeats; with a 2 s heartbeat a handler blocking 3.5 s on the event loop would
+    # cost the session (it runs in a worker thread, so it must not).
+    conformance = ConformanceSettings(
+        receive_timeout=10.0, session_settings={"heartbeat": 2.0}, block_for=3.5
+    )
 
     @pytest.fixture
     def registry(self) -> BinderRegistry:
@@ -32,9 +36,9 @@ class TestRabbitConformance(BinderConformance):
     async def read_dead_letters(
         self, binder: Binder, destination: str, group: str | None, count: int, timeout: float
     ) -> list[Message]:
-        """Read the durable ``<destination>.<group>.dlq`` queue."""
+        """Read the durable DLQ (a queue, not an exchange one could subscribe to)."""
         assert isinstance(binder, RabbitBinder)
-        queue, _ = dead_letter_target(destination, group, True)
+        queue = binder.dead_letter_destination(destination, group)
         return await read_queue(binder, queue, count, timeout)
 
 

@@ -7,7 +7,12 @@ import pytest
 from binder.errors import ConfigError
 from binder.plugins import load_registry
 from binders.rabbit.connection import effective_urls
-from binders.rabbit.topology import consumer_topology, group_queue_topology
+from binders.rabbit.topology import (
+    QueueDecl,
+    consumer_topology,
+    dead_letter_target,
+    group_queue_topology,
+)
 
 
 def _type():  # type: ignore[no-untyped-def]
@@ -54,16 +59,42 @@ def test_username_and_password_settings_override_the_url() -> None:
         ({"exchange_type": "x-delayed"}, "exchange_type"),
         ({"binding_arguments": {"x-match": "all"}}, "binding_arguments"),
         ({"queue_type": "stream"}, "queue_type"),
-        ({"prefetch": 0}, "prefetch"),
         ({"ttl": -1}, "ttl"),
         ({"default_exchange": True, "exchange_type": "fanout"}, "exchange_type"),
-        ({"prefetc": 3}, "prefetc"),
+        ({"exchange_typ": "topic"}, "exchange_typ"),
     ],
 )
 def test_invalid_consumer_options_name_the_key(options: dict, key: str) -> None:
     with pytest.raises(ConfigError) as caught:
         _type().validate_binding_options(options, "consumer")
     assert caught.value.key == key
+
+
+def test_the_old_rabbit_prefetch_option_is_gone() -> None:
+    """The core binding key ``prefetch`` is the basic.qos now: one knob, not two."""
+    with pytest.raises(ConfigError, match="unknown key 'prefetch'") as caught:
+        _type().validate_binding_options({"prefetch": 16}, "consumer")
+    assert caught.value.key == "prefetch"
+
+
+def test_dead_letter_targets_keep_springs_layout() -> None:
+    assert dead_letter_target("orders", "billing") == ("orders.billing.dlq", "orders.billing")
+    assert dead_letter_target("orders", "billing", "orders.billing.dlq") == (
+        "orders.billing.dlq",
+        "orders.billing",
+    )
+    assert dead_letter_target("orders", None) == ("orders.anonymous.dlq", "orders.anonymous")
+    assert dead_letter_target("orders", "billing", "parking") == ("parking", "parking")
+
+
+def test_a_consumer_without_dead_letters_declares_no_dlq_of_its_own() -> None:
+    options = _type().validate_binding_options({"auto_bind_dlq": True}, "consumer")
+    parking = consumer_topology("orders", "billing", options, dead_letter="parking")
+    assert QueueDecl("parking") in parking.decls
+    off = consumer_topology("orders", "billing", options, dead_letter=None)
+    assert QueueDecl("parking") not in off.decls
+    # the group queue's own broker-side dead letters still have their DLQ
+    assert QueueDecl("orders.billing.dlq") in off.decls
 
 
 @pytest.mark.parametrize(

@@ -1,25 +1,36 @@
 """RabbitMQ-specific behaviour against the real broker: exchange types, routing keys,
-dead letters, partitions, queue arguments, pre-existing topologies, secrets."""
+dead letters, partitions, queue arguments, prefetch and acks, pre-existing topologies,
+secrets."""
 
 from __future__ import annotations
 
 import json
+import logging
+import random
 
 import pytest
 
+from binder.app import App
 from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ConsumerSpec, Failure, ProducerSpec
-from binders.rabbit.binder import RabbitBinder
+from binder.testing import wait_until
+from binders.rabbit.binder import RabbitBinder, RabbitDelivery
 from binders.rabbit.options import validate_settings
 from tests.rabbit.support import (
     Collector,
+    RecordingSink,
+    bind,
+    close_consumers,
     consumer_options,
     delete_later,
     fresh,
     make_binder,
     producer_options,
     read_queue,
+    ready_count,
+    start_app,
+    wait_until_ready,
 )
 
 pytestmark = pytest.mark.broker("rabbit")
@@ -33,7 +44,8 @@ async def _consume(
     binder: RabbitBinder, destination: str, group: str | None = None, **options: object
 ) -> Collector:
     collector = Collector()
-    await binder.bind_consumer(
+    await bind(
+        binder,
         ConsumerSpec(
             binding=f"{destination}-in",
             destination=destination,
@@ -197,7 +209,8 @@ async def test_quorum_queue_redelivers_with_delivery_count(binder: RabbitBinder)
         return message.delivery_attempt <= 2
 
     received = Collector(fail=fail_twice)
-    await binder.bind_consumer(
+    await bind(
+        binder,
         ConsumerSpec("in", destination, group, options=consumer_options(queue_type="quorum")),
         received,
     )
@@ -242,7 +255,8 @@ async def test_partitions_route_to_instance_queues(binder: RabbitBinder) -> None
     destination, group = fresh("parts"), fresh("g")
     instances = [Collector(), Collector()]
     for index, collector in enumerate(instances):
-        await binder.bind_consumer(
+        await bind(
+            binder,
             ConsumerSpec(
                 "in",
                 destination,
@@ -271,25 +285,28 @@ async def test_partitions_route_to_instance_queues(binder: RabbitBinder) -> None
 
 
 async def test_dead_letter_carries_spring_and_failure_headers(binder: RabbitBinder) -> None:
+    """Through the runtime: retries, then the dead letter with the failure headers and
+    the exchange and routing key the message arrived with."""
     destination, group = fresh("dead"), fresh("g")
-    bindings = []
+    app = App("dead")
+    attempts: list[int] = []
 
-    async def reject(message: Message) -> None:
-        try:
-            raise ValueError("no stock for item 42")
-        except ValueError as exc:
-            failure = Failure.from_exception(exc, attempts=3, destination=destination, group=group)
-        await bindings[0].dead_letter(message, failure)
+    @app.consumer(destination, group=group)
+    def reject(payload: dict, message: Message) -> None:
+        attempts.append(message.delivery_attempt)
+        raise ValueError(f"no stock for item {payload['id']}")
 
-    bindings.append(
-        await binder.bind_consumer(
-            ConsumerSpec("in", destination, group, options=consumer_options()), reject
-        )
+    runtime = await start_app(
+        binder, app, {"reject-in-0": {"max_attempts": 3, "backoff_initial": 0.01}}
     )
-    producer = await _producer(binder, destination, routing_key="orders.eu")
-    sent = _json({"id": 42}, headers={"tenant": "acme"}, key="c-7")
-    await producer.publish(sent)
-    [dead] = await read_queue(binder, f"{destination}.{group}.dlq", 1)
+    try:
+        producer = await _producer(binder, destination, routing_key="orders.eu")
+        sent = _json({"id": 42}, headers={"tenant": "acme"}, key="c-7")
+        await producer.publish(sent)
+        [dead] = await read_queue(binder, f"{destination}.{group}.dlq", 1)
+    finally:
+        await runtime.stop()
+    assert attempts == [1, 2, 3]
     assert dead.json() == {"id": 42}
     assert dead.content_type == "application/json"
     assert dead.key == "c-7"
@@ -308,23 +325,130 @@ async def test_dead_letter_carries_spring_and_failure_headers(binder: RabbitBind
 
 async def test_dead_letter_to_a_named_queue(binder: RabbitBinder) -> None:
     destination, group, dlq = fresh("deadnamed"), fresh("g"), fresh("parking")
-    bindings = []
+    app = App("deadnamed")
 
-    async def reject(message: Message) -> None:
-        failure = Failure("builtins.KeyError", "k", "trace", 1, destination, group)
-        await bindings[0].dead_letter(message, failure)
+    @app.consumer(destination, group=group)
+    def reject(payload: dict) -> None:
+        raise KeyError("k")
 
-    bindings.append(
-        await binder.bind_consumer(
-            ConsumerSpec("in", destination, group, dead_letter=dlq, options=consumer_options()),
-            reject,
-        )
+    runtime = await start_app(binder, app, {"reject-in-0": {"dead_letter": dlq, "max_attempts": 1}})
+    try:
+        producer = await _producer(binder, destination)
+        await producer.publish(_json({"id": 1}))
+        [dead] = await read_queue(binder, dlq, 1)
+    finally:
+        await runtime.stop()
+    assert dead.json() == {"id": 1}
+    assert dead.headers["x-exception-message"] == "'k'"
+
+
+def test_conventional_dead_letter_destination_is_the_dlq_queue() -> None:
+    binder = RabbitBinder("names", validate_settings({"url": "amqp://h//"}))
+    assert binder.dead_letter_destination("orders", "billing") == "orders.billing.dlq"
+    assert binder.dead_letter_destination("orders", None) == "orders.anonymous.dlq"
+
+
+async def test_dead_letters_of_messages_with_one_id_do_not_collide(binder: RabbitBinder) -> None:
+    """Each dead letter carries the origin of its own delivery, even when two deliveries
+    share a message id (a producer retrying, a message published twice)."""
+    destination, group = fresh("sameid"), fresh("g")
+    sink = RecordingSink()
+    binding = await binder.bind_consumer(
+        ConsumerSpec(
+            "in",
+            destination,
+            group,
+            dead_letter=binder.dead_letter_destination(destination, group),
+            options=consumer_options(),
+        ),
+        sink,
+    )
+    producer = await _producer(binder, destination, routing_key={"header": "rk"})
+    first = _json({"n": 1}, headers={"rk": "first.key"})
+    second = first.copy(headers={"rk": "second.key"})  # the same message id
+    second.payload = json.dumps({"n": 2}).encode()
+    await producer.publish(first)
+    await producer.publish(second)
+    await wait_until(lambda: len(sink.deliveries) == 2, 10.0, "both deliveries")
+    for delivery in reversed(sink.deliveries):  # the later one first
+        failure = Failure("builtins.ValueError", "no", "trace", 1, destination, group)
+        await binding.dead_letter(delivery, failure)
+        delivery.ack()
+    dead = await read_queue(binder, f"{destination}.{group}.dlq", 2)
+    assert {m.message_id for m in dead} == {first.message_id}
+    origins = {m.json()["n"]: m.headers["x-original-routingKey"] for m in dead}
+    assert origins == {1: "first.key", 2: "second.key"}
+    await binding.close()
+
+
+# -- prefetch and acknowledgements ------------------------------------------------------
+
+
+async def test_core_prefetch_is_the_basic_qos(binder: RabbitBinder) -> None:
+    destination, group = fresh("qos"), fresh("g")
+    sink = RecordingSink()
+    await binder.bind_consumer(
+        ConsumerSpec("in", destination, group, prefetch=5, options=consumer_options()), sink
     )
     producer = await _producer(binder, destination)
-    await producer.publish(_json({"id": 1}))
-    [dead] = await read_queue(binder, dlq, 1)
-    assert dead.json() == {"id": 1}
-    assert dead.headers["x-exception-message"] == "k"
+    for n in range(20):
+        await producer.publish(_json({"n": n}))
+    await wait_until(lambda: len(sink.deliveries) >= 5, 10.0, "the first deliveries")
+    # 15 ready, 5 delivered and unacked: RabbitMQ holds the rest back (basic.qos 5).
+    await wait_until_ready(binder, f"{destination}.{group}", 15)
+    assert len(sink.deliveries) == 5
+    assert [d.message.json()["n"] for d in sink.deliveries] == [0, 1, 2, 3, 4]
+    for delivery in sink.deliveries:
+        delivery.ack()
+    await wait_until(lambda: len(sink.deliveries) == 10, 10.0, "the next 5")
+
+
+async def test_acks_in_any_order_settle_exactly_what_was_acked(
+    binder: RabbitBinder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Acks settled out of order, with rejects among them (coalesced into multiple acks
+    where that is safe): every acked message is gone, every rejected one comes back,
+    and the channel never sees an unknown delivery tag."""
+    destination, group = fresh("acks"), fresh("g")
+    caplog.set_level(logging.WARNING, logger="binders")
+    sink = RecordingSink()
+    binding = await binder.bind_consumer(
+        ConsumerSpec("in", destination, group, prefetch=64, options=consumer_options()), sink
+    )
+    producer = await _producer(binder, destination)
+    count = 60
+    for n in range(count):
+        await producer.publish(_json({"n": n}))
+    await wait_until(lambda: len(sink.deliveries) == count, 10.0, f"{count} deliveries")
+    first = list(sink.deliveries)
+    rejected = {7, 8, 30, 59}
+    order = list(range(count))
+    random.Random(1).shuffle(order)
+    link = binder._consumer_link
+    assert link is not None
+    assert link._io is not None  # plain TCP: the buffered socket I/O is in use
+    for chunk in (order[:20], order[20:45], order[45:]):
+        for index in sorted(chunk, key=lambda i: (i % 3, i)):  # runs with gaps
+            delivery = first[index]
+            if delivery.message.json()["n"] in rejected:
+                delivery.nack()
+            else:
+                delivery.ack()
+        # one batch per I/O thread turn at least: the next chunk comes separately
+        await wait_until(lambda: not link._commands, 10.0, "the I/O thread to take the acks")
+    await wait_until(
+        lambda: len(sink.deliveries) == count + len(rejected), 10.0, "the rejected ones again"
+    )
+    again = sink.deliveries[count:]
+    assert sorted(d.message.json()["n"] for d in again) == sorted(rejected)
+    assert all(d.message.delivery_attempt == 2 for d in again)
+    for delivery in again:
+        delivery.ack()
+    await binding.close()  # the acks go out before the channel closes
+    assert await ready_count(binder, f"{destination}.{group}") == 0  # nothing left unacked
+    assert isinstance(first[0], RabbitDelivery)
+    assert not [r for r in caplog.records if "channel error" in r.getMessage()]
+    assert link.reconnects == 0
 
 
 # -- connection, secrets --------------------------------------------------------------
@@ -341,6 +465,7 @@ async def test_failover_uses_the_next_url() -> None:
         await producer.publish(_json({"n": 1}))
         await received.wait_for(1)
     finally:
+        await close_consumers()
         await binder.close()
 
 

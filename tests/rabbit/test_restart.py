@@ -19,7 +19,14 @@ import pytest
 from binder.message import Message
 from binder.spi import ConsumerSpec, ProducerSpec
 from binder.testing import wait_until
-from tests.rabbit.support import consumer_options, fresh, make_binder, producer_options
+from tests.rabbit.support import (
+    bind,
+    close_consumers,
+    consumer_options,
+    fresh,
+    make_binder,
+    producer_options,
+)
 
 pytestmark = pytest.mark.broker("rabbit")
 
@@ -57,7 +64,8 @@ async def test_stream_survives_a_broker_restart() -> None:
 
     restart: asyncio.Task[None] | None = None
     try:
-        await binder.bind_consumer(
+        await bind(
+            binder,
             ConsumerSpec("in", destination, group, prefetch=50, options=consumer_options()),
             handle,
         )
@@ -66,9 +74,7 @@ async def test_stream_survives_a_broker_restart() -> None:
         async def subscriber(message: Message) -> None:
             anonymous.append(int(message.payload))
 
-        await binder.bind_consumer(
-            ConsumerSpec("sub", destination, options=consumer_options()), subscriber
-        )
+        await bind(binder, ConsumerSpec("sub", destination, options=consumer_options()), subscriber)
         producer = await binder.bind_producer(
             ProducerSpec("out", destination, required_groups=(group,), options=producer_options())
         )
@@ -112,6 +118,7 @@ async def test_stream_survives_a_broker_restart() -> None:
                 await restart
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(_rabbitmqctl, "start_app")
+        await close_consumers()
         await binder.close()
 
 
@@ -140,9 +147,7 @@ async def test_publish_during_an_outage_fails_instead_of_reporting_sent() -> Non
         async def handle(message: Message) -> None:
             received.append(message)
 
-        await binder.bind_consumer(
-            ConsumerSpec("in", destination, options=consumer_options()), handle
-        )
+        await bind(binder, ConsumerSpec("in", destination, options=consumer_options()), handle)
         await producer.publish(Message(b"after", content_type="text/plain"))
         await wait_until(lambda: received, 30.0, "a message after the outage")
         assert [m.payload for m in received] == [b"after"]
@@ -150,4 +155,5 @@ async def test_publish_during_an_outage_fails_instead_of_reporting_sent() -> Non
         if stopped:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(_rabbitmqctl, "start_app")
+        await close_consumers()
         await binder.close()
