@@ -708,6 +708,8 @@ class ThreadDispatcher(Dispatcher):
         # the loop, never both: both sides change its state from _HANDED under this lock.
         self._claim = threading.Lock()
         self._handed_free: set[Delivery] = set()  # lane-less ones handed to a thread
+        self._pinned_work: list[_Lane] = []  # pinned lanes with deliveries to hand over
+        self._flush_scheduled = False
 
     async def close(self) -> None:
         """Stop the threads once their queued deliveries are skipped; idempotent."""
@@ -739,16 +741,39 @@ class ThreadDispatcher(Dispatcher):
 
     def _lane_has_work(self, lane: _Lane) -> None:
         if lane.thread >= 0:
-            self._push_lane(lane, lane.thread)
+            if not lane.ready:  # for a pinned lane: "in self._pinned_work"
+                lane.ready = True
+                self._pinned_work.append(lane)
         elif not lane.ready:
             lane.ready = True
             self._ready.append(lane)
+
+    def _wants_schedule(self) -> bool:
+        # Hand over what arrives in one turn of the loop together, with one put per
+        # thread: a fetch delivers a few hundred records in a row.
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return False
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pinned, self._pinned_work = self._pinned_work, []
+        for lane in pinned:
+            lane.ready = False
+            if lane.thread >= 0:
+                self._push_lane(lane, lane.thread)
+            elif lane.queued:
+                self._lane_has_work(lane)
+        if self._open:
+            self._schedule()
 
     def _schedule(self) -> None:
         threads = self._threads
         while self._ready or self._free:
             index = threads.least_loaded()
-            if threads.load[index] >= _THREAD_QUEUE:
+            room = _THREAD_QUEUE - threads.load[index]
+            if room <= 0:
                 return
             self._lane_turn = not self._lane_turn
             if self._ready and (self._lane_turn or not self._free):
@@ -757,19 +782,26 @@ class ThreadDispatcher(Dispatcher):
                     lane.thread = index
                     self._push_lane(lane, index)
             else:
-                delivery = self._free.popleft()
-                delivery._state = _HANDED
-                self._handed_free.add(delivery)
-                threads.submit(index, delivery)
+                # Lane-less deliveries: a share of the free ones, so the other threads
+                # get theirs on the next turn of this loop.
+                free = self._free
+                take = min(room, max(1, len(free) // threads.size), len(free))
+                batch = [free.popleft() for _ in range(take)]
+                for delivery in batch:
+                    delivery._state = _HANDED
+                self._handed_free.update(batch)
+                threads.submit_all(index, batch)
 
     def _push_lane(self, lane: _Lane, index: int) -> None:
-        submit = self._threads.submit
         queued = lane.queued
-        while queued:
-            delivery = queued.popleft()
+        if not queued:
+            return
+        batch = list(queued)
+        queued.clear()
+        for delivery in batch:
             delivery._state = _HANDED
-            lane.in_thread += 1
-            submit(index, delivery)
+        lane.in_thread += len(batch)
+        self._threads.submit_all(index, batch)
 
     def _execute(self, delivery: Delivery) -> tuple[int, Any, int]:
         """In a worker thread: every attempt at ``delivery``."""

@@ -68,16 +68,20 @@ class WorkerThreads(Generic[Item]):
 
     def submit(self, index: int, item: Item) -> None:
         """Queue ``item`` on thread ``index`` (started on first use)."""
+        self.submit_all(index, [item])
+
+    def submit_all(self, index: int, items: list[Item]) -> None:
+        """Queue ``items`` on thread ``index``, in order, with one hand-over."""
         if self._closed:
             raise RuntimeError(f"{self.name}: worker threads are closed")
-        self.load[index] += 1
+        self.load[index] += len(items)
         if self._threads[index] is None:
             thread = threading.Thread(
                 target=self._run, args=(index,), name=f"{self.name}-{index}", daemon=True
             )
             self._threads[index] = thread
             thread.start()
-        self._inboxes[index].put(item)
+        self._inboxes[index].put(items)
 
     def close(self) -> None:
         """Let each thread end once the items queued before this call are done.
@@ -98,19 +102,20 @@ class WorkerThreads(Generic[Item]):
         work = self._work
         results = self._results
         while True:
-            item = inbox.get()
-            if item is _STOP:
+            items = inbox.get()
+            if items is _STOP:
                 return
-            try:
-                result = work(item)
-            except BaseException as exc:  # work() must not raise; never lose the thread
-                log.error("%s: internal error in a worker thread: %r", self.name, exc)
-                result = exc
-            results.append((index, item, result))
-            if not self._posted:
-                self._posted = True
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                    self._loop.call_soon_threadsafe(self._hand_back)
+            for item in items:
+                try:
+                    result = work(item)
+                except BaseException as exc:  # work() must not raise; never lose the thread
+                    log.error("%s: internal error in a worker thread: %r", self.name, exc)
+                    result = exc
+                results.append((index, item, result))
+                if not self._posted:
+                    self._posted = True
+                    with contextlib.suppress(RuntimeError):  # the loop is closed
+                        self._loop.call_soon_threadsafe(self._hand_back)
 
     # -- on the event loop ----------------------------------------------------------
 
