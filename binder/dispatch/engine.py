@@ -620,6 +620,7 @@ class LoopDispatcher(Dispatcher):
     async def _work(self) -> None:
         loop = self._loop
         last_yield = loop.time()
+        since_yield = 0
         while True:
             delivery = self._take() if self._open else None
             if delivery is None:
@@ -637,10 +638,12 @@ class LoopDispatcher(Dispatcher):
                     lane.ready = True
                     self._ready.append(lane)
                     self._schedule()
-            now = loop.time()
-            if now - last_yield > _YIELD_AFTER:
-                await asyncio.sleep(0)  # let heartbeats and I/O run
-                last_yield = loop.time()
+            since_yield += 1
+            if since_yield >= 16:  # look at the clock every few deliveries only
+                since_yield = 0
+                if loop.time() - last_yield > _YIELD_AFTER:
+                    await asyncio.sleep(0)  # let heartbeats and I/O run
+                    last_yield = loop.time()
 
     async def _run(self, delivery: Delivery) -> None:
         """Every attempt at ``delivery``, then hand it on (publish, dead-letter, settle)."""

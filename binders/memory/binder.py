@@ -122,9 +122,12 @@ class MemoryConsumerBinding:
         queue = self._queue
         sink = self._sink
         accepts = self._accepts
+        refill = max(1, self.spec.prefetch // 4)
         while True:
             if sink.room <= 0:
-                await sink.wait_for_room()
+                # Wait for a quarter of the window: take entries in runs, not one
+                # wake-up per settled message.
+                await sink.wait_for_room(refill)
                 continue
             entry = queue.take(accepts)
             if entry is None:
