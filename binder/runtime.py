@@ -24,7 +24,7 @@ from binder.dispatch import (
     RetryPolicy,
     create_dispatcher,
 )
-from binder.errors import BinderError, NotRunningError, UnsupportedFeature
+from binder.errors import BinderError, ConfigError, NotRunningError, UnsupportedFeature
 from binder.output import OutputPort
 from binder.plugins import BinderRegistry
 from binder.redaction import redact_url
@@ -248,7 +248,13 @@ class Runtime:
         elif isinstance(settings.dead_letter, str):
             dead_letter = settings.dead_letter
         else:
-            dead_letter = binder.dead_letter_destination(settings.destination, settings.group)
+            try:
+                dead_letter = binder.dead_letter_destination(settings.destination, settings.group)
+            except ConfigError as exc:
+                if exc.key is not None:
+                    raise
+                key = f"bindings.{settings.name}.dead_letter"
+                raise self.settings.error(exc.reason, key) from None
         plan = DispatchPlan(
             binding=settings.name,
             destination=settings.destination,

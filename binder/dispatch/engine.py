@@ -85,7 +85,8 @@ class BindingStats:
     dead_lettered: int = 0
     """Deliveries stored in the dead letters (or dropped, with dead letters off)."""
     failed: int = 0
-    """Deliveries handed back to the binder to be delivered again (nack)."""
+    """Deliveries handed back to the binder unhandled (nack): the broker delivers them
+    again where it can."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +208,8 @@ class Dispatcher:
             await asyncio.wait_for(self._wait(lambda: self._count == 0), timeout)
         except TimeoutError:
             log.error(
-                "%s: %d message(s) still in progress after %.0fs; they are not acknowledged "
-                "and will be delivered again",
+                "%s: %d message(s) still in progress after %.0fs; they stay unacknowledged "
+                "(the broker delivers them again where it can)",
                 self.name,
                 self._count,
                 timeout,
@@ -367,7 +368,7 @@ class Dispatcher:
         if not self._open:
             log.warning(
                 "%s: publishing the output of message %s failed while stopping (%s); "
-                "it will be delivered again",
+                "it is handed back unacknowledged",
                 self.name,
                 delivery.message.message_id,
                 _describe(exc),
@@ -422,7 +423,8 @@ class Dispatcher:
             raise
         except Exception as error:
             log.error(
-                "%s: cannot dead-letter message %s (%s); it will be delivered again",
+                "%s: cannot dead-letter message %s (%s); handing it back to the binder "
+                "unacknowledged",
                 self.name,
                 delivery.message.message_id,
                 _describe(error),

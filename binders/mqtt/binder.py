@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 
 from binder.errors import BinderError, ConfigError, UnsupportedFeature
 from binder.message import Message
-from binder.spi import Capabilities, ConsumerSpec, Handler, ProducerSpec, require
+from binder.spi import Capabilities, ConsumerSpec, DeliverySink, ProducerSpec, require
 from binders.mqtt import fastprops
 from binders.mqtt.client_ids import ClientIdClaim, claim_client_id
 from binders.mqtt.connection import MqttConnection
@@ -112,7 +112,8 @@ class MqttBinder:
         return self._publisher
 
     async def close(self) -> None:
-        """Close consumers (waiting for their handlers), flush producers, disconnect."""
+        """Disconnect consumers (their engines drained them first), flush producers,
+        disconnect the publisher; idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -138,31 +139,36 @@ class MqttBinder:
 
     # -- consumers --------------------------------------------------------------------
 
-    def _dead_letter_topic(self, spec: ConsumerSpec, topic_filter: str) -> str | None:
-        if spec.dead_letter is False:
-            return None
+    def dead_letter_destination(self, destination: str, group: str | None) -> str:
+        """``<destination>/dlq``; a destination with wildcards has none (ConfigError).
+
+        The core asks for it when a binding does not name its dead-letter topic, before
+        binding; the binding's name is unknown here, so the error names the destination.
+        """
+        if _has_wildcard(destination):
+            raise ConfigError(
+                f"destination {destination!r} has wildcards, so '<destination>/dlq' is "
+                "not a topic; name the dead-letter topic explicitly (dead_letter: <topic>) "
+                "or set dead_letter: false on the binding"
+            )
+        return f"{destination}/dlq"
+
+    def _check_dead_letter(self, spec: ConsumerSpec, topic_filter: str) -> None:
+        """Refuse at bind time a dead-letter topic (resolved by the core) MQTT cannot use."""
+        topic = spec.dead_letter
+        if topic is None:
+            return
         if not self.settings.mqtt5:
             raise UnsupportedFeature(
                 f"binding {spec.binding}: dead letters carry the error in headers and MQTT "
                 "3.1.1 has none; set dead_letter: false on this binding or use protocol 5"
             )
-        if isinstance(spec.dead_letter, str):
-            topic = spec.dead_letter
-        elif _has_wildcard(spec.destination):
-            raise ConfigError(
-                f"destination {spec.destination!r} has wildcards, so '<destination>/dlq' is "
-                "not a topic; name the dead-letter topic explicitly",
-                key=f"bindings.{spec.binding}.dead_letter",
-            )
-        else:
-            topic = f"{spec.destination}/dlq"
         if _has_wildcard(topic) or mqtt.topic_matches_sub(spec.destination, topic):
             raise ConfigError(
                 f"dead-letter topic {topic!r} is not a plain topic outside the subscription "
                 f"{topic_filter!r}",
                 key=f"bindings.{spec.binding}.dead_letter",
             )
-        return topic
 
     def _claim_client_id(self, spec: ConsumerSpec, options: Mapping[str, Any]) -> ClientIdClaim:
         if options.get("client_id"):
@@ -174,10 +180,14 @@ class MqttBinder:
         )
         return claim_client_id(base, self.settings.address)
 
-    async def bind_consumer(self, spec: ConsumerSpec, handler: Handler) -> MqttConsumerBinding:
+    async def bind_consumer(self, spec: ConsumerSpec, sink: DeliverySink) -> MqttConsumerBinding:
         """Subscribe (shared for a group) on a connection of the binding's own.
 
-        Returns after the SUBACK, so every later publish reaches the binding.
+        Every received message goes to ``sink`` as an
+        :class:`~binders.mqtt.consumer.MqttDelivery`.  The MQTT 5 Receive Maximum is
+        ``spec.prefetch`` (the ``receive_maximum`` option overrides it); reading pauses
+        at ``spec.prefetch`` unsettled messages.  Returns after the SUBACK, so every
+        later publish reaches the binding.
         """
         publisher = self._require_publisher()
         if spec.partitioned:
@@ -186,7 +196,7 @@ class MqttBinder:
             raise ConfigError("empty destination", key=f"bindings.{spec.binding}.destination")
         options = validate_binding_options(spec.options, "consumer")
         topic_filter = f"$share/{spec.group}/{spec.destination}" if spec.group else spec.destination
-        dead_letter_topic = self._dead_letter_topic(spec, topic_filter)
+        self._check_dead_letter(spec, topic_filter)
         claim = self._claim_client_id(spec, options)
         client_id = claim.client_id
 
@@ -202,13 +212,13 @@ class MqttBinder:
             if future is not None:
                 await future
 
-        in_flight = min(options["receive_maximum"] or spec.max_in_flight, 65535)
+        prefetch = max(1, spec.prefetch)
+        receive_maximum = min(options["receive_maximum"] or prefetch, 65535)
         binding = MqttConsumerBinding(
             spec,
-            handler,
-            max_in_flight=in_flight,
+            sink,
+            capacity=prefetch,
             qos=options["qos"],
-            dead_letter_topic=dead_letter_topic,
             publish_dead_letter=publish_dead_letter,
             on_closed=closed,
             end_session_on_close=options["end_session_on_close"],
@@ -219,7 +229,7 @@ class MqttBinder:
             client_id,
             persistent=spec.group is not None,
             session_expiry=session_expiry,
-            receive_maximum=in_flight,
+            receive_maximum=receive_maximum,
             on_message=binding.on_mqtt_message,
             label=f"{self.name} consumer {spec.binding}",
         )

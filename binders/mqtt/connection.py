@@ -1,9 +1,12 @@
 """One paho-mqtt client driven by the asyncio event loop itself (no network thread).
 
 paho's external-loop API: the client's socket is registered with ``loop.add_reader``
-(``loop_read``) and, while paho has bytes to send, ``loop.add_writer``
-(``loop_write``); a timer calls ``loop_misc`` every second for keepalive (PINGREQ, and
-dropping a connection whose PINGRESP is overdue).  So every paho callback (CONNACK,
+(``loop_read``, served from a 64 KiB read buffer so that a burst of small packets costs
+one ``recv``, not three per packet); bytes paho queues are written by one
+``loop_write`` per event loop iteration, and only a socket that did not take them all
+gets ``loop.add_writer`` until it did; a timer calls ``loop_misc`` every second (every
+quarter of the keepalive if that is shorter) for keepalive (PINGREQ, and dropping a
+connection whose PINGRESP is overdue).  So every paho callback (CONNACK,
 PUBLISH, PUBACK, SUBACK, disconnect) runs on the event loop thread, and so does every
 call into paho except the blocking TCP/TLS connect, which runs in a worker thread
 (``asyncio.to_thread``); socket callbacks paho makes from that thread are moved to the
@@ -12,10 +15,12 @@ registers the future right after ``client.publish`` returns, and paho only reads
 socket later, in a reader callback of the same thread.
 
 paho does not reconnect without its own loop, so this class does: after an unexpected
-disconnect it reconnects with exponential backoff between the configured delays; paho
+disconnect it reconnects with the core's jittered exponential backoff
+(:class:`binder.backoff.Backoff`) between the configured delays; paho
 re-sends unacknowledged QoS 1 publishes after the CONNACK, and this class
-re-subscribes.  Reading can be paused (``pause_reading``): a consumer whose handlers
-are all busy stops reading the socket, and TCP pushes back on the broker.
+re-subscribes.  Reading can be paused (``pause_reading``): a consumer holding its
+prefetch of unsettled messages stops reading the socket, and TCP pushes back on the
+broker.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from binder.backoff import Backoff
 from binder.errors import BinderError
+from binders.mqtt.buffered_client import BufferedClient
 from binders.mqtt.settings import ConnectionSettings
 
 __all__ = ["MqttConnection", "MqttConnectionError"]
@@ -44,7 +51,9 @@ __all__ = ["MqttConnection", "MqttConnectionError"]
 log = logging.getLogger(__name__)
 
 _SESSION_TAKEN_OVER = 142
-_MISC_INTERVAL = 1.0  # as paho's own loop: keepalive is checked about once a second
+#: As paho's own loop: keepalive is checked about once a second (more often with a
+#: keepalive of a few seconds, so that a PINGREQ never goes out late).
+_MISC_INTERVAL = 1.0
 _CLOSE_TIMEOUT = 5.0  # seconds for the DISCONNECT to go out before the socket is dropped
 #: QoS 0 messages queued in paho and not written yet before publishers wait.
 _QOS0_HIGH_WATER = 1000
@@ -59,6 +68,8 @@ class _QuietPaho(logging.Filter):
 
 _paho_log = logging.getLogger("binders.mqtt.paho")
 _paho_log.addFilter(_QuietPaho())
+#: Unconfirmed QoS 1 publishes per connection when neither the ``max_inflight`` setting
+#: nor the broker (MQTT 5 CONNACK Receive Maximum) says otherwise: paho's default.
 _DEFAULT_MAX_INFLIGHT = 20
 
 
@@ -116,6 +127,7 @@ class MqttConnection:
         self._read_paused = False
         self._want_write = False
         self._writing = False
+        self._flushing = False
         self._misc: asyncio.TimerHandle | None = None
         self._socket_closed = asyncio.Event()
         self._reconnect_task: asyncio.Task[None] | None = None
@@ -124,7 +136,14 @@ class MqttConnection:
         # Mids of QoS 0 messages queued in paho and not written to the socket yet.
         self._unwritten: set[int] = set()
         self._drained: asyncio.Event | None = None
-        self._reconnect_delay = float(settings.reconnect_min_delay)
+        self._backoff = Backoff(
+            initial=float(settings.reconnect_min_delay),
+            multiplier=2.0,
+            maximum=max(float(settings.reconnect_max_delay), float(settings.reconnect_min_delay)),
+        )
+        #: Reconnect attempts since the connection was last accepted.
+        self._reconnect_failures = 0
+        self._misc_interval = min(_MISC_INTERVAL, settings.keepalive / 4)
         self._client = self._make_client(on_message, with_will)
 
     def __repr__(self) -> str:
@@ -132,9 +151,9 @@ class MqttConnection:
 
     # -- set-up -----------------------------------------------------------------------
 
-    def _make_client(self, on_message: OnMessage | None, with_will: bool) -> mqtt.Client:
+    def _make_client(self, on_message: OnMessage | None, with_will: bool) -> BufferedClient:
         s = self.settings
-        client = mqtt.Client(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             clean_session=None if s.mqtt5 else not self._persistent,
@@ -256,8 +275,9 @@ class MqttConnection:
         self._sock, self._fd = sock, sock.fileno()
         self._socket_closed.clear()
         self._reading = self._writing = False
+        self._client.drop_buffer()  # bytes of a previous connection
         self._sync_io()
-        self._misc = self._loop.call_later(_MISC_INTERVAL, self._run_misc)
+        self._misc = self._loop.call_later(self._misc_interval, self._run_misc)
 
     def _detach(self, sock: Any) -> None:
         if sock is not self._sock:
@@ -267,6 +287,7 @@ class MqttConnection:
         if self._writing:
             self._loop.remove_writer(self._fd)
         self._reading = self._writing = self._want_write = False
+        self._client.drop_buffer()
         self._sock, self._fd = None, -1
         if self._misc is not None:
             self._misc.cancel()
@@ -279,48 +300,76 @@ class MqttConnection:
             self._sync_io()
 
     def _sync_io(self) -> None:
-        """Register the reader and writer the current state calls for."""
+        """Register the reader the current state calls for; get pending bytes written.
+
+        Bytes paho queued are written by one ``loop_write`` at the end of the current
+        event loop iteration (every packet queued meanwhile goes out together); only
+        when the socket takes less than that does the writer get registered with the
+        loop, until paho has nothing left.  Registering a writer for every packet would
+        cost two ``epoll_ctl`` calls per packet.
+        """
         if self._sock is None:
             return
         read = not self._read_paused
         if read != self._reading:
             if read:
                 self._loop.add_reader(self._fd, self._readable)
+                if self._client.buffered():
+                    self._loop.call_soon(self._read_buffered, self._sock)
             else:
                 self._loop.remove_reader(self._fd)
             self._reading = read
-        write = self._want_write or self._client.want_write()
-        if write != self._writing:
-            if write:
-                self._loop.add_writer(self._fd, self._writable)
-            else:
-                self._loop.remove_writer(self._fd)
-            self._writing = write
+        if self._want_write or self._client.want_write():
+            if not self._writing and not self._flushing:
+                self._flushing = True
+                self._loop.call_soon(self._flush)
+        elif self._writing:
+            self._loop.remove_writer(self._fd)
+            self._writing = False
+
+    def _flush(self) -> None:
+        self._flushing = False
+        sock = self._sock
+        if sock is None or self._writing:
+            return
+        client = self._client
+        client.loop_write()
+        if self._sock is sock and client.want_write() and not self._writing:
+            self._loop.add_writer(self._fd, self._writable)  # the socket is full
+            self._writing = True
+
+    def _writable(self) -> None:
+        client = self._client
+        client.loop_write()
+        if self._sock is not None and self._writing and not client.want_write():
+            self._want_write = False
+            self._loop.remove_writer(self._fd)
+            self._writing = False
 
     def _readable(self) -> None:
         sock = self._sock
-        self._client.loop_read()
-        # TLS: bytes already decrypted inside the SSL object are invisible to select.
+        client = self._client
+        client.loop_read()
+        # Bytes already read into the client's buffer (or, with TLS, decrypted inside
+        # the SSL object) are invisible to select: read on while there are some.
         while (
             sock is not None
             and sock is self._sock
             and not self._read_paused
-            and isinstance(sock, ssl.SSLSocket)
-            and sock.pending()
+            and (client.buffered() or (isinstance(sock, ssl.SSLSocket) and sock.pending()))
         ):
-            self._client.loop_read()
+            client.loop_read()
 
-    def _writable(self) -> None:
-        self._client.loop_write()
-        if self._sock is not None and not self._client.want_write():
-            self._want_write = False
-            self._sync_io()
+    def _read_buffered(self, sock: Any) -> None:
+        """Reading resumed with packets already read from the socket: handle them."""
+        if sock is self._sock and self._reading and self._client.buffered():
+            self._readable()
 
     def _run_misc(self) -> None:
         self._misc = None
         self._client.loop_misc()
         if self._sock is not None and self._misc is None:
-            self._misc = self._loop.call_later(_MISC_INTERVAL, self._run_misc)
+            self._misc = self._loop.call_later(self._misc_interval, self._run_misc)
 
     def pause_reading(self) -> None:
         """Stop reading the socket (TCP then pushes back on the broker)."""
@@ -352,11 +401,10 @@ class MqttConnection:
         )
 
     async def _reconnect(self) -> None:
-        """Reconnect with exponential backoff until connected or closing."""
-        s = self.settings
+        """Reconnect with jittered exponential backoff until connected or closing."""
         while not self._closing:
-            await asyncio.sleep(self._reconnect_delay)
-            self._reconnect_delay = min(self._reconnect_delay * 2, float(s.reconnect_max_delay))
+            self._reconnect_failures += 1
+            await asyncio.sleep(self._backoff.delay(self._reconnect_failures))
             if self._reconnect_gate is not None:
                 # paho re-sends unconfirmed publishes right after the CONNACK, from
                 # inside its read call: hold the connect itself (bounded by the gate).
@@ -388,7 +436,8 @@ class MqttConnection:
                 log.error("%s", text.format(where=f"{self.label} {self.settings.address}"))
             return
         self._connected = True
-        self._reconnect_delay = float(self.settings.reconnect_min_delay)
+        self._reconnect_failures = 0
+        self._adopt_receive_maximum(client, props)
         self.epoch += 1
         if self._subscriptions:
             # Even with the session present: Mosquitto 2.0 does not restore shared
@@ -404,6 +453,22 @@ class MqttConnection:
             self._lost_logged = False
             log.info("%r reconnected (session present: %s)", self, flags.session_present)
         self._succeed_first()
+
+    def _adopt_receive_maximum(self, client: mqtt.Client, props: Any) -> None:
+        """Send as many unconfirmed QoS 1 publishes as the broker's CONNACK allows.
+
+        The limit is the ``max_inflight`` setting if given, else the broker's MQTT 5
+        Receive Maximum, and never more than the latter (a broker refuses publishes
+        beyond it).  paho ignores the broker's Receive Maximum and refuses to change
+        its limit on an open connection, although it only compares the number of
+        messages in flight with it (from the next publish or PUBACK on): it is set
+        here, in the CONNACK callback, before paho (re-)sends anything.
+        """
+        announced = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        if not announced or getattr(client, "_max_inflight_messages", 0) <= 0:
+            return  # MQTT 3.1.1 (no properties), or a paho without that attribute
+        limit = min(self.settings.max_inflight or 65535, int(announced))
+        client._max_inflight_messages = limit  # type: ignore[attr-defined]
 
     def _succeed_first(self) -> None:
         if self._first_connack is not None and not self._first_connack.done():

@@ -1,98 +1,137 @@
-"""MQTT consumer binding: one connection per binding, manual acks, bounded dispatch."""
+"""MQTT consumer binding: one connection per binding, manual acks, a bounded intake.
+
+The binding only moves bytes: each received PUBLISH becomes an :class:`MqttDelivery`
+handed to the core's delivery engine (the sink), which runs the handler, publishes
+its output and settles the delivery: ``ack`` sends the PUBACK.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 import paho.mqtt.client as mqtt
 
 from binder.errors import BinderError
 from binder.message import Message
-from binder.spi import ConsumerSpec, Failure, Handler
+from binder.spi import ConsumerSpec, Delivery, DeliverySink, Failure
 from binders.mqtt.connection import MqttConnection
 from binders.mqtt.handoff import Intake
 from binders.mqtt.wire import from_mqtt
 
-__all__ = ["MqttConsumerBinding"]
+__all__ = ["MqttConsumerBinding", "MqttDelivery"]
 
 log = logging.getLogger(__name__)
 
-_Item = tuple[Message, int, int, int]  # message, packet id, QoS, connection epoch
 DeadLetterPublisher = Callable[[str, Message], Awaitable[None]]
 
 
-class MqttConsumerBinding:
-    """Delivers one subscription's messages to a handler.
+class MqttDelivery(Delivery):
+    """A received PUBLISH: its packet id, QoS and the connection epoch it came on.
 
-    ``concurrency`` workers run the handler.  With one worker messages are handled
-    strictly in arrival order; with more, messages with the same key go to the same
-    worker (in arrival order) and messages without a key to whichever worker is free.
-    A message is acknowledged (PUBACK) only after its handler returned.  MQTT has no
-    negative acknowledgement: when the handler raises (the core's retries and
-    dead-lettering are already exhausted), the failure is logged and the message
-    acknowledged so the stream goes on.
+    ``lane`` is the message key: MQTT orders nothing across a shared subscription,
+    but within one binding a key's messages keep their arrival order.
+    """
+
+    __slots__ = ("binding", "epoch", "mid", "qos")
+
+    def __init__(
+        self, binding: MqttConsumerBinding, message: Message, mid: int, qos: int, epoch: int
+    ) -> None:
+        super().__init__(message, message.key)
+        self.binding = binding
+        self.mid = mid
+        self.qos = qos
+        self.epoch = epoch
+
+    def ack(self) -> None:
+        """Handled (and its output confirmed, or dead-lettered): PUBACK."""
+        self.binding._settle(self, True)
+
+    def nack(self) -> None:
+        """Neither handled nor dead-lettered: MQTT cannot redeliver it, so log and PUBACK.
+
+        Keeping it unacknowledged would hold one of the receive-maximum slots for the
+        rest of the connection, and enough of them would stop the consumer.
+        """
+        binding = self.binding
+        message = self.message
+        log.error(
+            "%r: message %s from %r could not be handled nor dead-lettered and MQTT "
+            "cannot redeliver it; acknowledging it so the stream goes on",
+            binding,
+            message.message_id,
+            message.destination,
+        )
+        binding._settle(self, True)
+
+    def release(self) -> None:
+        """Never handled (the binding is stopping): no PUBACK, the session redelivers it."""
+        self.binding._settle(self, False)
+
+
+class MqttConsumerBinding:
+    """Hands one subscription's messages to the delivery engine.
+
+    At most ``capacity`` messages are taken from the socket and not settled: reading
+    pauses at that point (see :class:`~binders.mqtt.handoff.Intake`).  With QoS 1 and
+    MQTT 5 the broker's Receive Maximum bounds them before that.
     """
 
     def __init__(
         self,
         spec: ConsumerSpec,
-        handler: Handler,
+        sink: DeliverySink,
         *,
-        max_in_flight: int,
+        capacity: int,
         qos: int,
-        dead_letter_topic: str | None,
         publish_dead_letter: DeadLetterPublisher,
         on_closed: Callable[[MqttConsumerBinding], None],
         end_session_on_close: bool = False,
     ) -> None:
         self.spec = spec
         self.qos = qos
-        self.dead_letter_topic = dead_letter_topic
+        self.dead_letter_topic = spec.dead_letter
         self.connection: MqttConnection | None = None
-        self._handler = handler
+        self._sink = sink
         self._publish_dead_letter = publish_dead_letter
         self._on_closed = on_closed
         self._end_session_on_close = end_session_on_close
-        self._loop = asyncio.get_running_loop()
-        self._intake = Intake(max_in_flight, self._pause_reading, self._resume_reading)
-        #: Messages handed to this binding and not finished yet (at most max_in_flight).
-        self.in_flight = 0
+        self._intake = Intake(capacity, self._pause_reading, self._resume_reading)
         self._closing = False
         self._closed = asyncio.Event()
-        # Workers, not a task per message: keyed messages (and all of them with
-        # concurrency 1) go to a worker's own lane, which keeps their order.
-        count = self._workers_count = spec.concurrency
-        self._lanes: list[deque[_Item]] = [deque() for _ in range(count)]
-        self._shared: deque[_Item] = deque()
-        self._wakeups = [asyncio.Event() for _ in range(count)]
-        self._idle: set[int] = set()
-        self._tasks = [
-            self._loop.create_task(self._work(i), name=f"mqtt:{spec.binding}:{i}")
-            for i in range(count)
-        ]
 
     def __repr__(self) -> str:
         return f"<MqttConsumerBinding {self.spec.binding} {self.spec.destination!r}>"
 
+    @property
+    def in_flight(self) -> int:
+        """Messages taken from the socket and not settled yet."""
+        return self._intake.count
+
     # -- paho callback (event loop thread) ---------------------------------------------
 
     def on_mqtt_message(self, msg: mqtt.MQTTMessage) -> None:
-        """paho's on_message: decode and queue for the workers (never blocks)."""
-        if self._closing:
+        """paho's on_message: decode and hand to the engine (never blocks)."""
+        connection = self.connection
+        if self._closing or connection is None:
             return  # not acknowledged: a persistent session redelivers it
         try:
             message = from_mqtt(msg)
         except Exception:  # a topic that is not UTF-8, say: never drop silently
             log.exception("%r cannot read a message (mid %s); acknowledging it", self, msg.mid)
-            if self.connection is not None:
-                self.connection.ack(msg.mid, msg.qos, self.connection.epoch)
+            connection.ack(msg.mid, msg.qos, connection.epoch)
             return
-        epoch = self.connection.epoch if self.connection is not None else 0
         self._intake.take()
-        self._dispatch((message, msg.mid, msg.qos, epoch))
+        self._sink.deliver(MqttDelivery(self, message, msg.mid, msg.qos, connection.epoch))
+
+    def _settle(self, delivery: MqttDelivery, acknowledge: bool) -> None:
+        """PUBACK ``delivery`` (unless released) and free its intake slot."""
+        connection = self.connection
+        if acknowledge and connection is not None:
+            connection.ack(delivery.mid, delivery.qos, delivery.epoch)
+        self._intake.release()
 
     def _pause_reading(self) -> None:
         if self.connection is not None:
@@ -102,87 +141,30 @@ class MqttConsumerBinding:
         if self.connection is not None:
             self.connection.resume_reading()
 
-    # -- workers ----------------------------------------------------------------------
+    # -- the engine's calls -------------------------------------------------------------
 
-    def _dispatch(self, item: _Item) -> None:
-        self.in_flight += 1
-        key = item[0].key
-        if self._workers_count == 1 or key is not None:
-            index = 0 if self._workers_count == 1 else hash(key) % self._workers_count
-            self._lanes[index].append(item)
-            if index in self._idle:
-                self._idle.discard(index)
-                self._wakeups[index].set()
-        else:
-            self._shared.append(item)
-            if self._idle:
-                self._wakeups[self._idle.pop()].set()
-
-    async def _work(self, index: int) -> None:
-        """One of ``concurrency`` workers: its own lane (keyed messages) first."""
-        lane, shared, wakeup = self._lanes[index], self._shared, self._wakeups[index]
-        while True:
-            if lane:
-                item = lane.popleft()
-            elif shared:
-                item = shared.popleft()
-            elif self._closing:
-                return
-            else:
-                self._idle.add(index)
-                wakeup.clear()
-                await wakeup.wait()
-                continue
-            try:
-                await self._process(item)
-            except Exception:  # never lose a worker (and with it a lane's messages)
-                log.exception("%r: unexpected error while processing a message", self)
-
-    async def _process(self, item: _Item) -> None:
-        message, mid, qos, epoch = item
-        try:
-            try:
-                await self._handler(message)
-            except Exception as exc:
-                log.error(
-                    "%r: handler failed on message %s from %r and MQTT cannot redeliver "
-                    "it; acknowledging (%s: %s)",
-                    self,
-                    message.message_id,
-                    message.destination,
-                    type(exc).__name__,
-                    exc,
-                )
-            if self.connection is not None:
-                self.connection.ack(mid, qos, epoch)
-        finally:
-            self.in_flight -= 1
-            self._intake.release()
-
-    async def dead_letter(self, message: Message, failure: Failure) -> None:
+    async def dead_letter(self, delivery: Delivery, failure: Failure) -> None:
         """Publish a copy with the failure in user properties; return once PUBACKed."""
-        if self.dead_letter_topic is None:
+        topic = self.dead_letter_topic
+        if topic is None:
             raise BinderError(f"binding {self.spec.binding!r} has dead-lettering disabled")
-        dead = message.copy(delivery_attempt=1, destination=self.dead_letter_topic)
+        message = delivery.message
+        dead = message.copy(delivery_attempt=1, destination=topic)
         dead.headers.update(failure.headers())
         dead.headers["x-original-topic"] = message.destination or self.spec.destination
-        await self._publish_dead_letter(self.dead_letter_topic, dead)
+        await self._publish_dead_letter(topic, dead)
 
     async def close(self) -> None:
-        """Stop taking messages, finish in-flight handlers, disconnect (keeps a session)."""
+        """Disconnect, keeping a group's session unless ``end_session_on_close``.
+
+        The engine has settled every delivery by now; a message arriving meanwhile is
+        not acknowledged, so a persistent session redelivers it.  Idempotent.
+        """
         if self._closing:
             await self._closed.wait()
             return
         self._closing = True
-        for lane in (*self._lanes, self._shared):
-            for _ in range(len(lane)):  # fetched, not started: the session redelivers
-                lane.popleft()
-                self.in_flight -= 1
-                self._intake.release()
-        for wakeup in self._wakeups:
-            wakeup.set()
         try:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
             if self.connection is not None:
                 await self.connection.close(end_session=self._end_session_on_close)
         finally:

@@ -1,4 +1,4 @@
-"""Bounded intake from a consumer's socket: stop reading while the handlers are full."""
+"""Bounded intake from a consumer's socket: stop reading while too much is unsettled."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ __all__ = ["Intake"]
 
 
 class Intake:
-    """Count messages taken from the socket and not finished yet; bound them.
+    """Count messages taken from the socket and not settled yet; bound them.
 
     Everything runs on the event loop thread (paho is driven by the loop, so its
-    ``on_message`` runs there too).  ``take`` is called per received message; when
-    ``capacity`` messages are unfinished it calls ``pause`` (the connection stops
-    reading its socket, so TCP pushes back on the broker instead of memory growing),
-    and ``release`` calls ``resume`` once the count is back at the low-water mark (a
-    quarter below capacity, so that a busy consumer does not re-register its socket
-    for every message).  With QoS 1 and MQTT 5 the broker never has more than the
-    receive maximum (= ``capacity``) messages outstanding anyway.
+    ``on_message`` runs there too, and the delivery engine settles there).  ``take``
+    is called per received message; when ``capacity`` (the binding's prefetch)
+    messages are unsettled it calls ``pause`` (the connection stops reading its
+    socket, so TCP pushes back on the broker instead of memory growing), and
+    ``release`` (on ack, nack or release of a delivery) calls ``resume`` once the
+    count is back at the low-water mark (a quarter below capacity, so that a busy
+    consumer does not re-register its socket for every message).  With QoS 1 and
+    MQTT 5 the broker never has more than the receive maximum (by default the same
+    prefetch) messages outstanding anyway.
     """
 
     def __init__(
@@ -39,7 +41,7 @@ class Intake:
             self._pause()
 
     def release(self) -> None:
-        """A message is finished; resume reading once below the low-water mark."""
+        """A message is settled; resume reading once below the low-water mark."""
         self.count -= 1
         if self.paused and self.count <= self._low_water:
             self.paused = False

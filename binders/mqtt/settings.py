@@ -132,7 +132,8 @@ CONSUMER_OPTIONS: dict[str, Option] = {
         int,
         None,
         check=_receive_maximum,
-        help="unacknowledged messages the broker may send (default: prefetch or concurrency)",
+        help="MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may send "
+        "(default: the binding's prefetch, which it overrides for the broker only)",
     ),
     "client_id": Option(str, None, help="explicit client id (default: derived, see docs)"),
     "session_expiry": Option(int, None, check=positive, help="overrides the binder setting"),
@@ -196,7 +197,8 @@ class ConnectionSettings:
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> ConnectionSettings:
         """Build from validated (or raw) binder settings, resolving ``url``."""
-        s = validate_settings(settings) if "keepalive" not in settings else dict(settings)
+        # Validated settings have every key; raw ones (tests, tools) are validated here.
+        s = dict(settings) if SETTINGS.keys() <= settings.keys() else validate_settings(settings)
         host, port, username, password, tls = (
             s["host"],
             s["port"],

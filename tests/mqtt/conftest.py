@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest_asyncio
 
 from binder.message import Message
-from binder.testing import wait_until
+from binder.spi import Binder, ConsumerSpec, Handler
+from binder.testing import BoundConsumer, consume, wait_until
 from binders.mqtt.binder import MqttBinder
 
 HOST = "127.0.0.1"
@@ -83,6 +84,29 @@ class Collector:
 async def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
     """Wait for ``condition`` (see :func:`binder.testing.wait_until`)."""
     await wait_until(condition, timeout, what or repr(condition))
+
+
+Subscribe = Callable[[Binder, ConsumerSpec, Handler], Awaitable[BoundConsumer]]
+
+
+@pytest_asyncio.fixture
+async def subscribe() -> AsyncIterator[Subscribe]:
+    """Bind a plain async handler through the delivery engine; closed at teardown.
+
+    A handler that raises has its message nacked (for MQTT: logged and acknowledged);
+    there are no retries and no dead letters (see :func:`binder.testing.consume`).
+    """
+    bound: list[BoundConsumer] = []
+
+    async def bind(binder: Binder, spec: ConsumerSpec, handler: Handler) -> BoundConsumer:
+        consumer = await consume(binder, spec, handler)
+        bound.append(consumer)
+        return consumer
+
+    yield bind
+    for consumer in bound:
+        with contextlib.suppress(Exception):
+            await consumer.close(timeout=5.0)
 
 
 @pytest_asyncio.fixture

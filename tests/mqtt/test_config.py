@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from binder.backoff import Backoff
 from binder.errors import ConfigError
 from binders.mqtt.connection import MqttConnection
 from binders.mqtt.settings import ConnectionSettings, validate_settings
@@ -53,3 +54,16 @@ async def test_tls_and_will_settings_build_a_client() -> None:
     assert client._ssl is True and client._will is True  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="wildcards"):
         validate_settings({"will": {"topic": "a/#"}})
+
+
+async def test_reconnects_use_the_core_backoff_and_keepalive_is_checked_in_time() -> None:
+    settings = ConnectionSettings.from_settings(
+        {"reconnect_min_delay": 0.2, "reconnect_max_delay": 3.0, "keepalive": 2}
+    )
+    connection = MqttConnection(settings, "eb-backoff-test")
+    backoff = connection._backoff
+    assert backoff == Backoff(0.2, 2.0, 3.0)
+    assert [backoff.ceiling(n) for n in (1, 2, 3, 5, 9)] == [0.2, 0.4, 0.8, 3.0, 3.0]
+    assert all(0.8 * 0.2 <= backoff.delay(1) <= 0.2 for _ in range(50))  # jittered, capped
+    # A PINGREQ goes out at most a quarter of the keepalive late (Mosquitto allows 1.5x).
+    assert connection._misc_interval == 0.5

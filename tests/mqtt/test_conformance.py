@@ -17,8 +17,8 @@ class TestMqttConformance(BinderConformance):
         "client_id": "eb-conformance",
         "session_expiry": 60,
     }
-    conformance = ConformanceSettings(receive_timeout=10.0)
-
-    def dead_letter_destination(self, destination: str, group: str | None) -> str:
-        """Dead letters go to ``<destination>/dlq`` by default."""
-        return f"{destination}/dlq"
+    # Mosquitto drops a client silent for 1.5 x keepalive (3 s here): the blocking
+    # handler blocks longer than that, so a blocked event loop would lose the session.
+    conformance = ConformanceSettings(
+        receive_timeout=10.0, session_settings={"keepalive": 2}, block_for=3.5
+    )

@@ -12,9 +12,13 @@ from typing import Any
 
 import pytest
 
+from binder.app import App
+from binder.config import load_settings
 from binder.errors import ConfigError, UnsupportedFeature
 from binder.message import Message
-from binder.spi import ConsumerSpec, ProducerSpec
+from binder.plugins import load_registry
+from binder.runtime import Runtime
+from binder.spi import ConsumerSpec, Delivery, ProducerSpec
 from binders.mqtt.binder import MqttBinder
 from binders.mqtt.connection import MqttConnectionError
 
@@ -26,6 +30,7 @@ from .conftest import (
     PORT,
     USER,
     Collector,
+    Subscribe,
     fresh,
     fresh_group,
     wait_for,
@@ -40,14 +45,32 @@ def _json(value: Any, **kwargs: Any) -> Message:
     return Message(json.dumps(value).encode(), content_type="application/json", **kwargs)
 
 
+def _runtime(app: App, bindings: dict[str, Any], **settings: Any) -> Runtime:
+    """A runtime for ``app`` on the test broker (``bindings`` as in a config file)."""
+    registry = load_registry()
+    config = load_settings(
+        {
+            "binders": {"mqtt": {"type": "mqtt", **BASE_SETTINGS, **settings}},
+            "default_binder": "mqtt",
+            "bindings": bindings,
+        },
+        registry=registry,
+        discover=False,
+        environ={},
+    )
+    return Runtime(app, config, registry, fail_fast=True)
+
+
 # -- groups, wildcards, metadata ----------------------------------------------------------
 
 
-async def test_shared_subscription_splits_the_load_across_group_members(binder: MqttBinder) -> None:
+async def test_shared_subscription_splits_the_load_across_group_members(
+    binder: MqttBinder, subscribe: Subscribe
+) -> None:
     topic, group = fresh("share"), fresh_group()
     members = [Collector(), Collector()]
     for i, member in enumerate(members):
-        await binder.bind_consumer(ConsumerSpec(f"in-{i}", topic, group=group), member)
+        await subscribe(binder, ConsumerSpec(f"in-{i}", topic, group=group), member)
     producer = await binder.bind_producer(ProducerSpec("out", topic))
     for n in range(40):
         await producer.publish(_json({"n": n}))
@@ -57,15 +80,15 @@ async def test_shared_subscription_splits_the_load_across_group_members(binder: 
     assert all(m.messages for m in members), "both members must get a share"
 
 
-async def test_wildcard_subscriptions_see_the_concrete_topic(binder: MqttBinder) -> None:
+async def test_wildcard_subscriptions_see_the_concrete_topic(
+    binder: MqttBinder, subscribe: Subscribe
+) -> None:
     base = fresh("wild")
     one_level, all_levels = Collector(), Collector()
-    await binder.bind_consumer(
-        ConsumerSpec("plus", f"{base}/+/temp", dead_letter=f"{base}-dlq"), one_level
+    await subscribe(
+        binder, ConsumerSpec("plus", f"{base}/+/temp", dead_letter=f"{base}-dlq"), one_level
     )
-    await binder.bind_consumer(
-        ConsumerSpec("hash", f"{base}/#", group=fresh_group(), dead_letter=False), all_levels
-    )
+    await subscribe(binder, ConsumerSpec("hash", f"{base}/#", group=fresh_group()), all_levels)
     for topic in (f"{base}/kitchen/temp", f"{base}/garage/temp", f"{base}/kitchen/humidity"):
         producer = await binder.bind_producer(ProducerSpec(topic, topic))
         await producer.publish(_json({"at": topic}))
@@ -80,19 +103,48 @@ async def test_wildcard_subscriptions_see_the_concrete_topic(binder: MqttBinder)
 
 
 async def test_wildcard_destination_needs_an_explicit_dead_letter_topic(
-    binder: MqttBinder,
+    binder: MqttBinder, subscribe: Subscribe
 ) -> None:
+    assert binder.dead_letter_destination("a/b", "g") == "a/b/dlq"
     with pytest.raises(ConfigError, match="wildcards"):
-        await binder.bind_consumer(ConsumerSpec("w", f"{fresh('w')}/#"), Collector())
+        binder.dead_letter_destination(f"{fresh('w')}/#", None)
     topic = fresh("loop")
     with pytest.raises(ConfigError, match="outside the subscription"):
-        await binder.bind_consumer(ConsumerSpec("w", f"{topic}/#", dead_letter=f"{topic}/x"), None)  # type: ignore[arg-type]
+        await subscribe(
+            binder, ConsumerSpec("w", f"{topic}/#", dead_letter=f"{topic}/x"), Collector()
+        )
+    with pytest.raises(ConfigError, match="outside the subscription"):
+        await subscribe(binder, ConsumerSpec("w", topic, dead_letter=f"{topic}/+"), Collector())
 
 
-async def test_headers_content_type_key_and_id_round_trip_under_mqtt5(binder: MqttBinder) -> None:
+async def test_an_app_on_a_wildcard_destination_is_refused_at_start_without_a_dlq_name() -> None:
+    base = fresh("wild-app")
+
+    def build() -> App:
+        app = App("wild")
+
+        @app.consumer(f"{base}/+/temp", group=fresh_group())
+        async def reading(payload: dict) -> None:
+            return None
+
+        return app
+
+    with pytest.raises(ConfigError, match="has wildcards"):
+        await _runtime(build(), {}).start()  # start() stops what it started before raising
+    named = _runtime(build(), {"reading-in-0": {"dead_letter": f"{base}-dlq"}})
+    await named.start()
+    try:
+        assert named.status()["reading-in-0"] == "running"
+    finally:
+        await named.stop()
+
+
+async def test_headers_content_type_key_and_id_round_trip_under_mqtt5(
+    binder: MqttBinder, subscribe: Subscribe
+) -> None:
     topic = fresh("headers")
     received = Collector()
-    await binder.bind_consumer(ConsumerSpec("in", topic), received)
+    await subscribe(binder, ConsumerSpec("in", topic), received)
     producer = await binder.bind_producer(ProducerSpec("out", topic))
     sent = Message(
         b"\x00\x01binary",
@@ -119,12 +171,14 @@ async def test_headers_content_type_key_and_id_round_trip_under_mqtt5(binder: Mq
 # -- interoperability with the Mosquitto command line tools -------------------------------
 
 
-async def test_a_message_from_mosquitto_pub_is_consumed_and_decoded(binder: MqttBinder) -> None:
+async def test_a_message_from_mosquitto_pub_is_consumed_and_decoded(
+    binder: MqttBinder, subscribe: Subscribe
+) -> None:
     if shutil.which("mosquitto_pub") is None:
         pytest.skip("mosquitto_pub is not installed")
     topic = fresh("cli-pub")
     received = Collector()
-    await binder.bind_consumer(ConsumerSpec("in", topic, group=fresh_group()), received)
+    await subscribe(binder, ConsumerSpec("in", topic, group=fresh_group()), received)
     proc = await asyncio.create_subprocess_exec(
         "mosquitto_pub", "-h", HOST, "-p", str(PORT), "-V", "5", "-q", "1", "-t", topic,
         "-m", '{"temperature": 21.5}',
@@ -199,7 +253,7 @@ async def test_wrong_credentials_on_the_auth_listener_give_a_clear_error(
         await anonymous.start()
 
 
-async def test_right_credentials_on_the_auth_listener_work() -> None:
+async def test_right_credentials_on_the_auth_listener_work(subscribe: Subscribe) -> None:
     url = f"mqtt://{USER}:{PASSWORD}@{HOST}:{AUTH_PORT}"
     binder = MqttBinder("auth", {**BASE_SETTINGS, "url": url})
     assert PASSWORD not in repr(binder) and PASSWORD not in repr(binder.settings)
@@ -207,7 +261,7 @@ async def test_right_credentials_on_the_auth_listener_work() -> None:
     try:
         topic = fresh("auth")
         received = Collector()
-        await binder.bind_consumer(ConsumerSpec("in", topic), received)
+        await subscribe(binder, ConsumerSpec("in", topic), received)
         producer = await binder.bind_producer(ProducerSpec("out", topic))
         await producer.publish(_json({"ok": True}))
         [got] = await received.wait_for(1)
@@ -226,12 +280,12 @@ async def test_unreachable_broker_raises_at_start() -> None:
 
 
 async def test_group_consumer_restarted_gets_what_was_published_while_away(
-    binder: MqttBinder,
+    binder: MqttBinder, subscribe: Subscribe
 ) -> None:
     topic, group = fresh("away"), fresh_group()
     spec = ConsumerSpec("in", topic, group=group)
     first = Collector()
-    consumer = await binder.bind_consumer(spec, first)
+    consumer = await subscribe(binder, spec, first)
     producer = await binder.bind_producer(ProducerSpec("out", topic))
     await producer.publish(_json({"n": -1}))
     await first.wait_for(1)
@@ -239,12 +293,14 @@ async def test_group_consumer_restarted_gets_what_was_published_while_away(
     for n in range(20):
         await producer.publish(_json({"n": n}))
     second = Collector()
-    await binder.bind_consumer(spec, second)
+    await subscribe(binder, spec, second)
     await second.wait_for(20)
     assert [m.json()["n"] for m in second.messages] == list(range(20))
 
 
-async def test_order_is_kept_per_key_with_concurrency(binder: MqttBinder) -> None:
+async def test_order_is_kept_per_key_with_concurrency(
+    binder: MqttBinder, subscribe: Subscribe
+) -> None:
     topic = fresh("order")
     received = Collector()
 
@@ -253,7 +309,8 @@ async def test_order_is_kept_per_key_with_concurrency(binder: MqttBinder) -> Non
             await asyncio.sleep(0.002)  # disturb the interleaving, not a synchronisation
         await received(message)
 
-    await binder.bind_consumer(
+    await subscribe(
+        binder,
         ConsumerSpec("in", topic, group=fresh_group(), concurrency=4, prefetch=16),
         slow_sometimes,
     )
@@ -268,7 +325,9 @@ async def test_order_is_kept_per_key_with_concurrency(binder: MqttBinder) -> Non
         assert seqs == list(range(15)), key
 
 
-async def test_slow_handler_bounds_messages_in_flight(binder: MqttBinder) -> None:
+async def test_slow_handler_bounds_messages_in_flight(
+    binder: MqttBinder, subscribe: Subscribe
+) -> None:
     topic = fresh("slow")
     gate = asyncio.Event()
     running = 0
@@ -285,8 +344,8 @@ async def test_slow_handler_bounds_messages_in_flight(binder: MqttBinder) -> Non
         finally:
             running -= 1
 
-    consumer = await binder.bind_consumer(
-        ConsumerSpec("in", topic, group=fresh_group(), concurrency=2, prefetch=4), blocked
+    consumer = await subscribe(
+        binder, ConsumerSpec("in", topic, group=fresh_group(), concurrency=2, prefetch=4), blocked
     )
     producer = await binder.bind_producer(ProducerSpec("out", topic))
     for n in range(30):
@@ -305,7 +364,7 @@ async def test_slow_handler_bounds_messages_in_flight(binder: MqttBinder) -> Non
 
 
 async def test_qos0_consumer_stops_reading_while_its_handlers_are_full(
-    binder: MqttBinder,
+    binder: MqttBinder, subscribe: Subscribe
 ) -> None:
     topic = fresh("slow-q0")
     gate = asyncio.Event()
@@ -316,8 +375,8 @@ async def test_qos0_consumer_stops_reading_while_its_handlers_are_full(
         await done(message)
 
     # QoS 0 has no receive maximum at the broker: only the binding's intake bounds it.
-    consumer = await binder.bind_consumer(
-        ConsumerSpec("in", topic, concurrency=2, prefetch=4, options={"qos": 0}), blocked
+    consumer = await subscribe(
+        binder, ConsumerSpec("in", topic, concurrency=2, prefetch=4, options={"qos": 0}), blocked
     )
     producer = await binder.bind_producer(ProducerSpec("out", topic, options={"qos": 0}))
     try:
@@ -349,33 +408,150 @@ async def test_qos0_publisher_waits_for_the_socket_instead_of_queuing_without_bo
     await wait_for(lambda: not publisher._unwritten, what="everything written")
 
 
-async def test_failed_handler_is_acknowledged_and_the_stream_goes_on(binder: MqttBinder) -> None:
+async def test_publish_queues_at_once_in_call_order_with_many_in_flight(
+    binder: MqttBinder, subscribe: Subscribe
+) -> None:
+    topic = fresh("pipelined")
+    received = Collector()
+    await subscribe(binder, ConsumerSpec("in", topic, group=fresh_group()), received)
+    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    count = 300  # far more than the connection's 20 unconfirmed publishes
+    confirmations = [producer.publish(_json({"n": n})) for n in range(count)]
+    assert not any(c.done() for c in confirmations), "QoS 1 resolves on the PUBACK only"
+    await asyncio.wait_for(asyncio.gather(*confirmations), 30)
+    await received.wait_for(count)
+    assert [m.json()["n"] for m in received.messages] == list(range(count))
+
+
+async def test_qos0_backlog_keeps_call_order_and_bounds_what_paho_holds(
+    binder: MqttBinder, subscribe: Subscribe
+) -> None:
+    topic = fresh("q0-order")
+    received = Collector()
+    await subscribe(binder, ConsumerSpec("in", topic, options={"qos": 0}), received)
+    producer = await binder.bind_producer(ProducerSpec("out", topic, options={"qos": 0}))
+    publisher = binder._publisher
+    assert publisher is not None
+    handed: list[int] = []
+    most = 0
+    send = publisher.publish
+
+    def recording(topic: str, payload: bytes, *args: Any) -> Any:
+        nonlocal most
+        handed.append(int(payload))
+        result = send(topic, payload, *args)
+        most = max(most, len(publisher._unwritten))
+        return result
+
+    publisher.publish = recording  # type: ignore[method-assign]
+    count = 3000
+    # Never suspends: the first 1,000 go to paho, the rest wait in the backlog.
+    confirmations = [producer.publish(Message(b"%d" % n)) for n in range(count)]
+    assert len(handed) == 1000 and len(producer._backlog) == count - 1000
+    await asyncio.wait_for(asyncio.gather(*confirmations), 30)
+    assert handed == list(range(count))
+    assert most <= 1000
+    await received.wait_for(count, 30)
+    assert [int(m.payload) for m in received.messages] == list(range(count))
+
+
+async def test_publishes_in_flight_follow_the_brokers_receive_maximum(make_binder: Any) -> None:
+    # scripts/mosquitto.conf: max_inflight_messages 100, announced in the CONNACK.
+    def limit(binder: MqttBinder) -> int:
+        assert binder._publisher is not None
+        return binder._publisher._client._max_inflight_messages  # type: ignore[attr-defined,no-any-return]
+
+    assert limit(await make_binder()) == 100  # paho alone would keep 20
+    assert limit(await make_binder(max_inflight=7)) == 7
+    assert limit(await make_binder(max_inflight=500)) == 100  # more would be refused
+    assert limit(await make_binder(protocol="3.1.1")) == 20  # no CONNACK properties
+
+
+async def test_receive_maximum_is_the_prefetch_unless_set(
+    binder: MqttBinder, subscribe: Subscribe
+) -> None:
+    topic = fresh("rm")
+    default = await subscribe(binder, ConsumerSpec("a", topic), Collector())
+    assert default.connection._receive_maximum == 256  # the core's default prefetch
+    small = await subscribe(binder, ConsumerSpec("b", topic, prefetch=7), Collector())
+    assert small.connection._receive_maximum == 7 and small._intake.capacity == 7
+    overridden = await subscribe(
+        binder, ConsumerSpec("c", topic, prefetch=7, options={"receive_maximum": 3}), Collector()
+    )
+    assert overridden.connection._receive_maximum == 3 and overridden._intake.capacity == 7
+
+
+async def test_released_messages_are_not_acknowledged_and_come_back_to_the_group(
+    binder: MqttBinder, subscribe: Subscribe
+) -> None:
+    topic, group = fresh("release"), fresh_group()
+    spec = ConsumerSpec("in", topic, group=group)
+    gate = asyncio.Event()
+    first = Collector()
+
+    async def held(message: Message) -> None:
+        await gate.wait()
+        await first(message)
+
+    consumer = await subscribe(binder, spec, held)
+    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    for n in range(5):
+        await producer.publish(_json({"n": n}))
+    await wait_for(lambda: consumer.in_flight == 5, what="five messages taken")
+    closing = asyncio.ensure_future(consumer.close())
+    # Stopping releases the four not started (no PUBACK) and waits for the running one.
+    await wait_for(lambda: consumer.in_flight == 1, what="four messages released")
+    assert not closing.done()
+    gate.set()
+    await asyncio.wait_for(closing, 10)
+    assert [m.json()["n"] for m in first.messages] == [0]
+    second = Collector()
+    await subscribe(binder, spec, second)
+    await producer.publish(_json({"n": 99}))  # after the redeliveries: a marker
+    await second.wait_for(5)
+    assert [m.json()["n"] for m in second.messages] == [1, 2, 3, 4, 99]
+    assert [m.delivery_attempt for m in second.messages] == [2, 2, 2, 2, 1]
+
+
+async def test_failed_handler_is_acknowledged_and_the_stream_goes_on(
+    binder: MqttBinder, subscribe: Subscribe, caplog: pytest.LogCaptureFixture
+) -> None:
     topic = fresh("fail")
     received = Collector(fail=lambda m: m.json()["n"] == 0)
-    await binder.bind_consumer(ConsumerSpec("in", topic, group=fresh_group()), received)
+    consumer = await subscribe(binder, ConsumerSpec("in", topic, group=fresh_group()), received)
     producer = await binder.bind_producer(ProducerSpec("out", topic))
-    for n in range(3):
-        await producer.publish(_json({"n": n}))
+    sent = [_json({"n": n}) for n in range(3)]
+    for message in sent:
+        await producer.publish(message)
     await received.wait_for(2)
     assert [m.json()["n"] for m in received.messages] == [1, 2]
     assert received.calls == 3  # MQTT cannot redeliver: redelivery_on_nack is False
     assert binder.capabilities.redelivery_on_nack is False
+    # The engine nacked it; the binder logged it by message id and acknowledged it.
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(sent[0].message_id in text and "acknowledging" in text for text in errors), errors
+    await wait_for(lambda: consumer.in_flight == 0, what="every message settled")
 
 
 async def test_dead_letter_goes_to_destination_dlq_with_error_properties(
-    binder: MqttBinder,
+    binder: MqttBinder, subscribe: Subscribe
 ) -> None:
     from binder.spi import Failure
 
     topic, group = fresh("dl"), fresh_group()
     dead = Collector()
-    await binder.bind_consumer(ConsumerSpec("dlq", f"{topic}/dlq"), dead)
-    consumer = await binder.bind_consumer(ConsumerSpec("in", topic, group=group), Collector())
+    dlq = binder.dead_letter_destination(topic, group)
+    assert dlq == f"{topic}/dlq"
+    await subscribe(binder, ConsumerSpec("dlq", dlq), dead)
+    consumer = await subscribe(
+        binder, ConsumerSpec("in", topic, group=group, dead_letter=dlq), Collector()
+    )
     try:
         raise ValueError("no\nway")
     except ValueError as exc:
         failure = Failure.from_exception(exc, attempts=3, destination=topic, group=group)
-    await consumer.dead_letter(_json({"n": 1}, headers={"tenant": "acme"}, key="k"), failure)
+    original = _json({"n": 1}, headers={"tenant": "acme"}, key="k")
+    await consumer.dead_letter(Delivery(original), failure)
     [got] = await dead.wait_for(1)
     assert got.json() == {"n": 1}
     assert got.headers["x-exception-message"] == "no\nway"
@@ -387,16 +563,20 @@ async def test_dead_letter_goes_to_destination_dlq_with_error_properties(
 # -- MQTT 3.1.1 -----------------------------------------------------------------------------
 
 
-async def test_mqtt311_carries_payload_only_and_refuses_dead_letters(make_binder: Any) -> None:
+async def test_mqtt311_carries_payload_only_and_refuses_dead_letters(
+    make_binder: Any, subscribe: Subscribe
+) -> None:
     binder = await make_binder(protocol="3.1.1")
     assert binder.capabilities.native_headers is False
     topic = fresh("v311")
     with pytest.raises(UnsupportedFeature, match=r"3\.1\.1"):
-        await binder.bind_consumer(ConsumerSpec("in", topic, group=fresh_group()), Collector())
-    received = Collector()
-    await binder.bind_consumer(
-        ConsumerSpec("in", topic, group=fresh_group(), dead_letter=False), received
-    )
+        await subscribe(
+            binder,
+            ConsumerSpec("in", topic, group=fresh_group(), dead_letter=f"{topic}/dlq"),
+            Collector(),
+        )
+    received = Collector()  # dead_letter None: dead-lettering is off
+    await subscribe(binder, ConsumerSpec("in", topic, group=fresh_group()), received)
     producer = await binder.bind_producer(ProducerSpec("out", topic))
     await producer.publish(_json({"v": 311}, headers={"tenant": "acme"}, key="k"))
     [got] = await received.wait_for(1)
@@ -414,12 +594,14 @@ async def test_producer_refuses_wildcards_and_partitions(binder: MqttBinder) -> 
         await binder.bind_producer(ProducerSpec("out", fresh("p"), partition_count=2))
 
 
-async def test_retained_message_reaches_a_later_subscriber(binder: MqttBinder) -> None:
+async def test_retained_message_reaches_a_later_subscriber(
+    binder: MqttBinder, subscribe: Subscribe
+) -> None:
     topic = fresh("retain")
     producer = await binder.bind_producer(ProducerSpec("out", topic, options={"retain": True}))
     await producer.publish(_json({"state": "on"}))
     late = Collector()
-    await binder.bind_consumer(ConsumerSpec("in", topic), late)
+    await subscribe(binder, ConsumerSpec("in", topic), late)
     [got] = await late.wait_for(1)
     assert got.json() == {"state": "on"}
     clear = await binder.bind_producer(ProducerSpec("clear", topic, options={"retain": True}))
@@ -434,15 +616,15 @@ def _connected(binder: MqttBinder) -> bool:
 
 
 async def test_broker_restart_in_the_middle_of_2000_qos1_messages_loses_none(
-    binder: MqttBinder,
+    binder: MqttBinder, subscribe: Subscribe
 ) -> None:
     script = ROOT / "scripts" / "brokers"
     if not os.access(script, os.X_OK):
         pytest.skip("scripts/brokers is missing")
     topic, group = fresh("restart"), fresh_group()
     received = Collector()
-    await binder.bind_consumer(
-        ConsumerSpec("in", topic, group=group, concurrency=4, prefetch=50), received
+    await subscribe(
+        binder, ConsumerSpec("in", topic, group=group, concurrency=4, prefetch=50), received
     )
     producer = await binder.bind_producer(ProducerSpec("out", topic))
     total, window = 2000, asyncio.Semaphore(200)
@@ -481,13 +663,13 @@ async def test_broker_restart_in_the_middle_of_2000_qos1_messages_loses_none(
 
 
 async def test_last_will_is_published_when_the_connection_dies(
-    binder: MqttBinder, make_binder: Any
+    binder: MqttBinder, make_binder: Any, subscribe: Subscribe
 ) -> None:
     import socket
 
     topic = fresh("will")
     watcher = Collector()
-    await binder.bind_consumer(ConsumerSpec("will-in", topic, dead_letter=False), watcher)
+    await subscribe(binder, ConsumerSpec("will-in", topic), watcher)
     dying = await make_binder(will={"topic": topic, "payload": "gone", "qos": 1})
     assert dying._publisher is not None
     sock = dying._publisher._client.socket()  # no DISCONNECT: an abnormal end
@@ -497,14 +679,16 @@ async def test_last_will_is_published_when_the_connection_dies(
 
 
 async def test_a_stopped_member_keeps_its_share_unless_it_ends_its_session(
-    binder: MqttBinder,
+    binder: MqttBinder, subscribe: Subscribe
 ) -> None:
     topic, group = fresh("share-away"), fresh_group()
     stays, leaves, ends = Collector(), Collector(), Collector()
-    await binder.bind_consumer(ConsumerSpec("stays", topic, group=group), stays)
-    leaving = await binder.bind_consumer(ConsumerSpec("leaves", topic, group=group), leaves)
-    ending = await binder.bind_consumer(
-        ConsumerSpec("ends", topic, group=group, options={"end_session_on_close": True}), ends
+    await subscribe(binder, ConsumerSpec("stays", topic, group=group), stays)
+    leaving = await subscribe(binder, ConsumerSpec("leaves", topic, group=group), leaves)
+    ending = await subscribe(
+        binder,
+        ConsumerSpec("ends", topic, group=group, options={"end_session_on_close": True}),
+        ends,
     )
     await leaving.close()  # its session stays in the group and queues its share
     await ending.close()  # its session is gone
@@ -513,7 +697,7 @@ async def test_a_stopped_member_keeps_its_share_unless_it_ends_its_session(
         await producer.publish(_json({"n": n}))
     await stays.wait_for(5)
     back = Collector()
-    await binder.bind_consumer(ConsumerSpec("leaves", topic, group=group), back)
+    await subscribe(binder, ConsumerSpec("leaves", topic, group=group), back)
     await wait_for(lambda: len(stays.messages) + len(back.messages) >= 10, what="all ten")
     assert sorted(m.json()["n"] for m in stays.messages + back.messages) == list(range(10))
     assert back.messages, "the member that came back gets what was queued for it"

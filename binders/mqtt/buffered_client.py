@@ -1,0 +1,55 @@
+"""paho's MQTT client reading its socket in large chunks (fewer system calls).
+
+It overrides paho's private ``_sock_recv``: where a paho release renames it, the
+override is simply not called and paho reads as it always did.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+__all__ = ["BufferedClient"]
+
+#: Bytes read from the socket at once (paho reads packet by packet from that buffer).
+_READ_CHUNK = 65536
+
+
+class BufferedClient(mqtt.Client):
+    """paho's client reading its socket in large chunks.
+
+    paho reads every packet with two or three ``recv`` calls (fixed header byte,
+    remaining length, body); a consumer receiving small messages spends much of its
+    time in those system calls.  This client reads up to ``_READ_CHUNK`` bytes at once
+    and serves paho's small reads from that buffer; :class:`MqttConnection` keeps
+    calling ``loop_read`` while :meth:`buffered` (select cannot see those bytes).
+    """
+
+    _rbuf: bytes = b""
+    _rpos = 0
+    _rsock: Any = None  # the socket the buffered bytes came from
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf, pos = self._rbuf, self._rpos
+        if pos < len(buf) and self._rsock is self._sock:
+            end = pos + bufsize
+            if end >= len(buf):
+                self._rbuf, self._rpos = b"", 0
+                return buf[pos:]
+            self._rpos = end
+            return buf[pos:end]
+        data = super()._sock_recv(_READ_CHUNK)  # raises BlockingIOError when empty
+        if len(data) <= bufsize:
+            self._rbuf, self._rpos = b"", 0
+            return data
+        self._rbuf, self._rpos, self._rsock = data, bufsize, self._sock
+        return data[:bufsize]
+
+    def buffered(self) -> bool:
+        """True while bytes read from the current socket wait in the buffer."""
+        return self._rpos < len(self._rbuf) and self._rsock is self._sock
+
+    def drop_buffer(self) -> None:
+        """Forget buffered bytes (the socket they came from is gone)."""
+        self._rbuf, self._rpos, self._rsock = b"", 0, None

@@ -1,0 +1,58 @@
+"""The paho client reads its socket in large chunks; no broker needed."""
+
+from __future__ import annotations
+
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from binders.mqtt.buffered_client import _READ_CHUNK, BufferedClient
+
+
+class _Socket:
+    """A non-blocking socket stand-in handing out prepared chunks."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = list(chunks)
+        self.asked: list[int] = []
+
+    def recv(self, size: int) -> bytes:
+        self.asked.append(size)
+        if not self.chunks:
+            raise BlockingIOError
+        return self.chunks.pop(0)
+
+    def close(self) -> None:
+        """paho closes its socket when the client is collected."""
+
+
+def test_small_reads_are_served_from_one_large_recv() -> None:
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id="eb-buffer-test")
+    sock = _Socket(b"abcdefgh", b"ij")
+    client._sock = sock  # type: ignore[assignment]
+    assert client._sock_recv(1) == b"a"  # paho: the fixed header byte
+    assert client.buffered()
+    assert client._sock_recv(2) == b"bc"
+    assert client._sock_recv(10) == b"defgh"  # at most what is buffered
+    assert not client.buffered()
+    assert client._sock_recv(5) == b"ij"  # fits: returned as read
+    with pytest.raises(BlockingIOError):
+        client._sock_recv(1)
+    assert sock.asked == [_READ_CHUNK] * 3
+
+
+def test_end_of_stream_passes_through_and_a_dropped_buffer_is_gone() -> None:
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id="eb-buffer-test")
+    client._sock = _Socket(b"xyz", b"")  # type: ignore[assignment]
+    assert client._sock_recv(1) == b"x"
+    client.drop_buffer()  # the socket it came from was closed
+    assert not client.buffered()
+    assert client._sock_recv(1) == b""  # paho reads this as the connection closing
+
+
+def test_bytes_of_a_replaced_socket_are_never_served() -> None:
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id="eb-buffer-test")
+    client._sock = _Socket(b"old bytes")  # type: ignore[assignment]
+    assert client._sock_recv(1) == b"o"
+    client._sock = _Socket(b"new")  # type: ignore[assignment]  # paho reconnected
+    assert not client.buffered()
+    assert client._sock_recv(3) == b"new"
