@@ -105,7 +105,8 @@ class Tally:
     ``add`` may be called from any thread (a plain ``def`` sink handler may run in a
     worker thread): it uses only operations that are atomic in CPython (``set.add``,
     ``list.append``, ``len``) and wakes the asyncio loop with ``call_soon_threadsafe``,
-    and only when the producer waits or the last id arrived.
+    and only when the producer waits and the sink caught up by a quarter of the window
+    (so the harness adds no wake-up per message), or when the last id arrived.
     """
 
     def __init__(self, count: int) -> None:
@@ -115,6 +116,7 @@ class Tally:
         self.finished_at: float | None = None
         self.error: BaseException | None = None
         self.waiting = False  # the producer waits for room: wake it on progress
+        self.wake_at = 0  # ... once this many distinct ids arrived
         self.room = asyncio.Event()
         self.done = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -135,7 +137,8 @@ class Tally:
         if len(self.seen) >= self.count and self.finished_at is None:
             self.finished_at = time.perf_counter()
             self._signal()
-        elif self.waiting:
+        elif self.waiting and len(self.seen) >= self.wake_at:
+            self.waiting = False
             self._signal()
 
     def fail(self, exc: BaseException) -> None:
@@ -157,11 +160,14 @@ class Tally:
             self.done.set()
 
     async def wait_for_room(self, published: int, window: int) -> None:
-        """Return once ``published - distinct ids < window`` (or a stage failed)."""
-        while published - len(self.seen) >= window and self.error is None:
+        """Return once ``published - distinct ids`` is at most three quarters of
+        ``window`` (or a stage failed): the producer then runs a quarter window ahead."""
+        target = published - window + max(1, window // 4)
+        while len(self.seen) < target and self.error is None:
             self.room.clear()
+            self.wake_at = target
             self.waiting = True
-            if published - len(self.seen) < window:
+            if len(self.seen) >= target:
                 break
             await self.room.wait()
         self.waiting = False
