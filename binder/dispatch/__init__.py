@@ -2,15 +2,12 @@
 settlement, written once for every binder (see :mod:`binder.dispatch.engine`)."""
 
 from binder.dispatch.calls import HandlerCall, RawCall
-from binder.dispatch.engine import (
-    BindingStats,
-    Dispatcher,
-    DispatchPlan,
-    LoopDispatcher,
-    ThreadDispatcher,
-    create_dispatcher,
-)
+from binder.dispatch.engine import Dispatcher
+from binder.dispatch.factory import create_dispatcher
+from binder.dispatch.loop_dispatcher import LoopDispatcher
+from binder.dispatch.plan import BindingStats, DispatchPlan
 from binder.dispatch.retry import OutputFailed, RetryPolicy, is_permanent
+from binder.dispatch.thread_dispatcher import ThreadDispatcher
 from binder.dispatch.threads import CallThreads, WorkerThreads
 from binder.dispatch.watchdog import LoopWatchdog
 

@@ -16,12 +16,15 @@ A binder hands each fetched message to a :class:`Dispatcher` (its
   waits), then dead-letters the message through the binding; an undecodable payload
   or a :class:`~binder.errors.PermanentError` is dead-lettered at once; an output the
   broker refuses is published again under the same policy, then dead-lettered;
-* runs ``async def`` handlers on the event loop (:class:`LoopDispatcher`) and plain
-  ``def`` handlers in worker threads (:class:`ThreadDispatcher`), so a handler that
+* runs ``async def`` handlers on the event loop
+  (:class:`~binder.dispatch.loop_dispatcher.LoopDispatcher`) and plain ``def``
+  handlers in worker threads
+  (:class:`~binder.dispatch.thread_dispatcher.ThreadDispatcher`), so a handler that
   blocks never stops the binder's heartbeats.
 
-Everything here runs on the event loop except the attempts of a
-:class:`ThreadDispatcher`, which run in its worker threads.
+This module holds what both have in common: intake, lanes, the window, outputs,
+failures and settlement.  Everything runs on the event loop except the attempts of a
+``ThreadDispatcher``, which run in its worker threads.
 """
 
 from __future__ import annotations
@@ -31,88 +34,30 @@ import contextlib
 import contextvars
 import functools
 import logging
-import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Hashable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Collection, Hashable
 
-from binder.dispatch.calls import HandlerCall, RawCall
-from binder.dispatch.retry import OutputFailed, RetryPolicy, is_permanent
-from binder.dispatch.threads import CallThreads, WorkerThreads
+from binder.dispatch.calls import HandlerCall
+from binder.dispatch.plan import BindingStats, DispatchPlan
+from binder.dispatch.retry import OutputFailed
 from binder.errors import DecodeError
-from binder.message import Message
-from binder.middleware import Middleware, chain
-from binder.spi import DEFAULT_PREFETCH, ConsumerBinding, Delivery, Failure, Handler
+from binder.spi import ConsumerBinding, Delivery, Failure
 
-__all__ = [
-    "BindingStats",
-    "DispatchPlan",
-    "Dispatcher",
-    "LoopDispatcher",
-    "ThreadDispatcher",
-    "create_dispatcher",
-]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger("binder.dispatch")
 
 # Delivery._state: waiting in the engine, handed to a worker thread (not started),
 # started, returned (output unconfirmed), being released, finished (settled or about to be)
-_QUEUED, _HANDED, _RUNNING, _RETURNED, _RELEASING, _FINISHED = 0, 1, 2, 3, 4, 5
+QUEUED, HANDED, RUNNING, RETURNED, RELEASING, FINISHED = 0, 1, 2, 3, 4, 5
 # Delivery._verdict: how a finished delivery is settled
-_ACK, _NACK, _RELEASE = 1, 2, 3
-# Outcomes of an attempt in a worker thread
-_OK, _FAILED, _SKIPPED = 0, 1, 2
-
-#: Unpinned deliveries queued per worker thread at most (pinned lanes are not capped:
-#: their order forbids running them anywhere else).
-_THREAD_QUEUE = 64
-#: A worker that never waits (handlers that never suspend) yields after this long.
-_YIELD_AFTER = 0.005
+ACK, NACK, RELEASE = 1, 2, 3
 
 #: The delivery an on-loop attempt belongs to (read by the innermost middleware layer).
-_current: contextvars.ContextVar[Delivery] = contextvars.ContextVar("binder_delivery")
+current_delivery: contextvars.ContextVar[Delivery] = contextvars.ContextVar("binder_delivery")
 
 
-@dataclass(slots=True)
-class BindingStats:
-    """Counters of one consumer binding, kept by its dispatcher."""
-
-    received: int = 0
-    """Deliveries taken from the binder."""
-    handled: int = 0
-    """Deliveries settled for good: handled successfully or dead-lettered."""
-    dead_lettered: int = 0
-    """Deliveries stored in the dead letters (or dropped, with dead letters off)."""
-    failed: int = 0
-    """Deliveries handed back to the binder unhandled (nack): the broker delivers them
-    again where it can."""
-
-
-@dataclass(frozen=True, slots=True)
-class DispatchPlan:
-    """What the engine does with each delivery of one consumer binding."""
-
-    binding: str
-    destination: str
-    group: str | None
-    call: HandlerCall | RawCall
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    concurrency: int = 1
-    window: int = DEFAULT_PREFETCH
-    threaded: bool = True
-    """Run a plain ``def`` handler in worker threads (else on the event loop)."""
-    middleware: tuple[Middleware, ...] = ()
-    """Plugin middleware around each attempt, outermost first."""
-    dead_letter: str | None = None
-    """The dead-letter destination; ``None``: a message that failed for good is logged
-    at ERROR and dropped."""
-    nack_failures: bool = False
-    """Hand a failed delivery straight back to the binder (no dead letter): binder
-    tests and tools use it with a :class:`RawCall`."""
-
-
-class _Lane:
+class Lane:
     """The deliveries of one lane: waiting to start, and all of them until settled."""
 
     __slots__ = ("busy", "in_thread", "key", "order", "queued", "ready", "thread")
@@ -149,9 +94,9 @@ class Dispatcher:
         self.concurrency = max(1, plan.concurrency)
         self._on_handled = on_handled
         self._loop = asyncio.get_running_loop()
-        self._lanes: dict[Hashable, _Lane] = {}
+        self._lanes: dict[Hashable, Lane] = {}
         self._free: deque[Delivery] = deque()
-        self._ready: deque[_Lane] = deque()
+        self._ready: deque[Lane] = deque()
         self._lane_turn = False
         self._count = 0
         self._open = True
@@ -190,7 +135,7 @@ class Dispatcher:
         self._stopping.set()
         free, self._free = self._free, deque()
         for delivery in free:
-            self._finish(delivery, _RELEASE)
+            self._finish(delivery, RELEASE)
         self._ready.clear()
         for lane in list(self._lanes.values()):
             lane.ready = False
@@ -198,7 +143,7 @@ class Dispatcher:
         for delivery, timer in list(self._republish.items()):
             timer.cancel()
             del self._republish[delivery]
-            self._finish(delivery, _RELEASE)
+            self._finish(delivery, RELEASE)
         self._check_waiters()
 
     async def drain(self, timeout: float | None = None) -> bool:
@@ -250,7 +195,7 @@ class Dispatcher:
         else:
             lane = self._lanes.get(key)
             if lane is None:
-                lane = self._lanes[key] = _Lane(key)
+                lane = self._lanes[key] = Lane(key)
             delivery._lane = lane
             lane.order.append(delivery)
             lane.queued.append(delivery)
@@ -286,7 +231,7 @@ class Dispatcher:
 
     # -- scheduling (the two flavours) ------------------------------------------------
 
-    def _lane_has_work(self, lane: _Lane) -> None:
+    def _lane_has_work(self, lane: Lane) -> None:
         raise NotImplementedError
 
     def _schedule(self) -> None:
@@ -296,13 +241,13 @@ class Dispatcher:
         """Whether a new delivery may start something now (cheap; saves calls)."""
         return True
 
-    def _release_lane(self, lane: _Lane) -> None:
+    def _release_lane(self, lane: Lane) -> None:
         """Release the deliveries of ``lane`` that have not started."""
         queued, lane.queued = lane.queued, deque()
         for delivery in queued:
-            self._finish(delivery, _RELEASE)
+            self._finish(delivery, RELEASE)
 
-    def _next_lane(self) -> _Lane | None:
+    def _next_lane(self) -> Lane | None:
         """The next ready lane that still has queued deliveries (discard may empty one)."""
         ready = self._ready
         while ready:
@@ -329,9 +274,9 @@ class Dispatcher:
     def _returned(self, delivery: Delivery) -> None:
         """The handler returned; publish its output, or settle at once."""
         if delivery._output is None:
-            self._finish(delivery, _ACK)
+            self._finish(delivery, ACK)
             return
-        delivery._state = _RETURNED
+        delivery._state = RETURNED
         self._publish(delivery)
 
     def _publish(self, delivery: Delivery) -> None:
@@ -356,7 +301,7 @@ class Dispatcher:
             return
         exc = confirmed.exception()
         if exc is None:
-            self._finish(delivery, _ACK)
+            self._finish(delivery, ACK)
         else:
             self._publish_failed(delivery, exc)
 
@@ -371,12 +316,12 @@ class Dispatcher:
                 "it is handed back unacknowledged",
                 self.name,
                 delivery.message.message_id,
-                _describe(exc),
+                describe(exc),
             )
-            self._finish(delivery, _RELEASE)
+            self._finish(delivery, RELEASE)
             return
         if failures >= self._policy.max_attempts:
-            error = OutputFailed(f"the broker did not accept the output: {_describe(exc)}")
+            error = OutputFailed(f"the broker did not accept the output: {describe(exc)}")
             error.__cause__ = exc
             self._failed(delivery, error, failures)
             return
@@ -385,7 +330,7 @@ class Dispatcher:
             "%s: publishing the output of message %s failed (%s); trying again in %.2fs",
             self.name,
             delivery.message.message_id,
-            _describe(exc),
+            describe(exc),
             delay,
         )
         self._republish[delivery] = self._loop.call_later(delay, self._publish_again, delivery)
@@ -399,7 +344,7 @@ class Dispatcher:
         plan = self.plan
         if plan.nack_failures:
             log.debug("%s: handler failed; handing the message back", self.name, exc_info=exc)
-            self._finish(delivery, _NACK)
+            self._finish(delivery, NACK)
             return
         failure = Failure.from_exception(
             exc, attempts=attempts, destination=plan.destination, group=plan.group
@@ -407,7 +352,7 @@ class Dispatcher:
         if plan.dead_letter is None:
             self._log_failure(delivery, failure, exc, None)
             self.stats.dead_lettered += 1
-            self._finish(delivery, _ACK)
+            self._finish(delivery, ACK)
             return
         task = self._loop.create_task(self._dead_letter(delivery, failure, exc))
         self._tasks.add(task)
@@ -419,7 +364,7 @@ class Dispatcher:
             await binding.dead_letter(delivery, failure)
         except asyncio.CancelledError:
             if not self._closed:
-                self._finish(delivery, _RELEASE)
+                self._finish(delivery, RELEASE)
             raise
         except Exception as error:
             log.error(
@@ -427,13 +372,13 @@ class Dispatcher:
                 "unacknowledged",
                 self.name,
                 delivery.message.message_id,
-                _describe(error),
+                describe(error),
             )
-            self._finish(delivery, _NACK)
+            self._finish(delivery, NACK)
             return
         self._log_failure(delivery, failure, exc, self.plan.dead_letter)
         self.stats.dead_lettered += 1
-        self._finish(delivery, _ACK)
+        self._finish(delivery, ACK)
 
     def _log_failure(
         self, delivery: Delivery, failure: Failure, exc: BaseException, target: str | None
@@ -457,16 +402,16 @@ class Dispatcher:
 
     def _finish(self, delivery: Delivery, verdict: int) -> None:
         """``delivery`` is done; settle it and whatever it held back in its lane."""
-        if delivery._state == _FINISHED:
+        if delivery._state == FINISHED:
             return
-        delivery._state = _FINISHED
+        delivery._state = FINISHED
         delivery._verdict = verdict
         lane = delivery._lane
         if lane is None:
             self._settle(delivery)
         else:
             order = lane.order
-            while order and order[0]._state == _FINISHED:
+            while order and order[0]._state == FINISHED:
                 self._settle(order.popleft())
             if not order and self._lanes.get(lane.key) is lane:
                 del self._lanes[lane.key]
@@ -478,17 +423,17 @@ class Dispatcher:
         delivery._output = None
         self._count -= 1
         try:
-            if verdict == _ACK:
+            if verdict == ACK:
                 self.stats.handled += 1
                 delivery.ack()
-            elif verdict == _NACK:
+            elif verdict == NACK:
                 self.stats.failed += 1
                 delivery.nack()
             else:
                 delivery.release()
         except Exception:
             log.exception("%s: settling message %s failed", self.name, delivery.message.message_id)
-        if verdict == _ACK and self._on_handled is not None:
+        if verdict == ACK and self._on_handled is not None:
             self._on_handled()
 
     def _call(self, settle: Callable[[], None], delivery: Delivery) -> None:
@@ -529,356 +474,11 @@ class Dispatcher:
             "%s: attempt %d failed (%s); retrying in %.2fs",
             self.name,
             attempt,
-            _describe(exc),
+            describe(exc),
             delay,
         )
 
 
-class LoopDispatcher(Dispatcher):
-    """Runs attempts on the event loop: ``async def`` handlers, ``threaded=False`` ones,
-    and plain handlers wrapped by plugin middleware (whose attempts then each go
-    through a worker thread)."""
-
-    def __init__(
-        self,
-        plan: DispatchPlan,
-        *,
-        stats: BindingStats | None = None,
-        on_handled: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(plan, stats=stats, on_handled=on_handled)
-        self._workers: list[asyncio.Task[None]] = []
-        self._idle: deque[asyncio.Future[None]] = deque()
-        self._threads: CallThreads | None = None
-        self._build_attempt()
-
-    def _build_attempt(self) -> None:
-        """How one attempt runs: straight calls without plugin middleware, else a chain
-        of middleware whose innermost layer finds its delivery in a context variable."""
-        call = self.plan.call
-        self._sync: Callable[[Message], Message | None] | None = None
-        self._direct: Callable[[Message], Awaitable[Message | None]] | None = None
-        self._chain: Handler | None = None
-        if call.is_async:
-            direct = call.run_async
-        elif self.plan.threaded:
-            threads = self._threads = CallThreads(self.concurrency, f"eventbinder:{self.name}")
-
-            async def direct(message: Message) -> Message | None:
-                return await threads.call(functools.partial(call.run_sync, message))  # type: ignore[no-any-return]
-
-        else:
-            self._sync = call.run_sync
-
-            async def direct(message: Message) -> Message | None:
-                return call.run_sync(message)
-
-        if not self.plan.middleware:
-            self._direct = direct
-            return
-        self._sync = None
-
-        async def inner(message: Message) -> None:
-            _current.get()._output = await direct(message)
-
-        self._chain = chain(inner, self.plan.middleware)
-
-    def start(self) -> None:
-        """Start ``concurrency`` worker tasks."""
-        if not self._workers:
-            self._workers = [
-                self._loop.create_task(self._work(), name=f"eventbinder:{self.name}:{i}")
-                for i in range(self.concurrency)
-            ]
-
-    async def close(self) -> None:
-        """Stop the workers and the threads (if any); idempotent."""
-        await super().close()
-        for worker in self._workers:
-            worker.cancel()
-        if self._workers:
-            await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
-        if self._threads is not None:
-            self._threads.close()
-
-    def _lane_has_work(self, lane: _Lane) -> None:
-        if not lane.busy and not lane.ready:
-            lane.ready = True
-            self._ready.append(lane)
-
-    def _wants_schedule(self) -> bool:
-        return bool(self._idle)
-
-    def _schedule(self) -> None:
-        idle = self._idle
-        available = len(self._free) + len(self._ready)
-        while idle and available > 0:
-            waiter = idle.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                available -= 1
-
-    async def _work(self) -> None:
-        loop = self._loop
-        last_yield = loop.time()
-        since_yield = 0
-        while True:
-            delivery = self._take() if self._open else None
-            if delivery is None:
-                waiter: asyncio.Future[None] = loop.create_future()
-                self._idle.append(waiter)
-                await waiter
-                last_yield = loop.time()
-                continue
-            delivery._state = _RUNNING
-            await self._run(delivery)
-            lane = delivery._lane
-            if lane is not None:
-                lane.busy = False
-                if lane.queued and self._open:
-                    lane.ready = True
-                    self._ready.append(lane)
-                    self._schedule()
-            since_yield += 1
-            if since_yield >= 16:  # look at the clock every few deliveries only
-                since_yield = 0
-                if loop.time() - last_yield > _YIELD_AFTER:
-                    await asyncio.sleep(0)  # let heartbeats and I/O run
-                    last_yield = loop.time()
-
-    async def _run(self, delivery: Delivery) -> None:
-        """Every attempt at ``delivery``, then hand it on (publish, dead-letter, settle)."""
-        message = delivery.message
-        failures = 0
-        while True:
-            try:
-                if self._sync is not None:
-                    delivery._output = self._sync(message)
-                elif self._direct is not None:
-                    delivery._output = await self._direct(message)
-                else:
-                    assert self._chain is not None
-                    token = _current.set(delivery)
-                    try:
-                        await self._chain(message)
-                    finally:
-                        _current.reset(token)
-            except asyncio.CancelledError:
-                self._finish(delivery, _RELEASE)
-                raise
-            except Exception as exc:
-                failures += 1
-                if is_permanent(exc) or failures >= self._policy.max_attempts:
-                    self._failed(delivery, exc, failures)
-                    return
-                delay = self._policy.delay(failures)
-                self._log_retry(message.delivery_attempt, exc, delay)
-                if await self._interrupted(delay):
-                    self._finish(delivery, _RELEASE)
-                    return
-                message = message.copy(delivery_attempt=message.delivery_attempt + 1)
-            else:
-                self._returned(delivery)
-                return
-
-
-class ThreadDispatcher(Dispatcher):
-    """Runs plain ``def`` handlers in ``concurrency`` worker threads.
-
-    A lane is pinned to one thread while it has deliveries there, and all of its
-    deliveries are queued on that thread as they arrive: the thread runs them back to
-    back, in order, without a round trip through the event loop between them.  Retries
-    (with their backoff) happen in the thread, so the lane keeps its order; lane-less
-    deliveries go to the least loaded thread.  Results come back to the loop in
-    batches, where outputs are published and deliveries settled.
-    """
-
-    def __init__(
-        self,
-        plan: DispatchPlan,
-        *,
-        stats: BindingStats | None = None,
-        on_handled: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(plan, stats=stats, on_handled=on_handled)
-        call = plan.call
-        assert isinstance(call, HandlerCall)
-        self._run_sync = call.run_sync
-        self._threads: WorkerThreads[Delivery] = WorkerThreads(
-            self.concurrency, f"eventbinder:{self.name}", self._execute, self._results
-        )
-        self._stop = threading.Event()
-        # A delivery handed to a thread is either started by the thread or released by
-        # the loop, never both: both sides change its state from _HANDED under this lock.
-        self._claim = threading.Lock()
-        self._handed_free: set[Delivery] = set()  # lane-less ones handed to a thread
-        self._pinned_work: list[_Lane] = []  # pinned lanes with deliveries to hand over
-        self._flush_scheduled = False
-
-    async def close(self) -> None:
-        """Stop the threads once their queued deliveries are skipped; idempotent."""
-        self._stop.set()
-        await super().close()
-        self._threads.close()
-
-    def stop_intake(self) -> None:
-        """As :meth:`Dispatcher.stop_intake`; also releases deliveries queued in the
-        threads and wakes attempts waiting in a backoff."""
-        self._stop.set()
-        was_open = self._open
-        super().stop_intake()
-        if was_open:
-            self._release_handed(list(self._handed_free))
-
-    def _release_lane(self, lane: _Lane) -> None:
-        super()._release_lane(lane)
-        self._release_handed([d for d in lane.order if d._state == _HANDED])
-
-    def _release_handed(self, candidates: list[Delivery]) -> None:
-        """Release deliveries queued in a thread that the thread has not started."""
-        with self._claim:
-            victims = [d for d in candidates if d._state == _HANDED]
-            for delivery in victims:
-                delivery._state = _RELEASING
-        for delivery in victims:
-            self._finish(delivery, _RELEASE)
-
-    def _lane_has_work(self, lane: _Lane) -> None:
-        if lane.thread >= 0:
-            if not lane.ready:  # for a pinned lane: "in self._pinned_work"
-                lane.ready = True
-                self._pinned_work.append(lane)
-        elif not lane.ready:
-            lane.ready = True
-            self._ready.append(lane)
-
-    def _wants_schedule(self) -> bool:
-        # Hand over what arrives in one turn of the loop together, with one put per
-        # thread: a fetch delivers a few hundred records in a row.
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-        return False
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        pinned, self._pinned_work = self._pinned_work, []
-        for lane in pinned:
-            lane.ready = False
-            if lane.thread >= 0:
-                self._push_lane(lane, lane.thread)
-            elif lane.queued:
-                self._lane_has_work(lane)
-        if self._open:
-            self._schedule()
-
-    def _schedule(self) -> None:
-        threads = self._threads
-        while self._ready or self._free:
-            index = threads.least_loaded()
-            room = _THREAD_QUEUE - threads.load[index]
-            if room <= 0:
-                return
-            self._lane_turn = not self._lane_turn
-            if self._ready and (self._lane_turn or not self._free):
-                lane = self._next_lane()
-                if lane is not None:
-                    lane.thread = index
-                    self._push_lane(lane, index)
-            else:
-                # Lane-less deliveries: a share of the free ones, so the other threads
-                # get theirs on the next turn of this loop.
-                free = self._free
-                take = min(room, max(1, len(free) // threads.size), len(free))
-                batch = [free.popleft() for _ in range(take)]
-                for delivery in batch:
-                    delivery._state = _HANDED
-                self._handed_free.update(batch)
-                threads.submit_all(index, batch)
-
-    def _push_lane(self, lane: _Lane, index: int) -> None:
-        queued = lane.queued
-        if not queued:
-            return
-        batch = list(queued)
-        queued.clear()
-        for delivery in batch:
-            delivery._state = _HANDED
-        lane.in_thread += len(batch)
-        self._threads.submit_all(index, batch)
-
-    def _execute(self, delivery: Delivery) -> tuple[int, Any, int]:
-        """In a worker thread: every attempt at ``delivery``."""
-        with self._claim:
-            if delivery._state != _HANDED or self._stop.is_set():
-                return _SKIPPED, None, 0
-            delivery._state = _RUNNING
-        message = delivery.message
-        failures = 0
-        while True:
-            try:
-                return _OK, self._run_sync(message), failures + 1
-            except Exception as exc:
-                failures += 1
-                if is_permanent(exc) or failures >= self._policy.max_attempts:
-                    return _FAILED, exc, failures
-                delay = self._policy.delay(failures)
-                self._log_retry(message.delivery_attempt, exc, delay)
-                if self._stop.wait(delay):
-                    return _SKIPPED, exc, failures
-                message = message.copy(delivery_attempt=message.delivery_attempt + 1)
-
-    def _results(self, batch: list[tuple[Delivery, Any]]) -> None:
-        """On the loop: outputs, dead letters and settlement for finished attempts."""
-        for delivery, result in batch:
-            lane = delivery._lane
-            if lane is not None:
-                lane.in_thread -= 1
-                if lane.in_thread == 0:
-                    lane.thread = -1
-                    if lane.queued:
-                        self._lane_has_work(lane)
-            else:
-                self._handed_free.discard(delivery)
-            if self._closed:
-                continue
-            if isinstance(result, BaseException):  # the worker itself broke
-                self._failed(delivery, result, 1)
-                continue
-            outcome, value, attempts = result
-            if outcome == _OK:
-                delivery._output = value
-                self._returned(delivery)
-            elif outcome == _FAILED:
-                self._failed(delivery, value, attempts)
-            else:
-                self._finish(delivery, _RELEASE)
-        if self._open:
-            self._schedule()
-
-
-def create_dispatcher(
-    plan: DispatchPlan,
-    *,
-    stats: BindingStats | None = None,
-    on_handled: Callable[[], None] | None = None,
-) -> Dispatcher:
-    """The dispatcher ``plan`` calls for, started.
-
-    Plain ``def`` handlers run in worker threads unless ``plan.threaded`` is false or
-    plugin middleware wraps the attempts (middleware is asynchronous, so each attempt
-    then goes through the loop, and through a thread for the handler call).
-    """
-    call = plan.call
-    if not call.is_async and plan.threaded and not plan.middleware:
-        dispatcher: Dispatcher = ThreadDispatcher(plan, stats=stats, on_handled=on_handled)
-    else:
-        dispatcher = LoopDispatcher(plan, stats=stats, on_handled=on_handled)
-    dispatcher.start()
-    return dispatcher
-
-
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
