@@ -45,8 +45,8 @@ def binder_consumer_middleware(binding: BindingRuntime) -> Any:
 
     Called for every consumer binding when the runtime binds it.  All non-None results
     are applied in pluggy's call order, so the most recently registered plugin's
-    wrapper is the outermost.  Wrappers sit inside the retry middleware: they see every
-    attempt, and must re-raise failures they do not handle.
+    wrapper is the outermost.  Wrappers sit inside the delivery engine's retries: they
+    see every attempt, and must re-raise failures they do not handle.
     """
 
 

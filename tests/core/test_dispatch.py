@@ -23,6 +23,7 @@ from binder.dispatch import (
     ThreadDispatcher,
     create_dispatcher,
 )
+from binder.dispatch.engine import FINISHED
 from binder.errors import PermanentError
 from binder.invoker import Invoker
 from binder.message import Message
@@ -230,15 +231,20 @@ async def test_next_message_starts_before_the_output_is_confirmed(threaded: bool
 
     log: list[tuple[str, int]] = []
     dispatcher = await started(plan(relay, output=port(producer), threaded=threaded))
-    for n in range(3):
-        dispatcher.deliver(Recorded(n, "lane", log))
+    deliveries = [Recorded(n, "lane", log) for n in range(3)]
+    for delivery in deliveries:
+        dispatcher.deliver(delivery)
     await wait_until(lambda: len(producer.sent) == 3, 5, "three outputs in flight")
     assert calls == [0, 1, 2], "each handler ran without waiting for the previous confirm"
     assert [m.json() for m in producer.sent] == ["0", "1", "2"], "outputs in order"
     assert log == [], "nothing settled before its output is confirmed"
     producer.confirm(1)
     producer.confirm(2)
-    await asyncio.sleep(0)
+    await wait_until(
+        lambda: all(d._state == FINISHED for d in deliveries[1:]),
+        5,
+        "the engine to see both confirmations",
+    )
     assert log == [], "a later confirm does not settle past an unconfirmed one"
     producer.confirm(0)
     await wait_until(lambda: len(log) == 3, 5, "settlement")
