@@ -5,17 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from binder.bindings import BINDING_SCHEMA, input_binding_name, output_binding_name
 from binder.errors import NotRunningError
 from binder.invoker import Invoker
 from binder.schema import did_you_mean
 
-if TYPE_CHECKING:
-    from binder.runtime import Runtime
-
-__all__ = ["App", "BindingDecl", "HandlerDecl"]
+__all__ = ["App", "AppRuntime", "BindingDecl", "HandlerDecl"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 HandlerKind = Literal["consumer", "function", "supplier"]
@@ -43,6 +40,36 @@ class HandlerDecl:
     every: float | None = None
 
 
+class AppRuntime(Protocol):
+    """The runtime running an :class:`App`, as :attr:`App.runtime` returns it.
+
+    Enough to send (:meth:`App.send` forwards here) and to see how the app is doing.
+    :class:`binder.runtime.Runtime` is the runtime eventbinder provides, with more
+    than this.
+    """
+
+    @property
+    def handled(self) -> int:
+        """Messages the consumer bindings finished (handled or dead-lettered)."""
+        ...
+
+    def status(self) -> dict[str, str]:
+        """Each binding's state: "pending", "running", "stopped", ..."""
+        ...
+
+    def send(
+        self,
+        destination: str,
+        payload: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        key: str | None = None,
+        content_type: str | None = None,
+    ) -> Awaitable[None]:
+        """Publish to ``destination``; the awaitable completes once it is confirmed."""
+        ...
+
+
 def _check_options(function: str, options: Mapping[str, Any]) -> dict[str, Any]:
     for key in options:
         if key not in BINDING_SCHEMA or key in ("destination", "group"):
@@ -66,7 +93,7 @@ class App:
         self.handlers: dict[str, HandlerDecl] = {}
         self.startup_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
-        self._runtime: Runtime | None = None
+        self._runtime: AppRuntime | None = None
 
     def _add(self, decl: HandlerDecl) -> None:
         if decl.name in self.handlers:
@@ -176,7 +203,7 @@ class App:
         return hook
 
     @property
-    def runtime(self) -> Runtime:
+    def runtime(self) -> AppRuntime:
         """The running runtime; raises :class:`NotRunningError` when not running."""
         if self._runtime is None:
             raise NotRunningError(f"app {self.name!r} is not running")

@@ -8,25 +8,64 @@ through that same path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
+from binder.app import AppRuntime
+
 if TYPE_CHECKING:
-    from binder.runtime import BindingRuntime, Runtime
-    from binder.spi import BinderType
+    from binder.app import App
+    from binder.bindings import BindingSettings
+    from binder.config import Settings
+    from binder.consumers import BindingRuntime
+    from binder.spi import Binder, BinderType
 
 PROJECT = "binder"
 hookspec = pluggy.HookspecMarker(PROJECT)
 
 __all__ = [
     "PROJECT",
+    "PluginRuntime",
     "binder_consumer_middleware",
     "binder_runtime_started",
     "binder_runtime_stopping",
     "binder_types",
     "hookspec",
 ]
+
+
+class PluginRuntime(AppRuntime, Protocol):
+    """The running runtime the ``binder_runtime_*`` hooks receive.
+
+    It is a :class:`binder.runtime.Runtime`; this names what plugins may rely on.
+    """
+
+    @property
+    def app(self) -> App:
+        """The app it runs."""
+        ...
+
+    @property
+    def settings(self) -> Settings:
+        """The app's validated configuration."""
+        ...
+
+    @property
+    def bindings(self) -> Mapping[str, BindingSettings]:
+        """Every declared binding's effective settings, by binding name."""
+        ...
+
+    @property
+    def binders(self) -> Mapping[str, Binder]:
+        """The binder instances, by the names under ``binders:``."""
+        ...
+
+    @property
+    def consumers(self) -> Mapping[str, BindingRuntime]:
+        """The consumer bindings at run time, by binding name."""
+        ...
 
 
 @hookspec
@@ -51,7 +90,7 @@ def binder_consumer_middleware(binding: BindingRuntime) -> Any:
 
 
 @hookspec
-def binder_runtime_started(runtime: Runtime) -> None:
+def binder_runtime_started(runtime: PluginRuntime) -> None:
     """Called once every binding is bound and suppliers are scheduled.
 
     Results are ignored; an exception here aborts the start.
@@ -59,7 +98,7 @@ def binder_runtime_started(runtime: Runtime) -> None:
 
 
 @hookspec
-def binder_runtime_stopping(runtime: Runtime) -> None:
+def binder_runtime_stopping(runtime: PluginRuntime) -> None:
     """Called when the runtime begins to stop, before consumers are drained.
 
     Results are ignored; an exception is logged and neither stops the shutdown nor

@@ -1,35 +1,32 @@
-"""Start, provision, bind consumers to the delivery engine, run suppliers, drain, stop."""
+"""Running an app: start, connect with backoff, provision, bind, report status, stop.
+
+:class:`Runtime` orchestrates; a consumer binding's assembly and shutdown live in
+:mod:`binder.consumers` (with :class:`BindingRuntime`), the supplier loops in
+:mod:`binder.suppliers`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from binder.app import App, HandlerDecl
+from binder.app import App
 from binder.backoff import Backoff
 from binder.bindings import BindingSettings
 from binder.config import BinderConfig, Settings
-from binder.dispatch import (
-    BindingStats,
-    CallThreads,
-    Dispatcher,
-    DispatchPlan,
-    HandlerCall,
-    LoopWatchdog,
-    RetryPolicy,
-    create_dispatcher,
-)
-from binder.errors import BinderError, ConfigError, NotRunningError, UnsupportedFeature
+from binder.consumers import BindingRuntime, bind_consumer, stop_consumers
+from binder.dispatch import LoopWatchdog
+from binder.errors import BinderError, NotRunningError, UnsupportedFeature
 from binder.output import OutputPort
 from binder.plugins import BinderRegistry
 from binder.redaction import redact_url
 from binder.resolve import resolve_bindings, resolve_dynamic
-from binder.spi import Binder, ConsumerBinding, ConsumerSpec, ProducerSpec
+from binder.shutdown import bounded
+from binder.spi import Binder, ProducerSpec
+from binder.suppliers import Suppliers
 
 __all__ = ["BindingRuntime", "ConnectError", "Runtime"]
 
@@ -42,19 +39,6 @@ CONNECT_BACKOFF = Backoff(0.5, 2.0, 30.0)
 
 class ConnectError(BinderError):
     """A binder could not reach its broker and ``fail_fast`` was asked for."""
-
-
-@dataclass(slots=True)
-class BindingRuntime:
-    """A consumer binding at run time: what plugin middleware hooks receive."""
-
-    settings: BindingSettings
-    handler: HandlerDecl
-    stats: BindingStats = field(default_factory=BindingStats)
-    status: str = "pending"
-    binding: ConsumerBinding | None = None
-    dispatcher: Dispatcher | None = None
-    """The delivery engine of this binding (set once it is bound)."""
 
 
 class Runtime:
@@ -87,13 +71,11 @@ class Runtime:
         self.handled = 0
         self.done = asyncio.Event()
         """Set when ``max_messages`` were handled (the caller decides to stop)."""
-        self._stopping = asyncio.Event()
         self._factory = binder_factory or self._create_binder
         self._connect_backoff = connect_backoff
         self._dynamic: dict[str, OutputPort] = {}
         self._dynamic_lock = asyncio.Lock()
-        self._supplier_tasks: list[asyncio.Task[None]] = []
-        self._supplier_threads: dict[str, CallThreads] = {}
+        self._suppliers = Suppliers(app.handlers, self.outputs)
         self._watchdog = LoopWatchdog(float(settings.runtime.get("blocked_loop_warning", 1.0)))
         self._binder_status: dict[str, str] = {}
         self._started = False
@@ -126,7 +108,7 @@ class Runtime:
             self._watch_handlers()
             await self._bind_inputs()
             if self.start_suppliers:
-                self._start_suppliers()
+                self._suppliers.start()
             self.registry.hook.binder_runtime_started(runtime=self)
         except BaseException:
             await self.stop()
@@ -220,126 +202,21 @@ class Runtime:
             settings = self.bindings[decl.input.name]
             runtime = BindingRuntime(settings, decl)
             self.consumers[settings.name] = runtime
-            await self._bind_consumer(runtime)
-
-    def _check_capabilities(self, settings: BindingSettings, binder: Binder) -> None:
-        caps = binder.capabilities
-        problem = None
-        if settings.group is not None and not caps.consumer_groups:
-            problem = f"group {settings.group!r} set but the binder has no consumer groups"
-        elif settings.group is None and not caps.anonymous_subscribers:
-            problem = "no group set but the binder has no anonymous subscribers; set a group"
-        elif settings.instance_count > 1 and not caps.partitioning:
-            problem = "instance_count > 1 but the binder does not support partitioning"
-        if problem:
-            raise UnsupportedFeature(f"binding {settings.name!r} ({settings.binder}): {problem}")
-
-    async def _bind_consumer(self, runtime: BindingRuntime) -> None:
-        settings = runtime.settings
-        binder = self.binders[settings.binder]
-        self._check_capabilities(settings, binder)
-        decl = runtime.handler
-        plugin_middleware = tuple(
-            m for m in self.registry.hook.binder_consumer_middleware(binding=runtime) if m
-        )
-        dead_letter: str | None
-        if settings.dead_letter is False:
-            dead_letter = None
-        elif isinstance(settings.dead_letter, str):
-            dead_letter = settings.dead_letter
-        else:
-            try:
-                dead_letter = binder.dead_letter_destination(settings.destination, settings.group)
-            except ConfigError as exc:
-                if exc.key is not None:
-                    raise
-                key = f"bindings.{settings.name}.dead_letter"
-                raise self.settings.error(exc.reason, key) from None
-        plan = DispatchPlan(
-            binding=settings.name,
-            destination=settings.destination,
-            group=settings.group,
-            call=HandlerCall(decl.invoker, self.outputs.get(decl.name)),
-            retry=RetryPolicy(
-                settings.max_attempts,
-                settings.backoff_initial,
-                settings.backoff_multiplier,
-                settings.backoff_max,
-            ),
-            concurrency=settings.concurrency,
-            window=settings.prefetch,
-            threaded=decl.invoker.threaded,
-            middleware=plugin_middleware,
-            dead_letter=dead_letter,
-        )
-        dispatcher = create_dispatcher(plan, stats=runtime.stats, on_handled=self._on_handled)
-        runtime.dispatcher = dispatcher
-        spec = ConsumerSpec(
-            binding=settings.name,
-            destination=settings.destination,
-            group=settings.group,
-            concurrency=settings.concurrency,
-            prefetch=settings.prefetch,
-            partitioned=settings.instance_count > 1,
-            instance_index=settings.instance_index,
-            instance_count=settings.instance_count,
-            dead_letter=dead_letter,
-            options=settings.options_for(self._binder_type(settings.binder)),
-        )
-        try:
-            runtime.binding = await binder.bind_consumer(spec, dispatcher)
-        except BaseException as exc:
-            dispatcher.fail_attach(exc)
-            await dispatcher.close()
-            raise
-        dispatcher.attach(runtime.binding)
-        runtime.status = "running"
-
-    def _start_suppliers(self) -> None:
-        for decl in self.app.handlers.values():
-            if decl.kind == "supplier":
-                task = asyncio.create_task(self._run_supplier(decl), name=f"supplier:{decl.name}")
-                self._supplier_tasks.append(task)
-
-    async def _call_supplier(self, decl: HandlerDecl) -> Any:
-        """Call a supplier: ``async def`` on the loop, ``def`` in a thread of its own."""
-        function = decl.invoker.function
-        if decl.invoker.is_async:
-            return await function()
-        if not decl.invoker.threaded:
-            return function()
-        threads = self._supplier_threads.get(decl.name)
-        if threads is None:
-            threads = self._supplier_threads[decl.name] = CallThreads(
-                1, f"eventbinder:supplier:{decl.name}"
+            await bind_consumer(
+                runtime,
+                self.binders[settings.binder],
+                config=self.settings,
+                output=self.outputs.get(decl.name),
+                middleware=self._plugin_middleware,
+                on_handled=self._on_handled,
             )
-        return await threads.call(function)
 
-    async def _run_supplier(self, decl: HandlerDecl) -> None:
-        loop = asyncio.get_running_loop()
-        output = self.outputs[decl.name]
-        assert decl.every is not None
-        deadline = loop.time()
-        while not self._stopping.is_set():
-            try:
-                value = await self._call_supplier(decl)
-                if value is not None:
-                    await output.publish(value)
-            except Exception:
-                log.exception("supplier %s failed; trying again in %.2fs", decl.name, decl.every)
-            deadline += decl.every
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), max(0.0, deadline - loop.time()))
+    def _plugin_middleware(self, binding: BindingRuntime) -> list[Any]:
+        return self.registry.hook.binder_consumer_middleware(binding=binding)
 
     async def poll_supplier(self, name: str) -> Any:
         """Call supplier ``name`` once now and publish its result; return the value."""
-        decl = self.app.handlers[name]
-        if decl.kind != "supplier":
-            raise ValueError(f"{name!r} is a {decl.kind}, not a supplier")
-        value = await self._call_supplier(decl)
-        if value is not None:
-            await self.outputs[name].publish(value)
-        return value
+        return await self._suppliers.poll(name)
 
     def _on_handled(self) -> None:
         self.handled += 1
@@ -419,31 +296,24 @@ class Runtime:
         if self._stopped or not self._started:
             return
         self._stopped = True
-        self._stopping.set()
         for impl in self.registry.hook.binder_runtime_stopping.get_hookimpls():
             try:
                 impl.function(runtime=self)
             except Exception:
                 log.exception("binder_runtime_stopping hook of %s failed", impl.plugin_name)
-        for task in self._supplier_tasks:
-            task.cancel()
-        await asyncio.gather(*self._supplier_tasks, return_exceptions=True)
-        for threads in self._supplier_threads.values():
-            threads.close()
-        consumers = list(self.consumers.values())
-        for runtime in consumers:
-            if runtime.dispatcher is not None:
-                runtime.dispatcher.stop_intake()
-        await asyncio.gather(*(self._stop_consumer(r) for r in consumers))
+        await self._suppliers.stop()
+        await stop_consumers(self.consumers.values(), self.drain_timeout)
         self._watchdog.stop()
         ports = [*self.outputs.values(), *self._dynamic.values()]
-        await self._bounded(
+        await bounded(
             "flushing producers",
             asyncio.gather(*(p.close() for p in ports), return_exceptions=True),
+            self.drain_timeout,
         )
-        await self._bounded(
+        await bounded(
             "closing binders",
             asyncio.gather(*(b.close() for b in self.binders.values()), return_exceptions=True),
+            self.drain_timeout,
         )
         for hook in self.app.shutdown_hooks:
             try:
@@ -453,33 +323,6 @@ class Runtime:
         if self.app._runtime is self:
             self.app._runtime = None
         log.info("app %s stopped after %d message(s)", self.app.name, self.handled)
-
-    async def _stop_consumer(self, runtime: BindingRuntime) -> None:
-        """Drain the binding's engine (handlers and unconfirmed outputs), then close it."""
-        dispatcher = runtime.dispatcher
-        if dispatcher is not None:
-            runtime.status = "stopping"
-            await dispatcher.drain(self.drain_timeout)
-        if runtime.binding is not None:
-            what = f"closing consumer {runtime.settings.name}"
-            await self._bounded(what, _gather(runtime.binding.close()))
-        if dispatcher is not None:
-            await dispatcher.close()
-        runtime.status = "stopped"
-
-    async def _bounded(self, what: str, work: Awaitable[Any]) -> None:
-        try:
-            results = await asyncio.wait_for(work, self.drain_timeout)
-        except TimeoutError:
-            log.error("%s took longer than %.0fs; giving up on it", what, self.drain_timeout)
-            return
-        for result in results or ():
-            if isinstance(result, BaseException):
-                log.error("%s: %s: %s", what, type(result).__name__, redact_url(str(result)))
-
-
-async def _gather(*work: Awaitable[Any]) -> list[Any]:
-    return list(await asyncio.gather(*work, return_exceptions=True))
 
 
 async def _call_hook(hook: Callable[[], Any]) -> None:

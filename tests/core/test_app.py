@@ -175,6 +175,22 @@ async def test_send_while_running_publishes_and_after_stop_raises_again() -> Non
         await app.send("events", {"n": 2})
 
 
+async def test_the_runtime_property_while_running() -> None:
+    app = App("svc")
+
+    @app.consumer("in")
+    def handle(payload: dict) -> None: ...
+
+    async with run_app(app) as harness:
+        assert app.runtime is harness.runtime
+        assert app.runtime.status() == {"handle-in-0": "running"}
+        await harness.send("in", {})
+        await harness.wait_handled(1)
+        assert app.runtime.handled == 1
+    with pytest.raises(NotRunningError, match="app 'svc' is not running"):
+        _ = app.runtime
+
+
 async def test_send_from_inside_a_handler() -> None:
     app = App("svc")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -228,6 +229,18 @@ def test_discovery_from_environment_variable(tmp_path: Path, registry: BinderReg
     assert settings.binding_layer("a-in-0") == {"group": "from-env"}
     # relative to cwd
     assert find_config_file(tmp_path, {"EVENTBINDER_CONFIG": "elsewhere.yml"}) == other
+
+
+def test_several_config_files_warn_and_the_first_wins(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = write(tmp_path, "binder.yaml", "bindings: {}\n")
+    write(tmp_path, "binder.toml", "")
+    caplog.set_level(logging.WARNING, logger="binder.config")
+    assert find_config_file(tmp_path, {}) == first
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("binder.config", f"several config files in {tmp_path}; using binder.yaml")
+    ]
 
 
 def test_environment_variable_naming_missing_file(tmp_path: Path) -> None:
@@ -690,3 +703,47 @@ def test_secret_from_env_never_in_errors(registry: BinderRegistry) -> None:
     err = config_error({}, registry, environ=env)
     assert SECRET not in str(err)
     assert err.source == "environment variable EVENTBINDER_BINDERS__FAKE__TIMEOUT"
+
+
+def test_a_failing_secret_keys_is_logged_and_hides_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken(FakeBrokerType):
+        name = "broken"
+
+        def secret_keys(self) -> frozenset[str]:
+            raise RuntimeError("plugin bug")
+
+    class BrokenPlugin:
+        @hookimpl
+        def binder_types(self) -> list[Any]:
+            return [Broken()]
+
+    caplog.set_level(logging.WARNING, logger="binder.config")
+    settings = load({"binders": {"b": {"type": "broken"}}}, load_registry([BrokenPlugin()]))
+    assert settings.binders["b"].type == "broken"
+    assert ("binder.config", "binder type 'broken': secret_keys() failed") in [
+        (r.name, r.getMessage()) for r in caplog.records
+    ]
+
+
+# --------------------------------------------------------------------------- the package
+
+
+def test_binder_config_exports_what_the_single_module_did() -> None:
+    import binder.config as config
+
+    assert sorted(config.__all__) == [
+        "BinderConfig",
+        "CONFIG_ENV",
+        "CONFIG_FILENAMES",
+        "ENV_PREFIX",
+        "Settings",
+        "find_config_file",
+        "load_settings",
+    ]
+    assert (config.CONFIG_ENV, config.ENV_PREFIX) == ("EVENTBINDER_CONFIG", "EVENTBINDER_")
+    # the shape constants stay importable from the package, as before
+    assert config.TOP_LEVEL_KEYS == ("default_binder", "binders", "bindings", "runtime")
+    assert (config.DEFAULT_LAYER, config.IMPLICIT_BINDER) == ("default", "memory")
+    assert list(config.RUNTIME_SCHEMA) == ["blocked_loop_warning"]

@@ -10,9 +10,12 @@ import pytest
 
 import binder.plugins as plugins_module
 from binder import App, ConfigError, NotRunningError
+from binder.app import AppRuntime
 from binder.config import load_settings
+from binder.hookspecs import PluginRuntime
 from binder.message import Message
 from binder.plugins import ENTRY_POINT_GROUP, hookimpl, load_registry
+from binder.runtime import BindingRuntime
 from binder.testing import run_app
 from binders.memory.plugin import MemoryBinderType
 
@@ -200,6 +203,36 @@ async def test_runtime_started_and_stopping_hooks_are_called_once() -> None:
     async with run_app(app, registry=load_registry(extra_plugins=[plugin])):
         assert events == [("started", 1)]
     assert events == [("started", 1), ("stopping", 1)]
+
+
+async def test_hooks_receive_what_the_hookspecs_name() -> None:
+    members = {
+        name for proto in (PluginRuntime, AppRuntime) for name in vars(proto) if name[0] != "_"
+    }
+    assert members >= {"app", "settings", "bindings", "binders", "consumers", "send", "status"}
+    missing: list[str] = []
+    bindings: list[Any] = []
+
+    def binder_runtime_started(runtime: Any) -> None:
+        missing.extend(name for name in sorted(members) if not hasattr(runtime, name))
+
+    def binder_consumer_middleware(binding: Any) -> None:
+        bindings.append(binding)
+
+    plugin = make_plugin(
+        "inspector",
+        binder_runtime_started=binder_runtime_started,
+        binder_consumer_middleware=binder_consumer_middleware,
+    )
+    app = App("svc")
+
+    @app.consumer("in")
+    def handle(payload: dict) -> None: ...
+
+    async with run_app(app, registry=load_registry(extra_plugins=[plugin])):
+        pass
+    assert missing == []
+    assert [type(b) for b in bindings] == [BindingRuntime]
 
 
 async def test_runtime_started_hook_failure_aborts_the_start_and_stops_cleanly() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from binder import App, Message, NotRunningError, UnsupportedFeature
+from binder import App, ConfigError, Message, NotRunningError, UnsupportedFeature
 from binder.backoff import Backoff
 from binder.config import BinderConfig, load_settings
 from binder.plugins import load_registry
@@ -276,3 +276,110 @@ async def test_group_null_in_the_config_makes_a_decorated_group_anonymous() -> N
     assert runtime.bindings["handle-in-0"].group is None
     runtime = Runtime(app, settings(), load_registry())
     assert runtime.bindings["handle-in-0"].group == "workers"
+
+
+def test_binding_runtime_is_still_importable_from_binder_runtime() -> None:
+    import binder.consumers
+    import binder.runtime
+
+    assert binder.runtime.BindingRuntime is binder.consumers.BindingRuntime
+    assert "BindingRuntime" in binder.runtime.__all__
+
+
+async def test_a_failing_supplier_is_logged_and_called_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App("flaky-ticker")
+    calls: list[int] = []
+
+    @app.supplier("ticks", every=0.01)
+    def tick() -> dict:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the first tick fails")
+        return {"n": len(calls)}
+
+    caplog.set_level(logging.ERROR, "binder.runtime")
+    async with run_app(app) as harness:
+        assert (await harness.receive("ticks")).json() == {"n": 2}
+    assert ("binder.runtime", "supplier tick failed; trying again in 0.01s") in [
+        (r.name, r.getMessage()) for r in caplog.records
+    ]
+
+
+async def test_poll_supplier_refuses_a_handler_that_is_no_supplier() -> None:
+    app = App("svc")
+
+    @app.consumer("in")
+    def handle(payload: dict) -> None: ...
+
+    async with run_app(app, suppliers=False) as harness:
+        with pytest.raises(ValueError, match="'handle' is a consumer, not a supplier"):
+            await harness.poll("handle")
+
+
+class NoDeadLetters(MemoryBinder):
+    def dead_letter_destination(self, destination: str, group: str | None) -> str:
+        raise ConfigError("this binder keeps no dead letters; set dead_letter: false")
+
+
+async def test_a_dead_letter_refusal_names_the_bindings_dead_letter_key() -> None:
+    app = App("svc")
+
+    @app.consumer("jobs", group="workers")
+    def handle(payload: dict) -> None: ...
+
+    runtime = Runtime(app, settings(), load_registry(), binder_factory=lambda _: NoDeadLetters())
+    with pytest.raises(ConfigError) as caught:
+        await runtime.start()
+    assert caught.value.key == "bindings.handle-in-0.dead_letter"
+    assert caught.value.source == "<mapping>"
+    assert "keeps no dead letters" in str(caught.value)
+    assert runtime.status() == {"handle-in-0": "stopped"}  # start() stopped what it began
+
+
+class CloseFails:
+    """A consumer binding whose ``close`` fails after closing, naming a secret URL."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def close(self) -> None:
+        await self.inner.close()
+        raise RuntimeError("lost amqp://app:s3cret@127.0.0.1 while closing")
+
+
+class BadCloseBinder(MemoryBinder):
+    async def bind_consumer(self, spec: Any, sink: Any) -> Any:
+        return CloseFails(await super().bind_consumer(spec, sink))
+
+
+async def test_a_consumer_failing_to_close_is_logged_and_the_stop_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App("svc")
+    closed: list[bool] = []
+
+    @app.consumer("jobs", group="workers")
+    def handle(payload: dict) -> None: ...
+
+    @app.on_shutdown
+    def after() -> None:
+        closed.append(True)
+
+    runtime = Runtime(app, settings(), load_registry(), binder_factory=lambda _: BadCloseBinder())
+    caplog.set_level(logging.ERROR, "binder.runtime")
+    await runtime.start()
+    await runtime.stop()
+    assert runtime.status() == {"handle-in-0": "stopped"}
+    assert closed == [True]
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    assert any(
+        name == "binder.runtime"
+        and message.startswith("closing consumer handle-in-0: RuntimeError: lost amqp://")
+        for name, message in messages
+    ), messages
+    assert "s3cret" not in caplog.text

@@ -1,0 +1,151 @@
+"""The validated configuration: :class:`Settings`, :class:`BinderConfig`, and its shape.
+
+The constants here describe what a configuration may hold (the top-level keys, the
+``runtime:`` options, the ``default`` layer, the implicit binder), and
+:class:`BinderTypes` what it is validated against; loading
+(:mod:`binder.config.loading`) produces a :class:`Settings` from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from binder.bindings import BINDING_SCHEMA, normalize_name
+from binder.config.keys import _locate
+from binder.errors import ConfigError
+from binder.redaction import redact
+from binder.schema import Option, non_negative
+from binder.spi import BinderType
+
+__all__ = [
+    "DEFAULT_LAYER",
+    "IMPLICIT_BINDER",
+    "RUNTIME_SCHEMA",
+    "TOP_LEVEL_KEYS",
+    "BinderConfig",
+    "BinderTypes",
+    "Settings",
+]
+
+#: The keys a configuration may have at its top level.
+TOP_LEVEL_KEYS = ("default_binder", "binders", "bindings", "runtime")
+
+#: Process-wide settings under ``runtime:``.
+RUNTIME_SCHEMA: Mapping[str, Option] = MappingProxyType(
+    {
+        "blocked_loop_warning": Option(
+            float,
+            1.0,
+            check=non_negative,
+            help="warn when the event loop was blocked this long, in seconds (0: never)",
+        ),
+    }
+)
+_RUNTIME_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {key: option.default for key, option in RUNTIME_SCHEMA.items()}
+)
+
+#: The layer under every binding's own: ``bindings.default``.
+DEFAULT_LAYER = "default"
+#: The binder a configuration without ``binders:`` gets.
+IMPLICIT_BINDER = "memory"
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class BinderTypes(Protocol):
+    """The binder types configuration is validated against.
+
+    :class:`binder.plugins.BinderRegistry` is one; configuration needs nothing else of
+    the plugin manager.
+    """
+
+    @property
+    def types(self) -> Mapping[str, BinderType]:
+        """The installed binder types by name."""
+        ...
+
+    def get(self, type_name: str) -> BinderType:
+        """The binder type ``type_name``; a :class:`ConfigError` listing all if unknown."""
+        ...
+
+
+@dataclass(frozen=True)
+class BinderConfig:
+    """One entry of ``binders:``."""
+
+    name: str
+    """The key under ``binders:``."""
+    type: str
+    """The ``type:`` value; defaults to the name."""
+    settings: Mapping[str, Any]
+    """Everything but ``type``, as returned by ``BinderType.validate_settings``."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one application."""
+
+    source: str
+    """The file path, ``<mapping>``, or ``<defaults>`` when there is no file."""
+    default_binder: str
+    """The binder used by bindings that do not name one; a key of :attr:`binders`."""
+    binders: Mapping[str, BinderConfig]
+    bindings: Mapping[str, Mapping[str, Any]]
+    """Validated binding layers, only the keys written, including ``default``."""
+    runtime: Mapping[str, Any] = field(default_factory=lambda: dict(_RUNTIME_DEFAULTS))
+    """The ``runtime:`` section with its defaults filled in."""
+    _lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _secret_keys: Mapping[str, frozenset[str]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def binding_layer(self, name: str) -> Mapping[str, Any]:
+        """The ``bindings.<name>`` layer, matching names with :func:`normalize_name`.
+
+        Returns an empty mapping when the binding is not configured.  Only the name
+        ``default`` itself returns the ``default`` layer.
+        """
+        wanted = normalize_name(name)
+        for key, layer in self.bindings.items():
+            if normalize_name(key) == wanted:
+                if key == DEFAULT_LAYER and name != DEFAULT_LAYER:
+                    continue
+                return layer
+        return _EMPTY
+
+    def default_layer(self) -> Mapping[str, Any]:
+        """The ``bindings.default`` layer, or an empty mapping."""
+        return self.bindings.get(DEFAULT_LAYER, _EMPTY)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data, with secrets replaced by ``***``."""
+        binders: dict[str, Any] = {}
+        for name, cfg in self.binders.items():
+            keys = self._secret_keys.get(cfg.type, frozenset())
+            binders[name] = {"type": cfg.type, **redact(cfg.settings, keys)}
+        bindings: dict[str, Any] = {}
+        for name, layer in self.bindings.items():
+            out: dict[str, Any] = {}
+            for key, value in layer.items():
+                keys = self._secret_keys.get(key, frozenset()) if key not in BINDING_SCHEMA else ()
+                out[key] = redact({key: value}, keys)[key]
+            bindings[name] = out
+        return {
+            "default_binder": self.default_binder,
+            "binders": binders,
+            "bindings": bindings,
+            "runtime": dict(self.runtime),
+        }
+
+    def error(self, message: str, key: str) -> ConfigError:
+        """A :class:`ConfigError` about ``key`` (a dotted path) in this configuration.
+
+        The source is the environment variable when the value came from one, else the
+        file; the line is the YAML line of ``key`` (or of its nearest written parent).
+        """
+        source, line = _locate(key, self.source, self._lines, self._env)
+        return ConfigError(message, source=source, key=key, line=line)
