@@ -255,7 +255,7 @@ async def _eventbinder_stream(persistent: bool, count: int, prefetch: int, windo
     from binder.spi import ConsumerSpec, ProducerSpec
     from binder.testing import consume
     from binders.rabbit.binder import RabbitBinder
-    from binders.rabbit.options import validate_binding_options, validate_settings
+    from binders.rabbit.settings import validate_binding_options, validate_settings
 
     destination, _ = _names()
     binder = RabbitBinder("bench", validate_settings({"url": URL}))
@@ -309,7 +309,7 @@ async def _eventbinder_function(
     from binder.runtime import Runtime
     from binder.spi import ProducerSpec
     from binders.rabbit.binder import RabbitBinder
-    from binders.rabbit.options import validate_binding_options, validate_settings
+    from binders.rabbit.settings import validate_binding_options, validate_settings
 
     source, sink = _names()
     app = App("bench")

@@ -24,7 +24,7 @@ from binder.spi import (
     require,
 )
 from binders.kafka.admin import TopicProvisioner
-from binders.kafka.connection import client_kwargs, describe_connection
+from binders.kafka.client import client_kwargs, describe_connection
 from binders.kafka.consumer import KafkaConsumerBinding, dead_letter_topic
 from binders.kafka.producer import KafkaProducerBinding, RecordSender
 from binders.kafka.settings import parse_reset_target

@@ -42,8 +42,8 @@ from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ConsumerSpec, Delivery, DeliverySink, Failure
 from binders.kafka.admin import TopicProvisioner
+from binders.kafka.mapping import from_record
 from binders.kafka.producer import RecordSender
-from binders.kafka.records import from_record
 
 __all__ = ["KafkaConsumerBinding", "KafkaDelivery", "dead_letter_topic"]
 

@@ -12,7 +12,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ProducerSpec
-from binders.kafka.records import OutgoingRecord, to_record
+from binders.kafka.mapping import OutgoingRecord, to_record
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer

@@ -19,9 +19,9 @@ from binders.mqtt import fastprops
 from binders.mqtt.client_ids import ClientIdClaim, claim_client_id
 from binders.mqtt.connection import MqttConnection
 from binders.mqtt.consumer import MqttConsumerBinding
+from binders.mqtt.mapping import to_properties
 from binders.mqtt.producer import MqttProducerBinding
 from binders.mqtt.settings import ConnectionSettings, validate_binding_options
-from binders.mqtt.wire import to_properties
 
 __all__ = ["MqttBinder", "capabilities_for", "group_client_id"]
 

@@ -1,18 +1,15 @@
-"""One paho-mqtt client driven by the asyncio event loop itself (no network thread).
+"""MQTT sessions over one paho-mqtt client driven by the event loop (no network thread).
 
-paho's external-loop API: the client's socket is registered with ``loop.add_reader``
-(``loop_read``, served from a 64 KiB read buffer so that a burst of small packets costs
-one ``recv``, not three per packet); bytes paho queues are written by one
-``loop_write`` per event loop iteration, and only a socket that did not take them all
-gets ``loop.add_writer`` until it did; a timer calls ``loop_misc`` every second (every
-quarter of the keepalive if that is shorter) for keepalive (PINGREQ, and dropping a
-connection whose PINGRESP is overdue).  So every paho callback (CONNACK,
-PUBLISH, PUBACK, SUBACK, disconnect) runs on the event loop thread, and so does every
-call into paho except the blocking TCP/TLS connect, which runs in a worker thread
-(``asyncio.to_thread``); socket callbacks paho makes from that thread are moved to the
-event loop.  A PUBACK can never be handled before its future exists: ``publish``
-registers the future right after ``client.publish`` returns, and paho only reads the
-socket later, in a reader callback of the same thread.
+An :class:`MqttConnection` connects (the blocking TCP/TLS connect runs in a worker
+thread, ``asyncio.to_thread``) and waits for the CONNACK, subscribes and re-subscribes,
+publishes with a future per QoS 1 message resolved by its PUBACK, acknowledges received
+messages by connection epoch, reconnects, and closes.  Its client's socket is served by
+a :class:`~binders.mqtt.paho_loop.PahoLoop`, so every paho callback (CONNACK, PUBLISH,
+PUBACK, SUBACK, disconnect) runs on the event loop thread; those paho makes from the
+connecting worker thread are moved to the event loop.  A PUBACK can never be handled
+before its future exists: ``publish`` registers the future right after
+``client.publish`` returns, and paho only reads the socket later, in a reader callback
+of the same thread.
 
 paho does not reconnect without its own loop, so this class does: after an unexpected
 disconnect it reconnects with the core's jittered exponential backoff
@@ -26,11 +23,8 @@ broker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 import ssl
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,6 +38,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from binder.backoff import Backoff
 from binder.errors import BinderError
 from binders.mqtt.buffered_client import BufferedClient
+from binders.mqtt.paho_loop import PahoLoop
 from binders.mqtt.settings import ConnectionSettings
 
 __all__ = ["MqttConnection", "MqttConnectionError"]
@@ -51,9 +46,6 @@ __all__ = ["MqttConnection", "MqttConnectionError"]
 log = logging.getLogger(__name__)
 
 _SESSION_TAKEN_OVER = 142
-#: As paho's own loop: keepalive is checked about once a second (more often with a
-#: keepalive of a few seconds, so that a PINGREQ never goes out late).
-_MISC_INTERVAL = 1.0
 _CLOSE_TIMEOUT = 5.0  # seconds for the DISCONNECT to go out before the socket is dropped
 #: QoS 0 messages queued in paho and not written yet before publishers wait.
 _QOS0_HIGH_WATER = 1000
@@ -111,7 +103,6 @@ class MqttConnection:
         self._session_expiry = session_expiry if persistent else 0
         self._receive_maximum = receive_maximum
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         self._subscriptions: dict[str, int] = {}
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
@@ -120,19 +111,8 @@ class MqttConnection:
         self._closing = False
         self._closed = False
         self._lost_logged = False
-        # The socket as registered with the event loop (its file descriptor).
-        self._sock: socket.socket | None = None
-        self._fd = -1
-        self._reading = False
-        self._read_paused = False
-        self._want_write = False
-        self._writing = False
-        self._flushing = False
-        self._misc: asyncio.TimerHandle | None = None
-        self._socket_closed = asyncio.Event()
         self._reconnect_task: asyncio.Task[None] | None = None
         self._reconnecting_in_thread = False
-        self._abandoned = False
         # Mids of QoS 0 messages queued in paho and not written to the socket yet.
         self._unwritten: set[int] = set()
         self._drained: asyncio.Event | None = None
@@ -143,8 +123,8 @@ class MqttConnection:
         )
         #: Reconnect attempts since the connection was last accepted.
         self._reconnect_failures = 0
-        self._misc_interval = min(_MISC_INTERVAL, settings.keepalive / 4)
         self._client = self._make_client(on_message, with_will)
+        self._io = PahoLoop(self._client, keepalive=settings.keepalive)
 
     def __repr__(self) -> str:
         return f"<MqttConnection {self.label} {self.client_id!r} to {self.settings.address}>"
@@ -175,10 +155,6 @@ class MqttConnection:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_socket_register_write
-        client.on_socket_unregister_write = self._on_socket_unregister_write
         if on_message is not None:
             client.on_message = lambda _c, _u, msg: on_message(msg)
         return client
@@ -222,8 +198,8 @@ class MqttConnection:
                 s.connect_timeout,
             )
         except (OSError, TimeoutError, ValueError, ssl.SSLError) as exc:
-            self._abandoned = True  # a connect still running in its thread is dropped
-            self._drop_socket()
+            self._io.abandon()  # a connect still running in its thread is dropped
+            self._io.drop_socket()
             raise MqttConnectionError(
                 f"cannot connect to the MQTT broker at {s.address}: {type(exc).__name__}: {exc}"
             ) from None
@@ -239,157 +215,13 @@ class MqttConnection:
             raise
         log.debug("%r connected", self)
 
-    # -- the socket on the event loop -------------------------------------------------
-
-    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn(*args)`` now on the event loop thread, or soon from another thread."""
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        else:
-            with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
-                self._loop.call_soon_threadsafe(fn, *args)
-
-    def _on_socket_open(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
-        self._on_loop(self._attach, sock)
-
-    def _on_socket_close(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
-        # Called just before paho closes the socket: unregister it while its fd is valid.
-        if threading.get_ident() == self._loop_thread:
-            self._detach(sock)
-        else:
-            self._on_loop(self._detach, sock)
-
-    def _on_socket_register_write(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
-        self._on_loop(self._set_want_write, sock, True)
-
-    def _on_socket_unregister_write(self, _client: mqtt.Client, _userdata: Any, sock: Any) -> None:
-        self._on_loop(self._set_want_write, sock, False)
-
-    def _attach(self, sock: Any) -> None:
-        if sock is not self._client.socket() or sock is self._sock:
-            return  # already closed again, or attached
-        if self._abandoned:
-            with contextlib.suppress(OSError):
-                sock.close()
-            return
-        self._sock, self._fd = sock, sock.fileno()
-        self._socket_closed.clear()
-        self._reading = self._writing = False
-        self._client.drop_buffer()  # bytes of a previous connection
-        self._sync_io()
-        self._misc = self._loop.call_later(self._misc_interval, self._run_misc)
-
-    def _detach(self, sock: Any) -> None:
-        if sock is not self._sock:
-            return
-        if self._reading:
-            self._loop.remove_reader(self._fd)
-        if self._writing:
-            self._loop.remove_writer(self._fd)
-        self._reading = self._writing = self._want_write = False
-        self._client.drop_buffer()
-        self._sock, self._fd = None, -1
-        if self._misc is not None:
-            self._misc.cancel()
-            self._misc = None
-        self._socket_closed.set()
-
-    def _set_want_write(self, sock: Any, want: bool) -> None:
-        if sock is self._sock or self._sock is None:
-            self._want_write = want
-            self._sync_io()
-
-    def _sync_io(self) -> None:
-        """Register the reader the current state calls for; get pending bytes written.
-
-        Bytes paho queued are written by one ``loop_write`` at the end of the current
-        event loop iteration (every packet queued meanwhile goes out together); only
-        when the socket takes less than that does the writer get registered with the
-        loop, until paho has nothing left.  Registering a writer for every packet would
-        cost two ``epoll_ctl`` calls per packet.
-        """
-        if self._sock is None:
-            return
-        read = not self._read_paused
-        if read != self._reading:
-            if read:
-                self._loop.add_reader(self._fd, self._readable)
-                if self._client.buffered():
-                    self._loop.call_soon(self._read_buffered, self._sock)
-            else:
-                self._loop.remove_reader(self._fd)
-            self._reading = read
-        if self._want_write or self._client.want_write():
-            if not self._writing and not self._flushing:
-                self._flushing = True
-                self._loop.call_soon(self._flush)
-        elif self._writing:
-            self._loop.remove_writer(self._fd)
-            self._writing = False
-
-    def _flush(self) -> None:
-        self._flushing = False
-        sock = self._sock
-        if sock is None or self._writing:
-            return
-        client = self._client
-        client.loop_write()
-        if self._sock is sock and client.want_write() and not self._writing:
-            self._loop.add_writer(self._fd, self._writable)  # the socket is full
-            self._writing = True
-
-    def _writable(self) -> None:
-        client = self._client
-        client.loop_write()
-        if self._sock is not None and self._writing and not client.want_write():
-            self._want_write = False
-            self._loop.remove_writer(self._fd)
-            self._writing = False
-
-    def _readable(self) -> None:
-        sock = self._sock
-        client = self._client
-        client.loop_read()
-        # Bytes already read into the client's buffer (or, with TLS, decrypted inside
-        # the SSL object) are invisible to select: read on while there are some.
-        while (
-            sock is not None
-            and sock is self._sock
-            and not self._read_paused
-            and (client.buffered() or (isinstance(sock, ssl.SSLSocket) and sock.pending()))
-        ):
-            client.loop_read()
-
-    def _read_buffered(self, sock: Any) -> None:
-        """Reading resumed with packets already read from the socket: handle them."""
-        if sock is self._sock and self._reading and self._client.buffered():
-            self._readable()
-
-    def _run_misc(self) -> None:
-        self._misc = None
-        self._client.loop_misc()
-        if self._sock is not None and self._misc is None:
-            self._misc = self._loop.call_later(self._misc_interval, self._run_misc)
-
     def pause_reading(self) -> None:
         """Stop reading the socket (TCP then pushes back on the broker)."""
-        if not self._read_paused:
-            self._read_paused = True
-            self._sync_io()
+        self._io.pause_reading()
 
     def resume_reading(self) -> None:
         """Read the socket again after :meth:`pause_reading`."""
-        if self._read_paused:
-            self._read_paused = False
-            self._sync_io()
-
-    def _drop_socket(self) -> None:
-        """Close a socket a failed or abandoned connect left behind."""
-        sock = self._client.socket()
-        if sock is not None:
-            self._detach(sock)
-            with contextlib.suppress(OSError):
-                sock.close()
+        self._io.resume_reading()
 
     # -- reconnecting -----------------------------------------------------------------
 
@@ -416,7 +248,7 @@ class MqttConnection:
                 await asyncio.to_thread(self._client.reconnect)
             except (OSError, ValueError, ssl.SSLError) as exc:
                 log.debug("%r: reconnect failed: %s", self, type(exc).__name__)
-                self._drop_socket()
+                self._io.drop_socket()
                 continue
             finally:
                 self._reconnecting_in_thread = False
@@ -482,7 +314,7 @@ class MqttConnection:
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
-        self._on_loop(self._disconnected, reason)
+        self._io.call_soon(self._disconnected, reason)
 
     def _disconnected(self, reason: ReasonCode) -> None:
         self._connected = False
@@ -508,14 +340,14 @@ class MqttConnection:
     def _on_publish(
         self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode, _props: Any
     ) -> None:
-        self._on_loop(self._published, mid, reason)
+        self._io.call_soon(self._published, mid, reason)
 
     def _on_subscribe(
         self, _client: mqtt.Client, _userdata: Any, mid: int, reasons: list[ReasonCode], _p: Any
     ) -> None:
         if mid == self._resubscribe_mid:
             self.ready.set()
-        self._on_loop(self._subscribed, mid, list(reasons))
+        self._io.call_soon(self._subscribed, mid, list(reasons))
 
     def _published(self, mid: int, reason: ReasonCode) -> None:
         if self._unwritten:
@@ -678,11 +510,9 @@ class MqttConnection:
             props = Properties(PacketTypes.DISCONNECT)
             props.SessionExpiryInterval = 0
         self._client.disconnect(properties=props)  # paho closes the socket once it is sent
-        self._sync_io()
-        if self._sock is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._socket_closed.wait(), _CLOSE_TIMEOUT)
-        self._drop_socket()
+        self._io.sync()
+        await self._io.wait_closed(_CLOSE_TIMEOUT)
+        self._io.drop_socket()
 
 
 def _refusal(reason: ReasonCode) -> str:

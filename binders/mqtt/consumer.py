@@ -18,7 +18,7 @@ from binder.message import Message
 from binder.spi import ConsumerSpec, Delivery, DeliverySink, Failure
 from binders.mqtt.connection import MqttConnection
 from binders.mqtt.handoff import Intake
-from binders.mqtt.wire import from_mqtt
+from binders.mqtt.mapping import from_mqtt
 
 __all__ = ["MqttConsumerBinding", "MqttDelivery"]
 

@@ -10,7 +10,7 @@ from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ProducerSpec
 from binders.mqtt.connection import MqttConnection
-from binders.mqtt.wire import to_properties
+from binders.mqtt.mapping import to_properties
 
 __all__ = ["MqttProducerBinding"]
 

@@ -1,62 +1,41 @@
-"""The RabbitMQ binder: asyncio bindings over :class:`binders.rabbit.link.Link`.
+"""The RabbitMQ binder: the connections, provisioning, and binding consumers and producers.
 
 A binder owns two AMQP connections, each driven by its own I/O thread (see
 :mod:`binders.rabbit.link` for the bridge): one for publishing (producers, dead
 letters, provisioning) and one for consuming, as RabbitMQ recommends, so flow control
 on publishers never stalls deliveries and acks.
 
-The binder only moves bytes: each delivery goes to the core's delivery engine (the
-binding's sink) as a :class:`RabbitDelivery`, which the engine settles with
-``basic.ack`` or ``basic.reject(requeue=True)``; ordering, concurrency, retries and
-dead-letter decisions are the engine's.
+The bindings are in :mod:`binders.rabbit.consumer` and :mod:`binders.rabbit.producer`;
+they only move bytes: each delivery goes to the core's delivery engine (the binding's
+sink), which settles it; ordering, concurrency, retries and dead-letter decisions are
+the engine's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from binder.backoff import Backoff
 from binder.errors import BinderError
-from binder.message import Message
-from binder.partitioning import partition_for
-from binder.spi import (
-    Capabilities,
-    ConsumerSpec,
-    Delivery,
-    DeliverySink,
-    Failure,
-    ProducerSpec,
-    require,
-)
-from binders.rabbit.codec import from_amqp, to_amqp
-from binders.rabbit.connection import connection_factory
-from binders.rabbit.link import ConsumerHandle, Link, Publish
-from binders.rabbit.options import CONSUMER_OPTIONS, PRODUCER_OPTIONS
+from binder.spi import Capabilities, ConsumerSpec, DeliverySink, ProducerSpec, require
+from binders.rabbit.client import connection_factory
+from binders.rabbit.consumer import RabbitConsumerBinding
+from binders.rabbit.link import Link
+from binders.rabbit.producer import RabbitProducerBinding
+from binders.rabbit.settings import CONSUMER_OPTIONS, PRODUCER_OPTIONS
 from binders.rabbit.topology import (
-    DLX,
     BindDecl,
     Decl,
     QueueDecl,
     consumer_topology,
     dead_letter_queue,
-    dead_letter_target,
-    dead_letter_topology,
     destination_topology,
     group_queue_topology,
 )
 
-__all__ = [
-    "RABBIT_CAPABILITIES",
-    "RabbitBinder",
-    "RabbitConsumerBinding",
-    "RabbitDelivery",
-    "RabbitProducerBinding",
-]
-
-log = logging.getLogger("binders.rabbit")
+__all__ = ["RABBIT_CAPABILITIES", "RabbitBinder"]
 
 RABBIT_CAPABILITIES = Capabilities(
     consumer_groups=True,
@@ -86,236 +65,6 @@ def _queue_own_decls(decls: list[Decl], queue: str) -> list[Decl]:
         if (isinstance(d, QueueDecl) and d.name == queue)
         or (isinstance(d, BindDecl) and d.queue == queue)
     ]
-
-
-class RabbitProducerBinding:
-    """Publishes to the destination's exchange; ``publish`` queues and returns a future
-    resolved by RabbitMQ's publisher confirm."""
-
-    def __init__(self, binder: RabbitBinder, spec: ProducerSpec, options: dict[str, Any]) -> None:
-        self.spec = spec
-        self._binder = binder
-        self._loop = binder._loop
-        self._link = binder._publisher
-        self._options = options
-        self._persistent = bool(options["persistent"])
-        self._confirm = bool(options["confirms"])
-        self._default_exchange = bool(options["default_exchange"])
-        self._exchange = "" if self._default_exchange else spec.destination
-        source = options.get("routing_key") or {}
-        self._fixed_key: str | None = source.get("fixed")
-        self._header_key: str | None = source.get("header")
-        self._from_message_key = bool(source.get("message_key"))
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._closed = False
-
-    def routing_key(self, message: Message) -> str:
-        """Where ``message`` goes: partition key, fixed, header, message key or destination."""
-        destination = self.spec.destination
-        if self._default_exchange:
-            return destination
-        count = self.spec.partition_count
-        if count > 1:
-            partition = message.partition
-            if partition is None:
-                partition = partition_for(message.key or message.message_id, count)
-            return f"{destination}-{partition}"
-        if self._fixed_key is not None:
-            return self._fixed_key
-        if self._header_key is not None:
-            return message.headers.get(self._header_key, destination)
-        if self._from_message_key and message.key is not None:
-            return message.key
-        return destination
-
-    def publish(self, message: Message) -> asyncio.Future[None]:
-        """Queue ``message`` (in call order) and return a future resolved once RabbitMQ
-        confirmed it; it fails with :class:`~binders.rabbit.link.PublishFailed` (or
-        :class:`~binders.rabbit.link.LinkError`) when RabbitMQ did not take it."""
-        if self._closed:
-            raise BinderError(f"producer binding {self.spec.binding!r} is closed")
-        future: asyncio.Future[None] = self._loop.create_future()
-        pub = Publish(
-            self._exchange,
-            self.routing_key(message),
-            to_amqp(message, persistent=self._persistent),
-            future,
-            self._confirm,
-        )
-        self._in_flight += 1
-        self._idle.clear()
-        future.add_done_callback(self._published)
-        self._link.publish(pub)
-        return future
-
-    def _published(self, _: asyncio.Future[None]) -> None:
-        self._in_flight -= 1
-        if not self._in_flight:
-            self._idle.set()
-
-    async def close(self) -> None:
-        """Refuse new publishes, then wait for those in flight; idempotent."""
-        self._closed = True
-        await self._idle.wait()
-
-
-class RabbitDelivery(Delivery):
-    """One AMQP delivery: its channel's delivery tag and epoch, and where it came from
-    (the exchange and routing key it was published with, for the dead letter)."""
-
-    __slots__ = ("binding", "epoch", "exchange", "routing_key", "tag")
-
-    def __init__(
-        self,
-        binding: RabbitConsumerBinding,
-        message: Message,
-        lane: Hashable | None,
-        tag: int,
-        epoch: int,
-        exchange: str,
-        routing_key: str,
-    ) -> None:
-        super().__init__(message, lane)
-        self.binding = binding
-        self.tag = tag
-        self.epoch = epoch
-        self.exchange = exchange
-        self.routing_key = routing_key
-
-    def ack(self) -> None:
-        """``basic.ack`` (queued for the I/O thread; dropped if the channel died)."""
-        binding = self.binding
-        binding._link.ack(binding.handle, self.epoch, self.tag, True)
-
-    def nack(self) -> None:
-        """``basic.reject(requeue=True)``: RabbitMQ delivers it again."""
-        binding = self.binding
-        binding._link.ack(binding.handle, self.epoch, self.tag, False)
-
-
-class RabbitConsumerBinding:
-    """Deliveries from one queue, handed to the sink as :class:`RabbitDelivery` objects.
-
-    RabbitMQ bounds the unacked deliveries with ``basic.qos`` set to ``spec.prefetch``,
-    the engine's window.  The lane of a delivery is the partition for a partitioned
-    consumer, else the message key (``None`` without a key: no order needed).
-    """
-
-    def __init__(
-        self,
-        binder: RabbitBinder,
-        link: Link,
-        spec: ConsumerSpec,
-        sink: DeliverySink,
-        options: dict[str, Any],
-        queue: str,
-        decls: list[Decl],
-    ) -> None:
-        self.spec = spec
-        self.queue = queue
-        self._binder = binder
-        self._link = link
-        self._sink = sink
-        self._options = options
-        self._partition = spec.instance_index if spec.partitioned else None
-        if spec.dead_letter is not None:
-            self._dlq_name, self._dlq_key = dead_letter_target(
-                spec.destination, spec.group, spec.dead_letter
-            )
-        self._exchange = "" if options["default_exchange"] else spec.destination
-        self.handle = ConsumerHandle(queue, max(spec.prefetch, 1), decls, self._deliver)
-        self._closing: asyncio.Future[None] | None = None
-        self._dlq_declared = spec.group is not None  # anonymous: declared on first use
-
-    async def start(self) -> None:
-        """Start the AMQP consumer (queue declared and bound first)."""
-        await self._link.add_consumer(self.handle)
-
-    # called on the event loop by the I/O thread, one chunk per turn
-    def _deliver(self, batch: list[Any], epoch: int) -> None:
-        destination = self.spec.destination
-        partition = self._partition
-        deliver = self._sink.deliver
-        for raw in batch:
-            info = raw.delivery_info
-            message = from_amqp(raw, destination)
-            attempt = 2 if info["redelivered"] else 1
-            headers = raw.properties.get("application_headers")
-            if headers:
-                count = headers.get("x-delivery-count")  # quorum queues
-                if isinstance(count, int) and count >= attempt:
-                    attempt = count + 1
-            message.delivery_attempt = attempt
-            if partition is not None:
-                message.partition = partition
-                lane: Hashable | None = partition
-            else:
-                lane = message.key
-            deliver(
-                RabbitDelivery(
-                    self,
-                    message,
-                    lane,
-                    info["delivery_tag"],
-                    epoch,
-                    info["exchange"],
-                    info["routing_key"],
-                )
-            )
-
-    async def dead_letter(self, delivery: Delivery, failure: Failure) -> None:
-        """Publish a copy to ``DLX`` -> the DLQ with the failure and Spring headers;
-        return once RabbitMQ confirmed it."""
-        if self.spec.dead_letter is None:
-            raise BinderError(f"binding {self.spec.binding!r} has dead letters turned off")
-        if not self._dlq_declared:
-            if self._options["declare"] and self._options["auto_bind_dlq"]:
-                await self._binder._publisher.declare(
-                    dead_letter_topology(self._dlq_name, self._dlq_key)
-                )
-            self._dlq_declared = True
-        if isinstance(delivery, RabbitDelivery):
-            exchange, routing_key = delivery.exchange, delivery.routing_key
-        else:
-            exchange, routing_key = self._exchange, self.spec.destination
-        message = delivery.message
-        headers = dict(message.headers)
-        headers.update(failure.headers())
-        headers["x-original-exchange"] = exchange
-        headers["x-original-routingKey"] = routing_key
-        dead = message.copy(headers=headers, delivery_attempt=1)
-        future: asyncio.Future[None] = self._binder._loop.create_future()
-        self._binder._publisher.publish(
-            Publish(DLX, self._dlq_key, to_amqp(dead, persistent=True), future, True)
-        )
-        await future
-
-    async def close(self) -> None:
-        """Cancel the AMQP consumer and close its channel; idempotent.
-
-        The engine has settled every delivery by now; the acks it queued go out before
-        the channel closes (the link keeps that order).  Whatever is still unacked
-        (deliveries in flight when the consumer was cancelled) RabbitMQ requeues.
-        """
-        if self._closing is not None:
-            await asyncio.shield(self._closing)
-            return
-        self._closing = self._binder._loop.create_future()
-        try:
-            try:
-                if self._link.connected:
-                    await self._link.cancel_consumer(self.handle)
-            except Exception as exc:  # the connection may be gone; RabbitMQ requeues
-                log.debug("%s: cancel failed: %s", self.spec.binding, exc)
-            try:
-                await self._link.close_consumer(self.handle)
-            except Exception as exc:
-                log.debug("%s: closing the channel failed: %s", self.spec.binding, exc)
-            self._binder._forget(self)
-        finally:
-            self._closing.set_result(None)
 
 
 class RabbitBinder:
@@ -422,7 +171,7 @@ class RabbitBinder:
                     top = group_queue_topology(spec.destination, group, opts, partition=partition)
                     decls += top.decls
             await self._publisher.declare(decls)
-        producer = RabbitProducerBinding(self, spec, opts)
+        producer = RabbitProducerBinding(spec, opts, link=self._publisher, loop=self._loop)
         self._producers.append(producer)
         return producer
 
@@ -448,7 +197,17 @@ class RabbitBinder:
             anonymous = spec.group is None and not opts["default_exchange"]
             top.decls = _queue_own_decls(top.decls, top.queue) if anonymous else []
         link = await self._consumer()
-        binding = RabbitConsumerBinding(self, link, spec, sink, opts, top.queue, top.decls)
+        binding = RabbitConsumerBinding(
+            spec,
+            sink,
+            opts,
+            top.queue,
+            top.decls,
+            link=link,
+            publisher=self._publisher,
+            loop=self._loop,
+            on_closed=self._forget,
+        )
         await binding.start()
         self._consumers.append(binding)
         return binding

@@ -35,12 +35,13 @@ The design:
 * Publisher confirms are pipelined: the channel is put in confirm mode once
   (``confirm.select``), every publish gets the next delivery tag and stays in an
   "unconfirmed" table, and ``basic.ack``/``basic.nack`` (often with ``multiple``)
-  resolve the matching asyncio futures.  Many publishes are in flight at once instead
-  of kombu's ``confirm_publish`` wait-per-message.
+  resolve the matching asyncio futures (the bookkeeping is
+  :class:`~binders.rabbit.confirms.ConfirmTracker`).  Many publishes are in flight at
+  once instead of kombu's ``confirm_publish`` wait-per-message.
 * Acks are coalesced: the acks and rejects queued since the last turn are sent
   together, and a run of acks that leaves no unsettled delivery below it on its channel
-  becomes one ``basic.ack(multiple=True)`` (see :meth:`Link._settle_channel` for why
-  that is safe).
+  becomes one ``basic.ack(multiple=True)`` (see
+  :meth:`~binders.rabbit.acks.AckCoalescer.settle` for why that is safe).
 * Reconnection: on a connection error the thread reconnects with the core's jittered
   exponential :class:`~binder.backoff.Backoff` (trying each URL in turn), re-declares
   the recorded topology, re-opens consumer channels and re-publishes every publish that
@@ -53,7 +54,6 @@ The design:
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import os
@@ -70,42 +70,22 @@ from typing import Any
 from binder.backoff import Backoff
 from binder.errors import BinderError
 from binder.redaction import redact_url
+from binders.rabbit.acks import AckCoalescer
+from binders.rabbit.confirms import ConfirmTracker, Publish, PublishFailed
 from binders.rabbit.socket_io import SocketIO
 from binders.rabbit.topology import BindDecl, Decl, ExchangeDecl, QueueDecl
 
-__all__ = ["ConsumerHandle", "Link", "LinkError", "Publish", "PublishFailed"]
+__all__ = ["ConsumerHandle", "Link", "LinkError"]
 
 log = logging.getLogger("binders.rabbit")
 
 _MAX_FRAMES_PER_TURN = 1536
-#: Settled delivery tags remembered above a consumer's lowest unsettled one; past this
-#: (one delivery held for very long while thousands pass it) acks are no longer
-#: coalesced on that channel, so the memory stays bounded.
-_MAX_SETTLED_AHEAD = 65_536
 #: The reconnect backoff when none is given.
 DEFAULT_BACKOFF = Backoff(initial=0.2, multiplier=2.0, maximum=10.0)
 
 
 class LinkError(BinderError):
     """The connection to RabbitMQ failed or is closed."""
-
-
-class PublishFailed(BinderError):
-    """A publish was rejected (nack), lost with its channel, or not confirmed in time."""
-
-
-@dataclass(slots=True, eq=False)
-class Publish:
-    """One publish travelling from the event loop to the I/O thread and back."""
-
-    exchange: str
-    routing_key: str
-    message: Any  # amqp.Message
-    future: asyncio.Future[None]
-    confirm: bool = True
-    deadline: float = 0.0
-    tag: int = 0
-    expired: bool = False  # set by the I/O thread: reported failed, so never sent
 
 
 @dataclass(slots=True, eq=False)
@@ -122,12 +102,8 @@ class ConsumerHandle:
     tag: str = ""
     cancelled: bool = False
     batch: list[Any] = field(default_factory=list)
-    # Ack coalescing on the current channel (I/O thread only; reset with the epoch):
-    floor: int = 0
-    """Every delivery tag up to this one is settled (acked or rejected)."""
-    ahead: set[int] = field(default_factory=set)
-    """Settled tags above ``floor``."""
-    coalesce: bool = True
+    acks: AckCoalescer = field(default_factory=AckCoalescer)
+    """Ack coalescing on the current channel (I/O thread only; new with the epoch)."""
 
 
 def _declare(channel: Any, decl: Decl) -> None:
@@ -184,11 +160,7 @@ class Link:
         self._conn: Any = None
         self._control: Any = None  # publishes, in confirm mode
         self._admin: Any = None  # declarations: an error there must not hit publishes
-        self._next_tag = 1
-        self._unconfirmed: dict[int, Publish] = {}
-        self._confirm_order: deque[Publish] = deque()
-        self._done: list[asyncio.Future[None]] = []
-        self._failed: list[tuple[asyncio.Future[None], BaseException]] = []
+        self._confirms = ConfirmTracker()
         self._ready: list[ConsumerHandle] = []
         self._consumers: list[ConsumerHandle] = []
         self._decls: dict[Decl, None] = {}
@@ -413,10 +385,10 @@ class Link:
         channel = self._conn.channel()
         self._watch(channel)
         channel.confirm_select()
-        channel.events["basic_ack"].add(self._on_confirm)
-        channel.events["basic_nack"].add(self._on_reject)
+        channel.events["basic_ack"].add(self._confirms.confirm)
+        channel.events["basic_nack"].add(self._confirms.reject)
         self._control = channel
-        self._next_tag = 1
+        self._confirms.channel_opened()
 
     def _watch(self, channel: Any) -> None:
         """Note which channel the broker closed (py-amqp reopens it in place)."""
@@ -442,10 +414,8 @@ class Link:
         self._republish_unconfirmed()
 
     def _republish_unconfirmed(self) -> None:
-        pending = sorted(self._unconfirmed.values(), key=lambda p: p.tag)
-        self._unconfirmed.clear()
-        self._confirm_order.clear()
-        for pub in reversed(pending):
+        """Queue the unconfirmed publishes again, in their order, before the others."""
+        for pub in reversed(self._confirms.take_unconfirmed()):
             self._outbox.appendleft(pub)
 
     def _open_consumer(self, handle: ConsumerHandle) -> None:
@@ -457,9 +427,7 @@ class Link:
         handle.epoch += 1
         handle.channel = channel
         handle.batch = []
-        handle.floor = 0  # delivery tags start at 1 on every channel
-        handle.ahead = set()
-        handle.coalesce = True
+        handle.acks = AckCoalescer()  # delivery tags start at 1 on every channel
 
         def on_message(message: Any, handle: ConsumerHandle = handle) -> None:
             if not handle.batch:
@@ -572,57 +540,11 @@ class Link:
             return
         if self._io is None:
             for handle, settled in channels.items():
-                self._settle_channel(handle, settled)
+                handle.acks.settle(handle.channel, settled)
             return
         with self._io.batched():  # basic.ack and basic.reject wait for no reply
             for handle, settled in channels.items():
-                self._settle_channel(handle, settled)
-
-    @staticmethod
-    def _settle_channel(handle: ConsumerHandle, settled: list[tuple[int, bool]]) -> None:
-        """Settle deliveries of one channel, as few ``basic.ack`` frames as is safe.
-
-        RabbitMQ numbers the deliveries of a channel 1, 2, 3...; ``basic.ack(t,
-        multiple=True)`` acks *every* unacked delivery up to ``t``, including ones not
-        settled yet, so it is only sent when none is left.  ``handle.floor`` is the
-        highest tag with every tag up to it settled, ``handle.ahead`` the settled tags
-        above it.  Rejects go first; then the floor moves up through the tags settled
-        so far (this batch included).  Every tag up to the new floor is then either
-        settled before, rejected just now, or an ack of this batch: one multiple ack at
-        the highest of those acks (unacked until now, so the broker knows the tag) acks
-        exactly them.  Acks above a gap go out one by one.
-        """
-        channel = handle.channel
-        if not channel.is_open:
-            return
-        acks: list[int] = []
-        for tag, ok in settled:
-            if ok:
-                acks.append(tag)
-            else:
-                channel.basic_reject(tag, requeue=True)
-        if not handle.coalesce:
-            for tag in acks:
-                channel.basic_ack(tag)
-            return
-        ahead = handle.ahead
-        ahead.update(tag for tag, _ in settled)
-        floor = handle.floor
-        while floor + 1 in ahead:
-            floor += 1
-            ahead.remove(floor)
-        handle.floor = floor
-        if not acks:
-            return
-        acks.sort()
-        covered = bisect.bisect_right(acks, floor)
-        if covered:
-            channel.basic_ack(acks[covered - 1], multiple=covered > 1)
-        for tag in acks[covered:]:
-            channel.basic_ack(tag)
-        if len(ahead) > _MAX_SETTLED_AHEAD:
-            handle.coalesce = False
-            ahead.clear()
+                handle.acks.settle(handle.channel, settled)
 
     def _send_publishes(self) -> None:
         if not self._outbox:
@@ -640,7 +562,7 @@ class Link:
                 for pub in reversed(written):
                     self._outbox.appendleft(pub)
                 raise
-        self._done.extend(pub.future for pub in written)
+        self._confirms.written(written)
 
     def _send_queued(self, written: list[Publish]) -> None:
         from amqp import spec
@@ -651,8 +573,8 @@ class Link:
         # which this thread reads with every other frame anyway).
         send = self._control.send_method
         method = spec.Basic.Publish
-        unconfirmed = self._unconfirmed
-        order = self._confirm_order
+        confirms = self._confirms
+        sent = confirms.sent
         while outbox:
             pub = outbox.popleft()
             if pub.expired or pub.future.done():  # reported failed, or cancelled
@@ -661,64 +583,27 @@ class Link:
                 send(method, "Bssbb", (0, pub.exchange, pub.routing_key, False, False), pub.message)
             except Exception as exc:
                 if not _is_connection_error(exc):  # e.g. a header py-amqp cannot encode
-                    self._failed.append((pub.future, PublishFailed(_describe(exc))))
+                    confirms.fail(pub.future, PublishFailed(_describe(exc)))
                     continue
                 outbox.appendleft(pub)
                 raise
-            if pub.confirm:
-                pub.tag = self._next_tag
-                unconfirmed[pub.tag] = pub
-                order.append(pub)
-            else:
+            sent(pub)
+            if not pub.confirm:
                 written.append(pub)
-            self._next_tag += 1
-
-    def _on_confirm(self, tag: int, multiple: bool) -> None:
-        unconfirmed = self._unconfirmed
-        done = self._done
-        if multiple:
-            order = self._confirm_order
-            while order and order[0].tag <= tag:
-                pub = order.popleft()
-                if unconfirmed.pop(pub.tag, None) is not None:
-                    done.append(pub.future)
-        else:
-            pub = unconfirmed.pop(tag, None)
-            if pub is not None:
-                done.append(pub.future)
-            # Drop settled publishes from the front, or single acks would let the
-            # ordering queue (and the messages it holds) grow without bound.
-            order = self._confirm_order
-            while order and order[0].tag not in unconfirmed:
-                order.popleft()
-
-    def _on_reject(self, tag: int, multiple: bool) -> None:
-        unconfirmed = self._unconfirmed
-        tags = [t for t in unconfirmed if t <= tag] if multiple else [tag]
-        for t in tags:
-            pub = unconfirmed.pop(t, None)
-            if pub is not None:
-                self._failed.append((pub.future, PublishFailed("the broker rejected the message")))
 
     def _expire_publishes(self) -> None:
-        now = time.monotonic()
-        expired = [p for p in self._unconfirmed.values() if p.deadline < now]
-        for pub in expired:
-            del self._unconfirmed[pub.tag]
-            self._failed.append((pub.future, PublishFailed("not confirmed in time")))
-        for pub in list(self._outbox):
-            if pub.deadline < now and not pub.expired:
-                pub.expired = True
-                self._failed.append((pub.future, PublishFailed("not sent in time")))
-        if expired or self._failed:
+        # A copy of the outbox: the event loop appends to it meanwhile.
+        self._confirms.expire(time.monotonic(), list(self._outbox))
+        if self._confirms.failed:
             self._flush()
 
     def _flush(self) -> None:
-        if self._done:
-            done, self._done = self._done, []
+        confirms = self._confirms
+        done = confirms.take_done()
+        if done:
             self._post(_resolve_all, done)
-        if self._failed:
-            failed, self._failed = self._failed, []
+        failed = confirms.take_failed()
+        if failed:
             self._post(_fail_all, failed)
         if self._ready:
             ready, self._ready = self._ready, []
@@ -734,10 +619,7 @@ class Link:
         if self._control in broken:
             # Which publish caused it is unknown: fail every unconfirmed one rather than
             # resend a poison publish forever; none of them is reported as sent.
-            for pub in self._unconfirmed.values():
-                self._failed.append((pub.future, PublishFailed(f"channel closed: {exc}")))
-            self._unconfirmed.clear()
-            self._confirm_order.clear()
+            self._confirms.fail_unconfirmed(lambda: PublishFailed(f"channel closed: {exc}"))
             with contextlib.suppress(Exception):
                 self._control.close()
             self._open_control()
@@ -765,7 +647,7 @@ class Link:
             self._run_commands()
             self._send_publishes()
             deadline = time.monotonic() + 5.0
-            while self._unconfirmed and time.monotonic() < deadline:
+            while self._confirms.pending and time.monotonic() < deadline:
                 with contextlib.suppress(socket.timeout):
                     self._conn.drain_events(timeout=0.1)
             self._flush()
@@ -789,9 +671,9 @@ class Link:
 
     def _shutdown(self) -> None:
         error = LinkError(f"{self.label}: connection closed")
-        for pub in list(self._unconfirmed.values()) + list(self._outbox):
-            self._failed.append((pub.future, error))
-        self._unconfirmed.clear()
+        self._confirms.fail_unconfirmed(lambda: error)
+        for pub in list(self._outbox):
+            self._confirms.fail(pub.future, error)
         self._outbox.clear()
         self._flush()
         self._stopped.set()

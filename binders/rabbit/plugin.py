@@ -7,7 +7,7 @@ from typing import Any
 
 from binder.plugins import hookimpl
 from binder.spi import Binder, BinderType, Direction
-from binders.rabbit import options
+from binders.rabbit import settings as rabbit_settings
 
 __all__ = ["RabbitBinderType", "binder_types"]
 
@@ -20,17 +20,17 @@ class RabbitBinderType:
 
     def validate_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Check a ``binders.<name>`` section (url, heartbeat, ssl, reconnect_*...)."""
-        return options.validate_settings(settings)
+        return rabbit_settings.validate_settings(settings)
 
     def validate_binding_options(
         self, binding_options: Mapping[str, Any], direction: Direction
     ) -> dict[str, Any]:
         """Check a binding's ``rabbit:`` section for a consumer or producer."""
-        return options.validate_binding_options(binding_options, direction)
+        return rabbit_settings.validate_binding_options(binding_options, direction)
 
     def secret_keys(self) -> frozenset[str]:
         """``url`` (it may hold a password) and ``password``."""
-        return options.SECRET_KEYS
+        return rabbit_settings.SECRET_KEYS
 
     def create(self, name: str, settings: Mapping[str, Any]) -> Binder:
         """Build an unstarted :class:`~binders.rabbit.binder.RabbitBinder`."""

@@ -66,4 +66,4 @@ async def test_reconnects_use_the_core_backoff_and_keepalive_is_checked_in_time(
     assert [backoff.ceiling(n) for n in (1, 2, 3, 5, 9)] == [0.2, 0.4, 0.8, 3.0, 3.0]
     assert all(0.8 * 0.2 <= backoff.delay(1) <= 0.2 for _ in range(50))  # jittered, capped
     # A PINGREQ goes out at most a quarter of the keepalive late (Mosquitto allows 1.5x).
-    assert connection._misc_interval == 0.5
+    assert connection._io.misc_interval == 0.5

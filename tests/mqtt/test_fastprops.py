@@ -7,7 +7,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import MQTTException, Properties
 
 from binders.mqtt.fastprops import FastPublishProperties, install
-from binders.mqtt.wire import PackedProperties
+from binders.mqtt.mapping import PackedProperties
 
 
 def _packed(**values: object) -> bytes:

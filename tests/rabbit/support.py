@@ -19,7 +19,7 @@ from binder.runtime import Runtime
 from binder.spi import ConsumerSpec, Delivery, Handler
 from binder.testing import BoundConsumer, consume, wait_until
 from binders.rabbit.binder import RabbitBinder
-from binders.rabbit.options import validate_binding_options, validate_settings
+from binders.rabbit.settings import validate_binding_options, validate_settings
 from binders.rabbit.topology import ExchangeDecl, QueueDecl
 
 URL = "amqp://guest:guest@127.0.0.1:5672//"

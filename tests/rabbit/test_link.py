@@ -1,20 +1,23 @@
-"""The I/O thread's confirm and ack bookkeeping and its buffered socket I/O, driven
-directly (no broker needed)."""
+"""The I/O thread's command and publish queues and its buffered socket I/O, driven
+directly (no broker needed); the confirm and ack bookkeeping it uses are tested in
+``test_confirms.py`` and ``test_acks.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from binders.rabbit.link import ConsumerHandle, Link, Publish, PublishFailed
+from binders.rabbit.confirms import Publish, PublishFailed
+from binders.rabbit.link import ConsumerHandle, Link, LinkError
 from binders.rabbit.socket_io import SocketIO
+from tests.rabbit.fakes import BrokerChannel
 
 _links: list[Link] = []
 
@@ -28,134 +31,11 @@ def _close_pipes() -> Iterator[None]:
     _links.clear()
 
 
-def _link_with_unconfirmed(loop: asyncio.AbstractEventLoop, count: int) -> tuple[Link, list]:
-    link = Link("unit", lambda: None, loop)
-    _links.append(link)
-    futures = []
-    for tag in range(1, count + 1):
-        future = loop.create_future()
-        pub = Publish("x", "k", object(), future, tag=tag)
-        link._unconfirmed[tag] = pub
-        link._confirm_order.append(pub)
-        futures.append(future)
-    return link, futures
+# -- acks and commands ------------------------------------------------------------------
 
 
-async def test_single_acks_settle_and_do_not_accumulate() -> None:
-    loop = asyncio.get_running_loop()
-    link, futures = _link_with_unconfirmed(loop, 5)
-    for tag in (2, 1, 3, 5, 4):  # out of order, never `multiple`
-        link._on_confirm(tag, False)
-    assert set(link._done) == set(futures)
-    assert not link._unconfirmed
-    assert not link._confirm_order
-
-
-async def test_multiple_ack_settles_everything_up_to_the_tag() -> None:
-    loop = asyncio.get_running_loop()
-    link, futures = _link_with_unconfirmed(loop, 6)
-    link._on_confirm(4, True)
-    assert [f for f in link._done] == futures[:4]
-    assert sorted(link._unconfirmed) == [5, 6]
-
-
-async def test_nack_fails_the_publish() -> None:
-    loop = asyncio.get_running_loop()
-    link, futures = _link_with_unconfirmed(loop, 3)
-    link._on_reject(2, True)
-    assert [f for f, _ in link._failed] == futures[:2]
-    assert all(isinstance(exc, PublishFailed) for _, exc in link._failed)
-    assert list(link._unconfirmed) == [3]
-
-
-# -- ack coalescing ---------------------------------------------------------------------
-
-
-class _BrokerChannel:
-    """RabbitMQ's view of one consumer channel: unacked delivery tags, and the rules of
-    basic.ack/basic.reject (an unknown tag closes the channel: here, an assertion)."""
-
-    is_open = True
-
-    def __init__(self, delivered: int) -> None:
-        self.unacked = list(range(1, delivered + 1))
-        self.acked: set[int] = set()
-        self.requeued: set[int] = set()
-        self.frames = 0
-
-    def basic_ack(self, tag: int, multiple: bool = False) -> None:
-        self.frames += 1
-        assert tag in self.unacked, f"PRECONDITION_FAILED - unknown delivery tag {tag}"
-        taken = [t for t in self.unacked if t <= tag] if multiple else [tag]
-        self.acked.update(taken)
-        self.unacked = [t for t in self.unacked if t not in taken]
-
-    def basic_reject(self, tag: int, requeue: bool) -> None:
-        self.frames += 1
-        assert tag in self.unacked, f"PRECONDITION_FAILED - unknown delivery tag {tag}"
-        self.requeued.add(tag)
-        self.unacked.remove(tag)
-
-
-def _handle(channel: _BrokerChannel) -> ConsumerHandle:
+def _handle(channel: BrokerChannel) -> ConsumerHandle:
     return ConsumerHandle("q", 10, [], lambda batch, epoch: None, channel=channel, epoch=1)
-
-
-def _settle_randomly(seed: int) -> None:
-    rng = random.Random(seed)
-    count = rng.randint(1, 120)
-    channel = _BrokerChannel(count)
-    handle = _handle(channel)
-    verdicts = {tag: rng.random() > 0.1 for tag in range(1, count + 1)}
-    order = list(verdicts)
-    if seed % 3:  # mostly in order, as lanes settle: a few swaps
-        for _ in range(count // 10):
-            i, j = rng.randrange(count), rng.randrange(count)
-            order[i], order[j] = order[j], order[i]
-    else:
-        rng.shuffle(order)
-    settled: set[int] = set()
-    while order:
-        cut = rng.randint(1, max(1, len(order) // 3))
-        batch, order = order[:cut], order[cut:]
-        Link._settle_channel(handle, [(tag, verdicts[tag]) for tag in batch])
-        settled.update(batch)
-        # nothing the engine has not settled yet was touched
-        assert channel.acked | channel.requeued == settled
-    assert channel.acked == {t for t, ok in verdicts.items() if ok}
-    assert channel.requeued == {t for t, ok in verdicts.items() if not ok}
-    assert not channel.unacked
-
-
-def test_coalesced_acks_settle_exactly_what_was_settled() -> None:
-    """Random settlement orders and batch cuts: the broker ends with exactly the acked
-    tags acked and the rejected ones requeued, never an unknown tag, never a tag acked
-    before the engine settled it."""
-    for seed in range(500):
-        try:
-            _settle_randomly(seed)
-        except AssertionError as exc:
-            raise AssertionError(f"seed {seed}: {exc}") from exc
-
-
-async def test_in_order_acks_become_one_multiple_ack() -> None:
-    channel = _BrokerChannel(100)
-    handle = _handle(channel)
-    Link._settle_channel(handle, [(tag, True) for tag in range(1, 51)])
-    assert channel.frames == 1
-    Link._settle_channel(handle, [(tag, True) for tag in range(51, 101)])
-    assert channel.frames == 2
-    assert not channel.unacked
-
-
-async def test_a_held_delivery_stops_coalescing_past_it_only() -> None:
-    channel = _BrokerChannel(10)
-    handle = _handle(channel)
-    Link._settle_channel(handle, [(tag, True) for tag in (1, 2, 4, 5)])  # 3 is held
-    assert channel.unacked == [3, 6, 7, 8, 9, 10]
-    assert channel.frames == 3  # 1-2 at once, then 4 and 5 alone
-    Link._settle_channel(handle, [(3, True), (6, True), (7, True)])
-    assert channel.frames == 4 and channel.unacked == [8, 9, 10]
 
 
 async def test_acks_are_coalesced_only_between_two_commands() -> None:
@@ -164,7 +44,7 @@ async def test_acks_are_coalesced_only_between_two_commands() -> None:
     loop = asyncio.get_running_loop()
     link = Link("unit", lambda: None, loop)
     _links.append(link)
-    channel = _BrokerChannel(4)
+    channel = BrokerChannel(4)
     handle = _handle(channel)
     events: list[str] = []
     link.ack(handle, 1, 1, True)
@@ -176,6 +56,56 @@ async def test_acks_are_coalesced_only_between_two_commands() -> None:
     assert events == ["command after [1, 2]"]
     assert channel.acked == {1, 2, 3}
     assert channel.unacked == [4]
+
+
+# -- publishes around reconnects and shutdown -------------------------------------------
+
+
+def _publish(loop: asyncio.AbstractEventLoop, name: str) -> Publish:
+    return Publish("x", name, object(), loop.create_future())
+
+
+async def test_a_reconnect_sends_the_unconfirmed_publishes_first_in_their_order() -> None:
+    loop = asyncio.get_running_loop()
+    link = Link("unit", lambda: None, loop)
+    _links.append(link)
+    sent = [_publish(loop, name) for name in "abc"]
+    for pub in sent:
+        link._confirms.sent(pub)
+    link._confirms.confirm(2, False)
+    queued = _publish(loop, "d")
+    link.publish(queued)
+    link._republish_unconfirmed()
+    assert list(link._outbox) == [sent[0], sent[2], queued]
+    assert link._confirms.pending == 0
+
+
+async def test_publishes_not_sent_in_time_fail_and_are_never_sent() -> None:
+    loop = asyncio.get_running_loop()
+    link = Link("unit", lambda: None, loop, publish_timeout=0.0)
+    _links.append(link)
+    pub = _publish(loop, "late")
+    link.publish(pub)
+    while time.monotonic() <= pub.deadline:
+        await asyncio.sleep(0.001)
+    link._expire_publishes()
+    with pytest.raises(PublishFailed, match="not sent in time"):
+        await asyncio.wait_for(pub.future, 5.0)
+    assert pub.expired  # _send_queued skips it
+
+
+async def test_shutting_down_fails_unconfirmed_then_queued_publishes() -> None:
+    loop = asyncio.get_running_loop()
+    link = Link("unit", lambda: None, loop)
+    _links.append(link)
+    unconfirmed, queued = _publish(loop, "sent"), _publish(loop, "queued")
+    link._confirms.sent(unconfirmed)
+    link.publish(queued)
+    link._shutdown()
+    for pub in (unconfirmed, queued):
+        with pytest.raises(LinkError, match="connection closed"):
+            await asyncio.wait_for(pub.future, 5.0)
+    assert not link._outbox and link._confirms.pending == 0
 
 
 # -- buffered socket I/O ----------------------------------------------------------------

@@ -15,8 +15,9 @@ from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ConsumerSpec, Failure, ProducerSpec
 from binder.testing import wait_until
-from binders.rabbit.binder import RabbitBinder, RabbitDelivery
-from binders.rabbit.options import validate_settings
+from binders.rabbit.binder import RabbitBinder
+from binders.rabbit.consumer import RabbitDelivery
+from binders.rabbit.settings import validate_settings
 from tests.rabbit.support import (
     Collector,
     RecordingSink,

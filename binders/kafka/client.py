@@ -1,4 +1,5 @@
-"""Connection keyword arguments shared by every aiokafka client a binder creates."""
+"""aiokafka clients from binder settings: the connection keyword arguments (bootstrap
+servers, client id, TLS, SASL) shared by every client a binder creates."""
 
 from __future__ import annotations
 

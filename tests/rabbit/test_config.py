@@ -6,7 +6,7 @@ import pytest
 
 from binder.errors import ConfigError
 from binder.plugins import load_registry
-from binders.rabbit.connection import effective_urls
+from binders.rabbit.client import effective_urls
 from binders.rabbit.topology import (
     QueueDecl,
     consumer_topology,
