@@ -129,9 +129,7 @@ def eventbinder_config(broker: str) -> dict[str, Any]:
 async def run_eventbinder(case: Case, *, coroutines: bool) -> tuple[float, Tally]:
     """The pipeline as a new user writes it, through the public API only."""
     from binder import App
-    from binder.config import load_settings
-    from binder.plugins import load_registry
-    from binder.runtime import Runtime
+    from binder.testing import run_app
 
     source, sink_topic = case.names
     tally = Tally(case.count)
@@ -156,23 +154,16 @@ async def run_eventbinder(case: Case, *, coroutines: bool) -> tuple[float, Tally
         def sink(order: dict) -> None:
             tally.add(order["id"])
 
-    registry = load_registry()
-    settings = load_settings(
-        eventbinder_config(case.broker), registry=registry, discover=False, environ={}
-    )
-    runtime = Runtime(app, settings, registry)
-    await runtime.start()
     inflight = InFlight(tally)
 
     async def publish(i: int) -> None:
         inflight.add(app.send(source, payload(i)))
 
-    try:
+    # record=False: the harness watches nothing, the app runs as under `binder run`.
+    async with run_app(app, eventbinder_config(case.broker), record=False):
         elapsed = await drive(case, tally, publish)
         await inflight.drain()
         return elapsed, tally
-    finally:
-        await runtime.stop()
 
 
 # --------------------------------------------------------------------------- child

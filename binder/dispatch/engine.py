@@ -41,6 +41,7 @@ from binder.dispatch.calls import HandlerCall
 from binder.dispatch.plan import BindingStats, DispatchPlan
 from binder.dispatch.retry import OutputFailed
 from binder.errors import DecodeError
+from binder.message import Message
 from binder.spi import ConsumerBinding, Delivery, Failure
 
 __all__ = ["Dispatcher"]
@@ -107,6 +108,9 @@ class Dispatcher:
         self._republish: dict[Delivery, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._policy = plan.retry
+        #: Called with the message and the failure after each dead letter was stored
+        #: (the test harness records them here, whatever the binder).
+        self.dead_letter_listeners: list[Callable[[Message, Failure], None]] = []
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} in_flight={self._count}>"
@@ -378,6 +382,11 @@ class Dispatcher:
             return
         self._log_failure(delivery, failure, exc, self.plan.dead_letter)
         self.stats.dead_lettered += 1
+        for listener in self.dead_letter_listeners:
+            try:
+                listener(delivery.message, failure)
+            except Exception:
+                log.exception("%s: a dead-letter listener failed", self.name)
         self._finish(delivery, ACK)
 
     def _log_failure(

@@ -46,14 +46,15 @@ import pytest
 import pytest_asyncio
 
 from binder.app import App
-from binder.config import load_settings
 from binder.errors import UnsupportedFeature
 from binder.message import Message
 from binder.partitioning import partition_for
 from binder.plugins import BinderRegistry, load_registry
 from binder.runtime import Runtime
 from binder.spi import Binder, ConsumerSpec, Handler, ProducerBinding, ProducerSpec
+from binder.testing.collector import Collector
 from binder.testing.consume import BoundConsumer, consume
+from binder.testing.harness import run_app
 from binder.testing.waiting import wait_until
 
 __all__ = [
@@ -89,48 +90,6 @@ class ConformanceSettings:
     """Messages in the stream the kill-and-restart test kills an app in."""
     app_start_timeout: float = 30.0
     """Longest wait for an app started in a subprocess to handle its first message."""
-
-
-class Collector:
-    """A handler that records messages; waits are on conditions with deadlines."""
-
-    def __init__(self, fail: Callable[[Message], bool] | None = None) -> None:
-        self.messages: list[Message] = []
-        self.attempts: list[Message] = []
-        self._fail = fail
-        self._changed = asyncio.Event()
-
-    async def __call__(self, message: Message) -> None:
-        self.attempts.append(message)
-        self._changed.set()
-        if self._fail is not None and self._fail(message):
-            raise RuntimeError(f"conformance: deliberate failure of {message.message_id}")
-        self.messages.append(message)
-        self._changed.set()
-
-    async def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        """Wait for ``condition`` until ``timeout`` seconds passed."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"timed out after {timeout}s waiting for {what}; "
-                    f"got {len(self.messages)} message(s), {len(self.attempts)} attempt(s)"
-                )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-
-    async def wait_for(self, count: int, timeout: float) -> list[Message]:
-        """Wait until ``count`` messages were handled successfully."""
-        await self.wait_until(lambda: len(self.messages) >= count, timeout, f"{count} message(s)")
-        return self.messages
-
-    def payloads(self) -> list[Any]:
-        """The JSON payloads received so far."""
-        return [m.json() for m in self.messages]
 
 
 class DeadLetterReader:
@@ -254,38 +213,29 @@ class BinderConformance:
             return {}
         return {"group": _name("g")}
 
-    def _settings(
-        self,
-        registry: BinderRegistry,
-        defaults: Mapping[str, Any],
-        extra: Mapping[str, Any] | None = None,
-    ) -> Any:
-        return load_settings(
-            {
-                "binders": {"conformance": {**self.binder_settings, **(extra or {})}},
-                "default_binder": "conformance",
-                "bindings": {"default": dict(defaults)},
-            },
-            registry=registry,
-            discover=False,
-            environ={},
-        )
+    def _config(
+        self, defaults: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return {
+            "binders": {"conformance": {**self.binder_settings, **(extra or {})}},
+            "default_binder": "conformance",
+            "bindings": {"default": dict(defaults)},
+        }
 
-    async def _start_on(
+    @contextlib.asynccontextmanager
+    async def _on(
         self, binder: Binder, app: App, registry: BinderRegistry, defaults: Mapping[str, Any]
-    ) -> Runtime:
-        """Start ``app`` on the test's own ``binder`` (shared, so the test can watch its
+    ) -> AsyncIterator[Runtime]:
+        """Run ``app`` on the test's own ``binder`` (lent, so the test can watch its
         destinations and, on the in-memory binder, see the same broker)."""
-        shared = _Shared(binder)
-        runtime = Runtime(
+        async with run_app(
             app,
-            self._settings(registry, defaults),
-            registry,
-            binder_factory=lambda _: shared,
-            fail_fast=True,
-        )
-        await runtime.start()
-        return runtime
+            self._config(defaults),
+            binders={"conformance": binder},
+            record=False,
+            registry=registry,
+        ) as harness:
+            yield harness.runtime
 
     @contextlib.asynccontextmanager
     async def _running(
@@ -301,17 +251,14 @@ class BinderConformance:
 
         ``extra`` settings are merged into :attr:`binder_settings`.
         """
-        runtime = Runtime(app, self._settings(registry, defaults, extra), registry, fail_fast=True)
-        await runtime.start()
-        try:
-            binder = runtime.binders["conformance"]
+        config = self._config(defaults, extra)
+        async with run_app(app, config, record=False, registry=registry) as harness:
+            binder = harness.runtime.binders["conformance"]
             reader = await self.open_dead_letters(binder, destination, group)
             try:
-                yield runtime, reader, await self._producer(binder, destination)
+                yield harness.runtime, reader, await self._producer(binder, destination)
             finally:
                 await reader.close()
-        finally:
-            await runtime.stop()
 
     # -- point to point and publish-subscribe ----------------------------------------
 
@@ -645,8 +592,7 @@ class BinderConformance:
 
         # The partitions exist before the app subscribes: no rebalance in the middle.
         producer = await self._producer(binder, source, partition_count=partitions)
-        runtime = await self._start_on(binder, app, registry, {})
-        try:
+        async with self._on(binder, app, registry, {}):
             outputs = Collector()
             await self._consumer(binder, target, outputs, **self._subscriber_spec(binder))
             keys = [f"key-{k}" for k in range(cfg.keys)]
@@ -660,8 +606,6 @@ class BinderConformance:
                     sends.append(producer.publish(message))
             await asyncio.gather(*sends)
             await outputs.wait_for(per_key * len(keys), self.timeout * 2)
-        finally:
-            await runtime.stop()
         for key in keys:
             seqs = [p["seq"] for p in outputs.payloads() if p["key"] == key]
             assert seqs == list(range(per_key)), f"outputs out of order for {key}: {seqs}"
@@ -717,8 +661,7 @@ class BinderConformance:
 
         # The partitions exist before the app subscribes: no rebalance in the middle.
         producer = await self._producer(binder, destination, partition_count=partitions)
-        runtime = await self._start_on(binder, app, registry, {"max_attempts": 1})
-        try:
+        async with self._on(binder, app, registry, {"max_attempts": 1}):
             for n in range(count):
                 # n < concurrency land on different keys (and partitions): one lane each
                 message = _json_message({"n": n}, key=f"k{n % concurrency}")
@@ -726,8 +669,6 @@ class BinderConformance:
                     message.partition = n % partitions
                 await producer.publish(message)
             await wait_until(lambda: state["done"] >= count, self.timeout * 2, "all messages")
-        finally:
-            await runtime.stop()
         assert state["max"] == concurrency, f"at most {state['max']} call(s) ran at once"
 
     async def test_stop_waits_for_handlers_and_unconfirmed_outputs(
@@ -757,19 +698,20 @@ class BinderConformance:
         outputs = Collector()
         await self._consumer(binder, target, outputs, **self._subscriber_spec(binder))
         producer = await self._producer(binder, source)
-        runtime = await self._start_on(binder, build(), registry, {})
         count = 10
-        await asyncio.gather(*(producer.publish(_json_message({"n": n})) for n in range(count)))
-        await wait_until(lambda: started, self.timeout, "the first handler call")
-        stopping = asyncio.ensure_future(runtime.stop())
-        await wait_until(
-            lambda: runtime.status().get("relay-in-0") in ("stopping", "stopped"),
-            self.timeout,
-            "the binding to begin stopping",
-        )
-        assert not stopping.done(), "stop() returned while a handler was still running"
-        release.set()
-        await asyncio.wait_for(stopping, self.timeout * 2)
+        async with self._on(binder, build(), registry, {}) as runtime:
+            sends = [producer.publish(_json_message({"n": n})) for n in range(count)]
+            await asyncio.gather(*sends)
+            await wait_until(lambda: started, self.timeout, "the first handler call")
+            stopping = asyncio.ensure_future(runtime.stop())
+            await wait_until(
+                lambda: runtime.status().get("relay-in-0") in ("stopping", "stopped"),
+                self.timeout,
+                "the binding to begin stopping",
+            )
+            assert not stopping.done(), "stop() returned while a handler was still running"
+            release.set()
+            await asyncio.wait_for(stopping, self.timeout * 2)
         assert returned, "the running handler was abandoned"
         # Every handler that returned had its output confirmed before stop() returned.
         await outputs.wait_until(
@@ -780,15 +722,12 @@ class BinderConformance:
         if not (caps.durable and group is not None):
             return
         # The rest waited with the broker: the next start handles every one.
-        restarted = await self._start_on(binder, build(), registry, {})
-        try:
+        async with self._on(binder, build(), registry, {}):
             await outputs.wait_until(
                 lambda: {p["n"] for p in outputs.payloads()} == set(range(count)),
                 self.timeout * 2,
                 "an output for every input after the restart",
             )
-        finally:
-            await restarted.stop()
 
     async def test_killed_app_leaves_every_input_with_an_output(
         self, binder: Binder, tmp_path: Path
@@ -900,19 +839,6 @@ def relay(payload: dict) -> dict:
     time.sleep(0.002)  # slow enough that a kill lands mid-stream
     return payload
 """
-
-
-class _Shared:
-    """A binder shared by a test and the runtimes it starts: ``close`` is the test's."""
-
-    def __init__(self, inner: Binder) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def close(self) -> None:
-        """The test's binder fixture closes the real binder."""
 
 
 class _AppProcess:

@@ -62,7 +62,8 @@ else:
     async def binder_harness(
         binder_app: Any, binder_config: Any, binder_run_options: dict[str, Any]
     ) -> AsyncIterator[Any]:
-        """The ``binder_app`` fixture's app, running on the in-memory binder."""
+        """The ``binder_app`` fixture's app, run with ``run_app`` (in memory unless
+        ``binder_config`` names brokers)."""
         from binder.testing.harness import run_app
 
         async with run_app(binder_app, binder_config, **binder_run_options) as harness:

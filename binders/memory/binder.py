@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from binder.errors import BinderError
@@ -134,7 +134,8 @@ class MemoryConsumerBinding:
                 await queue.wait()
                 continue
             entry.deliveries += 1
-            entry.message.delivery_attempt = entry.deliveries
+            if entry.deliveries > 1:  # a redelivery: its own envelope, the attempt counted
+                entry.message = entry.message.copy(delivery_attempt=entry.deliveries)
             sink.deliver(MemoryDelivery(entry, queue))
 
     async def dead_letter(self, delivery: Delivery, failure: Failure) -> None:
@@ -215,6 +216,14 @@ class MemoryBinder:
         producer = MemoryProducerBinding(self.broker, spec)
         self._producers.append(producer)
         return producer
+
+    def add_publish_listener(self, listener: Callable[[str, Message], None]) -> Callable[[], None]:
+        """Call ``listener(destination, message)`` for every message published on this
+        binder (outputs, dead letters, everything); return a function removing it.
+
+        The test harness watches every destination of an in-memory app this way.
+        """
+        return self.broker.add_tap(listener)
 
     def dead_letters(self, destination: str, group: str | None = None) -> list[Message]:
         """Dead letters of ``destination``/``group`` so far, oldest first."""

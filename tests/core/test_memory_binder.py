@@ -1,53 +1,14 @@
 """binders.memory specifics beyond the conformance suite."""
 
 import asyncio
-import contextlib
-from collections.abc import Callable
 
 import pytest
 
 from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ConsumerSpec, Delivery, Failure, ProducerSpec
-from binder.testing import consume
+from binder.testing import Collector, consume, wait_until
 from binders.memory.binder import MemoryBinder
-
-
-class Collector:
-    def __init__(self, fail: Callable[[Message], bool] | None = None) -> None:
-        self.messages: list[Message] = []
-        self.attempts: list[int] = []
-        self.fail = fail
-        self.changed = asyncio.Event()
-
-    async def __call__(self, message: Message) -> None:
-        self.attempts.append(message.delivery_attempt)
-        self.changed.set()
-        if self.fail is not None and self.fail(message):
-            raise ValueError("nack")
-        self.messages.append(message)
-        self.changed.set()
-
-    async def wait_for(self, count: int, timeout: float = 2.0) -> list[Message]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(self.messages) < count:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"got {len(self.messages)} of {count} message(s)")
-            self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), remaining)
-        return self.messages
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -251,7 +212,7 @@ async def test_nack_redelivers_with_increasing_delivery_attempt(binder: MemoryBi
     producer = await binder.bind_producer(producer_spec("r"))
     await producer.publish(msg(1))
     await handler.wait_for(1)
-    assert handler.attempts == [1, 2, 3]
+    assert [m.delivery_attempt for m in handler.attempts] == [1, 2, 3]
     assert handler.messages[0].delivery_attempt == 3
 
 
