@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 from binder.bindings import BINDING_SCHEMA, input_binding_name, output_binding_name
-from binder.errors import NotRunningError
+from binder.errors import ConfigError, NotRunningError
 from binder.invoker import Invoker
-from binder.schema import did_you_mean
+from binder.schema import did_you_mean, validate_section
 
 __all__ = ["App", "AppRuntime", "BindingDecl", "HandlerDecl"]
 
@@ -26,6 +28,17 @@ class BindingDecl:
     name: str
     destination: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    """The decorator's binding options (and ``group``), validated, only those written."""
+    source: str = "<decorator>"
+    """The file of the decorator that declared the binding."""
+    line: int | None = None
+    """The line of that decorator in :attr:`source`."""
+
+    def error(self, message: str, key: str) -> ConfigError:
+        """A :class:`ConfigError` about the option ``key``, located at the decorator."""
+        return ConfigError(
+            message, source=self.source, key=f"bindings.{self.name}.{key}", line=self.line
+        )
 
 
 @dataclass(slots=True)
@@ -70,14 +83,66 @@ class AppRuntime(Protocol):
         ...
 
 
-def _check_options(function: str, options: Mapping[str, Any]) -> dict[str, Any]:
+#: Binding keys a decorator takes as arguments of their own, not as ``**options``.
+_OWN_ARGUMENTS = {
+    "destination": " (the decorator's destination argument sets it)",
+    "group": " (only a consumer binding has a group: the group= argument)",
+}
+_OPTIONS = tuple(key for key in BINDING_SCHEMA if key not in _OWN_ARGUMENTS)
+
+#: Where a decorator was called: (file, line).
+_Where = tuple[str, int | None]
+
+
+def _decorator_call() -> _Where:
+    """The file and line of the code that called the decorator (``@app.consumer(...)``)."""
+    frame = inspect.currentframe()
+    try:
+        # _decorator_call <- App.consumer/function/supplier <- the decorator line
+        caller = frame.f_back.f_back if frame is not None and frame.f_back else None
+        if caller is None:
+            return "<decorator>", None
+        path = caller.f_code.co_filename
+        line = caller.f_lineno
+    finally:
+        del frame
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        relative = path
+    return (path if relative.startswith("..") else relative), line
+
+
+def _declare(
+    name: str,
+    destination: str,
+    group: str | None,
+    options: Mapping[str, Any],
+    where: _Where,
+) -> BindingDecl:
+    """Validate a decorator's binding arguments exactly as a file's ``bindings.<name>``.
+
+    Errors are :class:`ConfigError` located at the decorator (``app.py, line 12, key
+    'bindings.bill-in-0.max_attempts': expected int, got str 'three'``); the options
+    kept are those written (so a configuration's ``bindings.default`` still applies to
+    the others).
+    """
+    decl = BindingDecl(name, destination, {}, *where)
     for key in options:
-        if key not in BINDING_SCHEMA or key in ("destination", "group"):
-            allowed = [k for k in BINDING_SCHEMA if k not in ("destination", "group")]
-            raise TypeError(
-                f"{function}: unknown binding option {key!r}{did_you_mean(key, allowed)}"
-            )
-    return dict(options)
+        if key not in _OPTIONS:
+            hint = _OWN_ARGUMENTS.get(key) or did_you_mean(str(key), _OPTIONS)
+            raise decl.error(f"unknown key '{key}'{hint}; allowed: {', '.join(_OPTIONS)}", key)
+    written = {"destination": destination, **options}
+    if group is not None:
+        written["group"] = group
+    try:
+        checked = validate_section(written, BINDING_SCHEMA)
+    except ConfigError as exc:
+        raise decl.error(exc.reason, exc.key or "") from None
+    kept = {key: checked[key] for key in options}
+    if group is not None:
+        kept["group"] = checked["group"]
+    return BindingDecl(name, destination, kept, *where)
 
 
 class App:
@@ -110,20 +175,17 @@ class App:
         plain ``def`` handler runs in a worker thread, so it may block;
         ``threaded=False`` runs it on the event loop instead (only for tiny functions
         that never block).  ``async def`` handlers always run on the event loop.
+
+        ``group`` and ``options`` are validated as the configuration file's keys are:
+        a :class:`~binder.errors.ConfigError` naming this decorator's file and line.
         """
+        where = _decorator_call()
 
         def register(function: F) -> F:
             name = function.__name__
-            opts = _check_options(name, options)
-            if group is not None:
-                opts["group"] = group
+            binding = _declare(input_binding_name(name), input, group, options, where)
             self._add(
-                HandlerDecl(
-                    "consumer",
-                    name,
-                    Invoker(function, threaded=threaded),
-                    input=BindingDecl(input_binding_name(name), input, opts),
-                )
+                HandlerDecl("consumer", name, Invoker(function, threaded=threaded), input=binding)
             )
             return function
 
@@ -142,23 +204,22 @@ class App:
 
         Bindings ``<fn>-in-0`` and ``<fn>-out-0``.  Returning ``None`` publishes
         nothing; returning a :class:`binder.Message` sets headers and key yourself.
-        ``threaded`` as for :meth:`consumer`.
+        ``threaded`` as for :meth:`consumer`; ``group`` applies to the input, the other
+        ``options`` to both bindings (validated as for :meth:`consumer`).
         """
+        where = _decorator_call()
 
         def register(function: F) -> F:
             name = function.__name__
-            opts = _check_options(name, options)
+            source = _declare(input_binding_name(name), input, group, options, where)
+            sink = _declare(output_binding_name(name), output, None, options, where)
             self._add(
                 HandlerDecl(
                     "function",
                     name,
                     Invoker(function, threaded=threaded),
-                    input=BindingDecl(
-                        input_binding_name(name),
-                        input,
-                        {**opts, "group": group} if group is not None else opts,
-                    ),
-                    output=BindingDecl(output_binding_name(name), output, opts),
+                    input=source,
+                    output=sink,
                 )
             )
             return function
@@ -175,16 +236,17 @@ class App:
         """
         if not (isinstance(every, int | float) and math.isfinite(every) and every > 0):
             raise ValueError(f"supplier interval must be positive, got {every!r}")
+        where = _decorator_call()
 
         def register(function: F) -> F:
             name = function.__name__
-            opts = _check_options(name, options)
+            binding = _declare(output_binding_name(name), output, None, options, where)
             self._add(
                 HandlerDecl(
                     "supplier",
                     name,
                     Invoker(function, threaded=threaded),
-                    output=BindingDecl(output_binding_name(name), output, opts),
+                    output=binding,
                     every=every,
                 )
             )

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -253,6 +254,30 @@ def cmd_tail(args: argparse.Namespace) -> int:
 # -- entry point -----------------------------------------------------------------------
 
 
+def positive_int(text: str) -> int:
+    """argparse type of ``--max-messages``: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type of ``--duration``: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds greater than 0, got {text}"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``binder`` command."""
     parser = argparse.ArgumentParser(prog="binder", description=__doc__.splitlines()[0])
@@ -271,8 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = with_config(sub.add_parser("run", help="run an app"))
     run.add_argument("target", help="module:attr or path/to/app.py")
-    run.add_argument("--max-messages", type=int, help="stop after N handled messages")
-    run.add_argument("--duration", type=float, help="stop after SECONDS")
+    run.add_argument(
+        "--max-messages", type=positive_int, metavar="N", help="stop after N handled messages"
+    )
+    run.add_argument(
+        "--duration", type=positive_seconds, metavar="SECONDS", help="stop after SECONDS"
+    )
     run.add_argument(
         "--fail-fast", action="store_true", help="exit if a broker is unreachable at start"
     )
@@ -298,8 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     tail = with_config(sub.add_parser("tail", help="print messages arriving on a destination"))
     tail.add_argument("destination")
     tail.add_argument("--group", help="join a group instead of subscribing anonymously")
-    tail.add_argument("--max-messages", type=int)
-    tail.add_argument("--duration", type=float)
+    tail.add_argument(
+        "--max-messages", type=positive_int, metavar="N", help="stop after N messages"
+    )
+    tail.add_argument(
+        "--duration", type=positive_seconds, metavar="SECONDS", help="stop after SECONDS"
+    )
     tail.set_defaults(func=cmd_tail)
     return parser
 

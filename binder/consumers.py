@@ -102,7 +102,6 @@ async def bind_consumer(
         group=settings.group,
         concurrency=settings.concurrency,
         prefetch=settings.prefetch,
-        partitioned=settings.instance_count > 1,
         instance_index=settings.instance_index,
         instance_count=settings.instance_count,
         dead_letter=dead_letter,

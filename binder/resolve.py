@@ -1,10 +1,24 @@
-"""Resolving an app's declared bindings against the configuration."""
+"""Resolving an app's declared bindings against the configuration.
+
+A binding's settings are its layers merged, lowest first: the schema's defaults,
+``bindings.default``, the decorator, ``bindings.<name>`` (environment variables are
+already in the two file layers).  Each layer was validated where it was written; here
+the merged binding is checked across keys, and the section of its binder type, merged
+from the layers as written, is validated once more by the binder type, so that the
+binder receives complete options.  An error names the layer that wrote the offending
+key: the file (and line), the environment variable, or the decorator's file and line.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
-from binder.bindings import BindingSettings
+from binder.bindings import BindingSettings, binding_direction, check_binding
+from binder.config.model import DEFAULT_LAYER
+from binder.errors import ConfigError
 from binder.schema import did_you_mean
 
 if TYPE_CHECKING:
@@ -16,29 +30,12 @@ __all__ = ["resolve_binding", "resolve_bindings", "resolve_dynamic"]
 
 def resolve_binding(decl: BindingDecl, settings: Settings) -> BindingSettings:
     """Merge defaults, ``bindings.default``, the decorator and ``bindings.<name>``."""
-    resolved = BindingSettings.merge(
-        decl.name,
-        settings.default_layer(),
-        decl.options,
-        settings.binding_layer(decl.name),
-        default_destination=decl.destination,
-        default_binder=settings.default_binder,
-    )
-    _check_binder(resolved, settings)
-    return resolved
+    return _resolve(decl.name, decl.destination, settings, decl)
 
 
 def resolve_dynamic(destination: str, settings: Settings) -> BindingSettings:
     """Settings for ``App.send(destination, ...)``: a binding named after the destination."""
-    resolved = BindingSettings.merge(
-        destination,
-        settings.default_layer(),
-        settings.binding_layer(destination),
-        default_destination=destination,
-        default_binder=settings.default_binder,
-    )
-    _check_binder(resolved, settings)
-    return resolved
+    return _resolve(destination, destination, settings, None)
 
 
 def resolve_bindings(app: App, settings: Settings) -> dict[str, BindingSettings]:
@@ -49,6 +46,76 @@ def resolve_bindings(app: App, settings: Settings) -> dict[str, BindingSettings]
             if binding is not None:
                 resolved[binding.name] = resolve_binding(binding, settings)
     return resolved
+
+
+class _Layers:
+    """A binding's layers, lowest first, each able to locate an error about its keys."""
+
+    def __init__(self, name: str, settings: Settings, decl: BindingDecl | None) -> None:
+        self.name = name
+        self.settings = settings
+        self.decl = decl
+        self.direction = binding_direction(name)
+        self.default = settings.default_layer()
+        self.own = settings.binding_layer(name)
+
+    def mappings(self) -> list[Mapping[str, Any]]:
+        middle = [self.decl.options] if self.decl is not None else []
+        return [self.default, *middle, self.own]
+
+    def written_options(self, type_name: str) -> dict[str, Any]:
+        """The ``<type>:`` sections as written, merged (decorators have none)."""
+        merged = self.settings.written_options(DEFAULT_LAYER, type_name, self.direction)
+        merged.update(self.settings.written_options(self.name, type_name, self.direction))
+        return merged
+
+    def error(self, message: str, path: str) -> ConfigError:
+        """An error about ``path`` (relative to the binding), located at the highest
+        layer that wrote it, else at the binding."""
+        if _has(self.own, path):
+            return self.settings.error(message, f"bindings.{self.name}.{path}")
+        if self.decl is not None and _has(self.decl.options, path):
+            return self.decl.error(message, path)
+        if _has(self.default, path):
+            return self.settings.error(message, f"bindings.default.{path}")
+        return self.settings.error(message, f"bindings.{self.name}.{path}")
+
+
+def _has(layer: Mapping[str, Any], path: str) -> bool:
+    node: Any = layer
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _resolve(
+    name: str, destination: str, settings: Settings, decl: BindingDecl | None
+) -> BindingSettings:
+    layers = _Layers(name, settings, decl)
+    resolved = BindingSettings.merge(
+        name,
+        *layers.mappings(),
+        default_destination=destination,
+        default_binder=settings.default_binder,
+    )
+    values = {field.name: getattr(resolved, field.name) for field in dataclasses.fields(resolved)}
+    problem = check_binding(values)
+    if problem is not None:
+        key, reason = problem
+        raise layers.error(reason, key)
+    _check_binder(resolved, settings)
+    type_name = settings.binders[resolved.binder].type
+    try:
+        options = settings.validate_binding_options(
+            type_name, layers.written_options(type_name), resolved.direction
+        )
+    except ConfigError as exc:
+        path = f"{type_name}.{exc.key}" if exc.key else type_name
+        raise layers.error(exc.reason, path) from None
+    sections = {**resolved.options, type_name: MappingProxyType(options)}
+    return dataclasses.replace(resolved, options=MappingProxyType(sections))
 
 
 def _check_binder(binding: BindingSettings, settings: Settings) -> None:

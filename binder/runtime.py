@@ -76,7 +76,7 @@ class Runtime:
         self._dynamic: dict[str, OutputPort] = {}
         self._dynamic_lock = asyncio.Lock()
         self._suppliers = Suppliers(app.handlers, self.outputs)
-        self._watchdog = LoopWatchdog(float(settings.runtime.get("blocked_loop_warning", 1.0)))
+        self._watchdog = LoopWatchdog(float(settings.runtime["blocked_loop_warning"]))
         self._binder_status: dict[str, str] = {}
         self._started = False
         self._stopped = False
@@ -160,18 +160,17 @@ class Runtime:
             await binder.provision(binding.destination, group, options)
 
     def _required_groups(self, producer: BindingSettings) -> tuple[str, ...]:
-        return tuple(
-            sorted(
-                {
-                    b.group
-                    for b in self.bindings.values()
-                    if b.direction == "consumer"
-                    and b.group is not None
-                    and b.binder == producer.binder
-                    and b.destination == producer.destination
-                }
-            )
-        )
+        """The producer's ``required_groups`` and the groups of this app's consumers of
+        the same destination on the same binder, sorted."""
+        own = {
+            b.group
+            for b in self.bindings.values()
+            if b.direction == "consumer"
+            and b.group is not None
+            and b.binder == producer.binder
+            and b.destination == producer.destination
+        }
+        return tuple(sorted(own.union(producer.required_groups)))
 
     async def _bind_producer(self, binding: BindingSettings) -> OutputPort:
         binder = self.binders[binding.binder]

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from binder.errors import ConfigError
 
-__all__ = ["Option", "did_you_mean", "validate_section"]
+__all__ = [
+    "Option",
+    "defaults",
+    "did_you_mean",
+    "non_negative",
+    "positive",
+    "secret_keys",
+    "validate_section",
+]
 
 _MISSING: Any = object()
 
@@ -18,11 +27,13 @@ _MISSING: Any = object()
 class Option:
     """One allowed key of a configuration section.
 
-    ``kind`` is a type or tuple of types the value must have (``float`` accepts ints);
-    ``choices`` restricts the value; ``check`` may normalise it or raise ``ValueError``
-    with a sentence explaining what is wrong; ``secret`` keeps the value out of error
-    messages (list the key in ``BinderType.secret_keys()`` too, which hides it from
-    ``binder config`` and logs).
+    ``kind`` is a type or tuple of types the value must have (``float`` accepts ints,
+    and a float must be finite: ``.inf`` and ``.nan`` are refused); ``default`` is the
+    value of a key not written (omit it to make the key required); ``choices``
+    restricts the value; ``check`` may normalise it or raise ``ValueError`` with a
+    sentence explaining what is wrong; ``secret`` keeps the value out of error messages,
+    and :func:`secret_keys` derives ``BinderType.secret_keys()`` (which hides the value
+    from ``binder config`` and logs) from it.
     """
 
     kind: type | tuple[type, ...] = object
@@ -85,6 +96,8 @@ def validate_section(
                 else f"expected {_type_name(opt.kind)}, got {type(value).__name__}",
                 key=path,
             )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"must be a finite number, got {value!r}", key=path)
         if opt.choices is not None and value not in opt.choices:
             allowed = ", ".join(repr(c) for c in opt.choices)
             raise ConfigError(f"must be one of {allowed}, got {value!r}", key=path)
@@ -102,6 +115,20 @@ def validate_section(
             raise ConfigError("missing required key", key=path)
         result[key] = opt.default
     return result
+
+
+def defaults(schema: Mapping[str, Option]) -> dict[str, Any]:
+    """The default of every key of ``schema`` that has one (required keys are left out)."""
+    return {key: opt.default for key, opt in schema.items() if not opt.required}
+
+
+def secret_keys(*schemas: Mapping[str, Option]) -> frozenset[str]:
+    """The keys declared ``Option(..., secret=True)`` in any of ``schemas``.
+
+    A binder type's ``secret_keys()`` is usually ``secret_keys(SETTINGS, ...)``: one
+    declaration, on the option itself.
+    """
+    return frozenset(key for schema in schemas for key, opt in schema.items() if opt.secret)
 
 
 def positive(value: Any) -> Any:

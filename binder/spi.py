@@ -189,14 +189,18 @@ class ConsumerSpec:
     """Handler calls at once (the engine enforces it; a binder may use it for hints)."""
     prefetch: int = DEFAULT_PREFETCH
     """Fetched-but-unsettled deliveries at most: the broker-side credit to ask for."""
-    partitioned: bool = False
     instance_index: int = 0
+    """This instance's index among ``instance_count`` (always less than it)."""
     instance_count: int = 1
+    """Instances sharing the group; more than 1 makes the consumer partitioned: it
+    takes only its share of the partitions (needs the ``partitioning`` capability)."""
     dead_letter: str | None = None
     """Where dead letters go (resolved by the core, see
     :meth:`Binder.dead_letter_destination`); ``None``: dead-lettering is off."""
     options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
-    """The binder-specific section of the binding, already validated by the binder."""
+    """The binder-specific section of the binding: what the binder type's
+    ``validate_binding_options(section, "consumer")`` returned for the merged layers,
+    so complete (every option, defaults filled in) when the runtime binds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +211,11 @@ class ProducerSpec:
     destination: str
     partition_count: int = 1
     required_groups: tuple[str, ...] = ()
-    """Groups to provision at bind time so messages wait for consumers not yet started."""
+    """Groups to provision at bind time so messages wait for consumers not yet started:
+    the binding's ``required_groups`` plus the groups of this app's own consumers of
+    the destination on the same binder (Spring's ``requiredGroups``)."""
     options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    """As :attr:`ConsumerSpec.options`, validated for ``"producer"``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +344,8 @@ class BinderType(Protocol):
     description: str
 
     def validate_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
-        """Check the binder's own settings (``binders.<name>``); return them normalised.
+        """Check the binder's own settings (``binders.<name>`` without ``type``, which
+        the core handles); return them complete: every setting, defaults filled in.
 
         Raise :class:`binder.errors.ConfigError` with ``key`` relative to the section.
         """
@@ -346,11 +354,17 @@ class BinderType(Protocol):
     def validate_binding_options(
         self, options: Mapping[str, Any], direction: Direction
     ) -> dict[str, Any]:
-        """Check a binding's ``<type>:`` section; return it normalised."""
+        """Check a binding's ``<type>:`` section; return it complete (every option of
+        ``direction``, defaults filled in), as :func:`binder.schema.validate_section`
+        does.  Binders receive this result as ``spec.options``."""
         ...
 
     def secret_keys(self) -> frozenset[str]:
-        """Names of settings whose values must never be shown."""
+        """Names of settings whose values must never be shown.
+
+        ``binder.schema.secret_keys(SETTINGS, ...)`` derives them from the schemas'
+        ``Option(..., secret=True)``.
+        """
         ...
 
     def create(self, name: str, settings: Mapping[str, Any]) -> Binder:

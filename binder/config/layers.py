@@ -1,8 +1,12 @@
 """Validating ``bindings:``: each layer's core keys and its binder type sections.
 
 A layer keeps only the keys written (and what validation derived from them), so that
-layers merge at resolve time without a default of one layer hiding a value of another.
-``bindings.default`` applies to consumers and producers alike.
+layers merge at resolve time without a default of one layer hiding a value of another;
+the merged binder section of a binding is validated once more when it is resolved
+(:mod:`binder.resolve`), which fills in the defaults.  ``bindings.default`` applies to
+consumers and producers alike.  What each binder section held as written, and which
+keys of ``bindings.default``'s each direction takes, is noted in a
+:class:`~binder.config.model.WrittenOptions` for that final validation.
 """
 
 from __future__ import annotations
@@ -10,18 +14,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from binder.bindings import BINDING_SCHEMA, Direction, binding_direction, normalize_name
+from binder.bindings import BINDING_SCHEMA, binding_direction, normalize_name
 from binder.config.keys import Path_, _dotted, _kind
-from binder.config.model import DEFAULT_LAYER, BinderConfig, BinderTypes
-from binder.config.sources import _Raw
+from binder.config.model import DEFAULT_LAYER, BinderConfig, BinderTypes, WrittenOptions
+from binder.config.sources import _plain, _Raw
 from binder.errors import ConfigError
 from binder.schema import did_you_mean, validate_section
-from binder.spi import BinderType
+from binder.spi import BinderType, Direction
+
+_DIRECTIONS: tuple[Direction, ...] = ("consumer", "producer")
 
 
 def _validate_bindings(
-    raw: _Raw, section: Any, binders: Mapping[str, BinderConfig], registry: BinderTypes
+    raw: _Raw,
+    section: Any,
+    binders: Mapping[str, BinderConfig],
+    registry: BinderTypes,
+    written: WrittenOptions,
 ) -> dict[str, dict[str, Any]]:
+    """Validate ``bindings:``; note the binder sections as written in ``written``."""
     if section is None:
         return {}
     if not isinstance(section, Mapping):
@@ -35,7 +46,7 @@ def _validate_bindings(
         if same is not None:
             raise raw.error(f"'{name}' and '{same}' name the same binding; merge them", path)
         normalized[normalize_name(name)] = name
-        result[name] = _validate_layer(raw, name, layer, binders, registry)
+        result[name] = _validate_layer(raw, name, layer, binders, registry, written)
     return result
 
 
@@ -45,6 +56,7 @@ def _validate_layer(
     layer: Any,
     binders: Mapping[str, BinderConfig],
     registry: BinderTypes,
+    written: WrittenOptions,
 ) -> dict[str, Any]:
     path: Path_ = ("bindings", name)
     if layer is None:
@@ -59,7 +71,8 @@ def _validate_layer(
         if key in BINDING_SCHEMA:
             core[key] = value
         elif key in registry.types:
-            result[key] = _validate_binder_section(raw, name, key, value, registry)
+            result[key] = _validate_binder_section(raw, name, key, value, registry, written)
+            written.sections.setdefault(name, {})[key] = _plain(value or {})
         else:
             raise raw.error(
                 f"unknown key '{key}'{did_you_mean(key, candidates)}; allowed: "
@@ -85,7 +98,12 @@ def _validate_layer(
 
 
 def _validate_binder_section(
-    raw: _Raw, name: str, type_name: str, section: Any, registry: BinderTypes
+    raw: _Raw,
+    name: str,
+    type_name: str,
+    section: Any,
+    registry: BinderTypes,
+    written: WrittenOptions,
 ) -> dict[str, Any]:
     """Validate ``bindings.<name>.<type>`` with the binder type's own rules.
 
@@ -93,7 +111,9 @@ def _validate_binder_section(
     are kept, so a layer never overrides a lower layer with a default it did not write.
     ``bindings.default`` applies to consumers and producers alike: it is validated for
     both directions and a key is accepted when either direction takes it (an error
-    is raised only for a key both reject); the results are merged.
+    is raised only for a key both reject); the results are merged, and the keys each
+    direction took are noted in ``written`` (a consumer binding inherits only the
+    consumer's).
     """
     path: Path_ = ("bindings", name, type_name)
     if section is None:
@@ -113,8 +133,8 @@ def _validate_binder_section(
     # bindings.default: each key must suit consumers or producers (or both).
     kept: dict[str, Any] = {}
     rejected: dict[str, ConfigError] = {}
-    directions: tuple[Direction, ...] = ("consumer", "producer")
-    for direction in directions:
+    accepted: dict[Direction, frozenset[str]] = {}
+    for direction in _DIRECTIONS:
         remaining = dict(section)
         while True:
             try:
@@ -126,12 +146,15 @@ def _validate_binder_section(
                 rejected.setdefault(top, exc)
                 del remaining[top]
                 continue
-            for key, value in _written(binder_type, remaining, checked, direction).items():
+            taken = _written(binder_type, remaining, checked, direction)
+            for key, value in taken.items():
                 kept.setdefault(key, value)
+            accepted[direction] = frozenset(taken)
             break
     for key, exc in rejected.items():
         if key not in kept:
             raise raw.reraise(exc, path) from None
+    written.directions[type_name] = accepted
     return {key: kept[key] for key in [*section, *kept] if key in kept}
 
 

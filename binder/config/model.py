@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 from binder.bindings import BINDING_SCHEMA, normalize_name
 from binder.config.keys import _locate
+from binder.config.sources import _plain
 from binder.errors import ConfigError
 from binder.redaction import redact
 from binder.schema import Option, non_negative
-from binder.spi import BinderType
+from binder.spi import BinderType, Direction
 
 __all__ = [
     "DEFAULT_LAYER",
@@ -28,6 +29,7 @@ __all__ = [
     "BinderConfig",
     "BinderTypes",
     "Settings",
+    "WrittenOptions",
 ]
 
 #: The keys a configuration may have at its top level.
@@ -53,6 +55,22 @@ DEFAULT_LAYER = "default"
 #: The binder a configuration without ``binders:`` gets.
 IMPLICIT_BINDER = "memory"
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass
+class WrittenOptions:
+    """The binder sections of ``bindings:`` as written (environment applied).
+
+    Layers keep validated values; a binding's merged binder section is validated once
+    more when the binding is resolved (which fills in the defaults), from what was
+    written, so a binder type validates user input only, never its own output.
+    """
+
+    sections: dict[str, dict[str, Mapping[str, Any]]] = field(default_factory=dict)
+    """Layer name (as written) -> binder type -> section."""
+    directions: dict[str, dict[Direction, frozenset[str]]] = field(default_factory=dict)
+    """``bindings.default`` only: binder type -> direction -> the keys that direction
+    takes (a consumer binding does not inherit a producer-only option)."""
 
 
 class BinderTypes(Protocol):
@@ -102,6 +120,8 @@ class Settings:
     _secret_keys: Mapping[str, frozenset[str]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    _types: Mapping[str, BinderType] = field(default_factory=dict, repr=False, compare=False)
+    _written: WrittenOptions = field(default_factory=WrittenOptions, repr=False, compare=False)
 
     def binding_layer(self, name: str) -> Mapping[str, Any]:
         """The ``bindings.<name>`` layer, matching names with :func:`normalize_name`.
@@ -109,17 +129,49 @@ class Settings:
         Returns an empty mapping when the binding is not configured.  Only the name
         ``default`` itself returns the ``default`` layer.
         """
+        key = self._layer_key(name)
+        return _EMPTY if key is None else self.bindings[key]
+
+    def _layer_key(self, name: str) -> str | None:
         wanted = normalize_name(name)
-        for key, layer in self.bindings.items():
+        for key in self.bindings:
             if normalize_name(key) == wanted:
                 if key == DEFAULT_LAYER and name != DEFAULT_LAYER:
                     continue
-                return layer
-        return _EMPTY
+                return key
+        return None
 
     def default_layer(self) -> Mapping[str, Any]:
         """The ``bindings.default`` layer, or an empty mapping."""
         return self.bindings.get(DEFAULT_LAYER, _EMPTY)
+
+    def written_options(self, name: str, type_name: str, direction: Direction) -> dict[str, Any]:
+        """The ``<type>:`` section of the layer ``bindings.<name>`` as written, not
+        validated; for ``default``, only the keys ``direction`` takes."""
+        key = self._layer_key(name)
+        if key is None:
+            return {}
+        section = self._written.sections.get(key, {}).get(type_name)
+        if section is None:  # nothing noted (Settings built by hand): the layer's own
+            section = self.bindings[key].get(type_name) or {}
+        if key == DEFAULT_LAYER and type_name in self._written.directions:
+            taken = self._written.directions.get(type_name, {}).get(direction, frozenset())
+            section = {k: v for k, v in section.items() if k in taken}
+        return _plain(section)  # a copy, plain dicts: the binder type may keep it
+
+    def validate_binding_options(
+        self, type_name: str, section: Mapping[str, Any], direction: Direction
+    ) -> dict[str, Any]:
+        """``section`` (a binding's merged ``<type>:`` layers) validated by the binder
+        type for ``direction``: complete, with its defaults.
+
+        Raises :class:`ConfigError` with ``key`` relative to the section.  Settings built
+        without binder types (by hand) return the section unchanged.
+        """
+        binder_type = self._types.get(type_name)
+        if binder_type is None:
+            return dict(section)
+        return binder_type.validate_binding_options(dict(section), direction)
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, with secrets replaced by ``***``."""

@@ -22,6 +22,7 @@ from binder.config.model import (
     BinderConfig,
     BinderTypes,
     Settings,
+    WrittenOptions,
 )
 from binder.config.sources import _Raw
 from binder.errors import ConfigError
@@ -53,7 +54,8 @@ def _validate(raw: _Raw, registry: BinderTypes) -> Settings:
             )
     binders = _validate_binders(raw, data.get("binders"), registry)
     default_binder = _default_binder(raw, data, binders)
-    bindings = _validate_bindings(raw, data.get("bindings"), binders, registry)
+    written = WrittenOptions()
+    bindings = _validate_bindings(raw, data.get("bindings"), binders, registry, written)
     runtime = _validate_runtime(raw, data.get("runtime"))
     return Settings(
         source=raw.source,
@@ -64,6 +66,8 @@ def _validate(raw: _Raw, registry: BinderTypes) -> Settings:
         _lines=MappingProxyType(dict(raw.lines)),
         _env=MappingProxyType(dict(raw.env)),
         _secret_keys=MappingProxyType(_all_secret_keys(registry)),
+        _types=MappingProxyType(dict(registry.types)),
+        _written=written,
     )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from binder.backoff import Backoff
+from binder.bindings import binding_default
 from binder.errors import BinderError, DecodeError, PermanentError
 
 __all__ = ["OutputFailed", "RetryPolicy", "is_permanent"]
@@ -15,6 +16,8 @@ __all__ = ["OutputFailed", "RetryPolicy", "is_permanent"]
 class RetryPolicy:
     """``max_attempts`` calls of the handler per delivery, in this process.
 
+    The defaults are the binding defaults of :data:`binder.bindings.BINDING_SCHEMA`.
+
     Between attempts it waits ``backoff_initial * backoff_multiplier ** (n - 1)``
     seconds after the n-th failure, at most ``backoff_max``, each wait shortened by up
     to ``jitter`` (a fraction) at random.  A message the broker redelivers (after a
@@ -23,10 +26,10 @@ class RetryPolicy:
     governs re-publishing a function's output when the broker refused it.
     """
 
-    max_attempts: int = 3
-    backoff_initial: float = 1.0
-    backoff_multiplier: float = 2.0
-    backoff_max: float = 10.0
+    max_attempts: int = binding_default("max_attempts")
+    backoff_initial: float = binding_default("backoff_initial")
+    backoff_multiplier: float = binding_default("backoff_multiplier")
+    backoff_max: float = binding_default("backoff_max")
     jitter: float = 0.2
     _backoff: Backoff = field(init=False, repr=False, compare=False)
 

@@ -51,7 +51,7 @@ from binder.message import Message
 from binder.partitioning import partition_for
 from binder.plugins import BinderRegistry, load_registry
 from binder.runtime import Runtime
-from binder.spi import Binder, ConsumerSpec, Handler, ProducerBinding, ProducerSpec
+from binder.spi import Binder, ConsumerSpec, Direction, Handler, ProducerBinding, ProducerSpec
 from binder.testing.collector import Collector
 from binder.testing.consume import BoundConsumer, consume
 from binder.testing.harness import run_app
@@ -153,9 +153,10 @@ class BinderConformance:
             return DeadLetterReader(later)
         collector = Collector()
         dlq = binder.dead_letter_destination(destination, group)
-        consumer = await consume(
-            binder, ConsumerSpec(binding="conformance-dlq", destination=dlq), collector
+        spec = ConsumerSpec(
+            binding="conformance-dlq", destination=dlq, options=self.binding_options("consumer")
         )
+        consumer = await consume(binder, spec, collector)
 
         async def read(count: int, timeout: float) -> list[Message]:
             return list(await collector.wait_for(count, timeout))
@@ -168,6 +169,18 @@ class BinderConformance:
     def registry(self) -> BinderRegistry:
         """The plugin registry, loaded through entry points as in production."""
         return load_registry()
+
+    @pytest.fixture(autouse=True)
+    def _binder_type(self, registry: BinderRegistry) -> None:
+        """Remember the binder type under test, for :meth:`binding_options`."""
+        self._type = registry.get(self.binder_settings["type"])
+
+    def binding_options(
+        self, direction: Direction, section: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``section`` validated by the binder type for ``direction``: the complete
+        ``spec.options`` the runtime hands a binder (every option, defaults filled in)."""
+        return self._type.validate_binding_options(dict(section or {}), direction)
 
     @pytest_asyncio.fixture
     async def binder(self, registry: BinderRegistry) -> AsyncIterator[Binder]:
@@ -194,17 +207,23 @@ class BinderConformance:
     async def _consumer(
         self, binder: Binder, destination: str, handler: Handler, **spec: Any
     ) -> BoundConsumer:
+        options = self.binding_options("consumer", spec.pop("options", None))
         bound = await consume(
             binder,
-            ConsumerSpec(binding=f"{destination}-in-0", destination=destination, **spec),
+            ConsumerSpec(
+                binding=f"{destination}-in-0", destination=destination, options=options, **spec
+            ),
             handler,
         )
         self._bound.append(bound)
         return bound
 
     async def _producer(self, binder: Binder, destination: str, **spec: Any) -> ProducerBinding:
+        options = self.binding_options("producer", spec.pop("options", None))
         return await binder.bind_producer(
-            ProducerSpec(binding=f"{destination}-out-0", destination=destination, **spec)
+            ProducerSpec(
+                binding=f"{destination}-out-0", destination=destination, options=options, **spec
+            )
         )
 
     def _subscriber_spec(self, binder: Binder) -> dict[str, Any]:
@@ -815,7 +834,6 @@ class BinderConformance:
                     destination,
                     nothing,
                     group="g" if caps.consumer_groups else None,
-                    partitioned=True,
                     instance_index=0,
                     instance_count=2,
                 )

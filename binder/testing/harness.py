@@ -133,7 +133,11 @@ class Harness:
         async def record(message: Message) -> None:
             self._record(destination, message)
 
-        spec = ConsumerSpec(binding=f"harness:{destination}", destination=destination, group=group)
+        type_name = self.runtime.settings.binders[binder_name].type
+        options = self._registry.get(type_name).validate_binding_options({}, "consumer")
+        spec = ConsumerSpec(
+            binding=f"harness:{destination}", destination=destination, group=group, options=options
+        )
         self._watched[destination] = await consume(observer, spec, record)
 
     async def wait_for(

@@ -166,16 +166,22 @@ class TopicProvisioner:
     def plan(
         name: str, options: Mapping[str, Any], settings: Mapping[str, Any], partitions: int = 1
     ) -> TopicPlan:
-        """Combine binding options, binder defaults and a minimum partition count."""
+        """Combine a binding's topic options, the binder's settings and a minimum
+        partition count.
+
+        ``options`` may name only some topic options (``{}`` for a topic no binding
+        describes, such as a dead-letter topic): an option absent or ``None`` (its
+        default) takes the binder's setting of the same name.
+        """
 
         def pick(key: str) -> Any:
             value = options.get(key)
-            return settings.get(key) if value is None else value
+            return settings[key] if value is None else value
 
         return TopicPlan(
             name=name,
-            partitions=max(int(pick("partitions") or 1), partitions),
-            replication_factor=int(pick("replication_factor") or 1),
+            partitions=max(int(pick("partitions")), partitions),
+            replication_factor=int(pick("replication_factor")),
             config=dict(options.get("config") or {}),
             auto_add_partitions=bool(pick("auto_add_partitions")),
         )

@@ -91,7 +91,7 @@ class KafkaBinder:
                 await admin.close()
             reason = f"{type(exc).__name__}: {exc}"
             for key in ("sasl_plain_password", "ssl_password"):
-                if settings.get(key):
+                if settings[key]:
                     reason = reason.replace(settings[key], "***")
             raise BinderError(
                 f"cannot connect to Kafka at {describe_connection(settings)}: {reason}"
@@ -174,10 +174,10 @@ class KafkaBinder:
         producer, provisioner = self._started()
         if spec.group is not None:
             require(self.capabilities, "consumer_groups", self.name, "consumer groups")
-        if spec.partitioned and spec.instance_count > 1:
+        if spec.instance_count > 1:
             require(self.capabilities, "partitioning", self.name, "partitioned consumers")
         partitions = await self._ensure_topic(spec.destination, spec.options, 1)
-        if spec.partitioned and spec.instance_count > partitions:
+        if spec.instance_count > 1 and spec.instance_count > partitions:
             log.warning(
                 "topic %s has %d partition(s) for %d instances: some instances get none",
                 spec.destination,

@@ -140,25 +140,25 @@ class KafkaConsumerBinding:
         self._topic_partitions = partitions
         options = spec.options
         self.group_id = spec.group or f"anonymous.{uuid.uuid4().hex}"
-        start = options.get("start_offset") or ("earliest" if spec.group else "latest")
+        start = options["start_offset"] or ("earliest" if spec.group else "latest")
         self._bound = max(1, spec.prefetch)
         self._refill = max(1, self._bound // 2)
-        self._max_records = int(options.get("max_poll_records") or 500)
-        self._redelivery_delay = float(options.get("redelivery_delay", 0.1))
-        self._reset_target = options.get("reset_offsets")
+        self._max_records = int(options["max_poll_records"])
+        self._redelivery_delay = float(options["redelivery_delay"])
+        self._reset_target = options["reset_offsets"]
         self._reset_target_once: str | float = "earliest"
-        self._commit_interval = float(settings.get("commit_interval", 0.5))
-        self._revoke_timeout = settings.get("max_poll_interval_ms", 300000) / 1000
+        self._commit_interval = float(settings["commit_interval"])
+        self._revoke_timeout = settings["max_poll_interval_ms"] / 1000
         self._consumer = AIOKafkaConsumer(
             **client_kwargs,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset=start,
-            session_timeout_ms=settings.get("session_timeout_ms", 10000),
-            heartbeat_interval_ms=settings.get("heartbeat_interval_ms", 500),
-            max_poll_interval_ms=settings.get("max_poll_interval_ms", 300000),
+            session_timeout_ms=settings["session_timeout_ms"],
+            heartbeat_interval_ms=settings["heartbeat_interval_ms"],
+            max_poll_interval_ms=settings["max_poll_interval_ms"],
             max_poll_records=min(self._max_records, self._bound),
-            metadata_max_age_ms=settings.get("metadata_max_age_ms", 30000),
+            metadata_max_age_ms=settings["metadata_max_age_ms"],
         )
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._attempts: dict[tuple[TopicPartition, int], int] = {}
@@ -179,7 +179,7 @@ class KafkaConsumerBinding:
         """Join the group and return once partitions are assigned and positioned."""
         await self._consumer.start()
         try:
-            if self.spec.partitioned and self.spec.instance_count > 1:
+            if self.spec.instance_count > 1:
                 mine = [
                     TopicPartition(self.spec.destination, p)
                     for p in range(self._topic_partitions)

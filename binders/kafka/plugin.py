@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from binder.plugins import hookimpl
-from binder.schema import validate_section
-from binders.kafka.settings import BINDER_SCHEMA, CONSUMER_SCHEMA, PRODUCER_SCHEMA, SECRET_KEYS
+from binder.schema import secret_keys, validate_section
+from binders.kafka.settings import BINDER_SCHEMA, CONSUMER_SCHEMA, PRODUCER_SCHEMA
 
 if TYPE_CHECKING:
     from binder.spi import Binder, BinderType, Direction
@@ -37,14 +37,14 @@ class KafkaBinderType:
         return validate_section(options, schema)
 
     def secret_keys(self) -> frozenset[str]:
-        """Settings never shown in output or logs."""
-        return SECRET_KEYS
+        """Settings never shown in output or logs: those declared ``secret=True``."""
+        return secret_keys(BINDER_SCHEMA, CONSUMER_SCHEMA, PRODUCER_SCHEMA)
 
     def create(self, name: str, settings: Mapping[str, Any]) -> Binder:
         """Build an unstarted :class:`~binders.kafka.binder.KafkaBinder`."""
         from binders.kafka.binder import KafkaBinder
 
-        return KafkaBinder(name, validate_section(settings, BINDER_SCHEMA))
+        return KafkaBinder(name, settings)
 
 
 @hookimpl

@@ -64,7 +64,7 @@ class MemoryBinder:
 
     async def bind_consumer(self, spec: ConsumerSpec, sink: DeliverySink) -> MemoryConsumerBinding:
         """Join ``spec.group`` on ``spec.destination`` (or subscribe anonymously)."""
-        if spec.partitioned:
+        if spec.instance_count > 1:
             require(self.capabilities, "partitioning", "memory", f"binding {spec.binding}")
         anonymous_id: int | None = None
         if spec.group is None:

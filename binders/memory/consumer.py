@@ -65,7 +65,7 @@ class MemoryConsumerBinding:
 
     @staticmethod
     def _partition_filter(spec: ConsumerSpec) -> Any:
-        if not spec.partitioned or spec.instance_count <= 1:
+        if spec.instance_count <= 1:
             return None
         index, count = spec.instance_index, spec.instance_count
 

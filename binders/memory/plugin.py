@@ -6,10 +6,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from binder.plugins import hookimpl
-from binder.schema import validate_section
+from binder.schema import Option, secret_keys, validate_section
 from binder.spi import Binder, BinderType, Direction
 
 __all__ = ["MemoryBinderType", "binder_types"]
+
+#: The memory binder takes no settings and no binding options.
+SETTINGS: dict[str, Option] = {}
+BINDING_OPTIONS: dict[str, Option] = {}
 
 
 class MemoryBinderType:
@@ -20,17 +24,17 @@ class MemoryBinderType:
 
     def validate_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """The memory binder takes no settings."""
-        return validate_section(settings, {})
+        return validate_section(settings, SETTINGS)
 
     def validate_binding_options(
         self, options: Mapping[str, Any], direction: Direction
     ) -> dict[str, Any]:
         """The memory binder takes no binding options."""
-        return validate_section(options, {})
+        return validate_section(options, BINDING_OPTIONS)
 
     def secret_keys(self) -> frozenset[str]:
-        """Nothing secret here."""
-        return frozenset()
+        """The options declared ``secret=True`` (none)."""
+        return secret_keys(SETTINGS, BINDING_OPTIONS)
 
     def create(self, name: str, settings: Mapping[str, Any]) -> Binder:
         """Build a fresh binder with its own broker state."""

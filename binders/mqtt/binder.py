@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 
 from binder.errors import BinderError, ConfigError, UnsupportedFeature
 from binder.message import Message
+from binder.schema import defaults
 from binder.spi import Capabilities, ConsumerSpec, DeliverySink, ProducerSpec, require
 from binders.mqtt import fastprops
 from binders.mqtt.client_ids import ClientIdClaim, claim_client_id
@@ -21,7 +22,7 @@ from binders.mqtt.connection import MqttConnection
 from binders.mqtt.consumer import MqttConsumerBinding
 from binders.mqtt.mapping import to_properties
 from binders.mqtt.producer import MqttProducerBinding
-from binders.mqtt.settings import ConnectionSettings, validate_binding_options
+from binders.mqtt.settings import CONSUMER_OPTIONS, PRODUCER_OPTIONS, ConnectionSettings
 
 __all__ = ["MqttBinder", "capabilities_for", "group_client_id"]
 
@@ -52,6 +53,12 @@ def group_client_id(prefix: str, group: str, destination: str, instance_index: i
 
 def _has_wildcard(topic: str) -> bool:
     return any(level in ("+", "#") for level in topic.split("/"))
+
+
+#: The defaults of the ``mqtt:`` options, for specs built by hand with a partial
+#: section (the runtime always hands over the complete, validated section).
+_CONSUMER_DEFAULTS = defaults(CONSUMER_OPTIONS)
+_PRODUCER_DEFAULTS = defaults(PRODUCER_OPTIONS)
 
 
 class MqttBinder:
@@ -171,7 +178,7 @@ class MqttBinder:
             )
 
     def _claim_client_id(self, spec: ConsumerSpec, options: Mapping[str, Any]) -> ClientIdClaim:
-        if options.get("client_id"):
+        if options["client_id"]:
             return ClientIdClaim(str(options["client_id"]), None)
         if spec.group is None:
             return ClientIdClaim(f"{self.settings.client_id}-{uuid.uuid4().hex[:16]}", None)
@@ -190,11 +197,11 @@ class MqttBinder:
         later publish reaches the binding.
         """
         publisher = self._require_publisher()
-        if spec.partitioned:
+        if spec.instance_count > 1:
             require(self.capabilities, "partitioning", "mqtt", f"binding {spec.binding}")
         if not spec.destination:
             raise ConfigError("empty destination", key=f"bindings.{spec.binding}.destination")
-        options = validate_binding_options(spec.options, "consumer")
+        options = {**_CONSUMER_DEFAULTS, **spec.options}
         topic_filter = f"$share/{spec.group}/{spec.destination}" if spec.group else spec.destination
         self._check_dead_letter(spec, topic_filter)
         claim = self._claim_client_id(spec, options)
@@ -223,7 +230,7 @@ class MqttBinder:
             on_closed=closed,
             end_session_on_close=options["end_session_on_close"],
         )
-        session_expiry = options.get("session_expiry") or self.settings.session_expiry
+        session_expiry = options["session_expiry"] or self.settings.session_expiry
         connection = MqttConnection(
             self.settings,
             client_id,
@@ -265,7 +272,7 @@ class MqttBinder:
                 spec.binding,
                 list(spec.required_groups),
             )
-        options = validate_binding_options(spec.options, "producer")
+        options = {**_PRODUCER_DEFAULTS, **spec.options}
         producer = MqttProducerBinding(
             publisher, spec, qos=options["qos"], retain=options["retain"]
         )

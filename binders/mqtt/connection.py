@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -37,9 +37,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from binder.backoff import Backoff
 from binder.errors import BinderError
+from binder.schema import defaults
 from binders.mqtt.buffered_client import BufferedClient
 from binders.mqtt.paho_loop import PahoLoop
-from binders.mqtt.settings import ConnectionSettings
+from binders.mqtt.settings import TLS_OPTIONS, ConnectionSettings
 
 __all__ = ["MqttConnection", "MqttConnectionError"]
 
@@ -161,14 +162,16 @@ class MqttConnection:
 
     @staticmethod
     def _set_tls(client: mqtt.Client, tls: Any) -> None:
-        options = tls if isinstance(tls, dict) else {}
+        # ``tls: true`` takes the defaults; a mapping is validated (complete), and
+        # read-only once loaded (a mappingproxy, not a dict).
+        options = tls if isinstance(tls, Mapping) else defaults(TLS_OPTIONS)
         client.tls_set(
-            ca_certs=options.get("ca_certs"),
-            certfile=options.get("certfile"),
-            keyfile=options.get("keyfile"),
+            ca_certs=options["ca_certs"],
+            certfile=options["certfile"],
+            keyfile=options["keyfile"],
             cert_reqs=ssl.CERT_REQUIRED,
         )
-        if options.get("insecure"):
+        if options["insecure"]:
             client.tls_insecure_set(True)
 
     def _connect_properties(self) -> Properties | None:

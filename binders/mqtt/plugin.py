@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from binder.plugins import hookimpl
+from binder.schema import secret_keys
 from binder.spi import Binder, BinderType, Direction
 from binders.mqtt import settings as mqtt_settings
 
@@ -32,8 +33,11 @@ class MqttBinderType:
         return mqtt_settings.validate_binding_options(options, direction)
 
     def secret_keys(self) -> frozenset[str]:
-        """``password`` and ``url`` (which may embed credentials)."""
-        return mqtt_settings.SECRET_KEYS
+        """The options declared ``secret=True``: ``password`` and ``url`` (which may
+        embed credentials)."""
+        return secret_keys(
+            mqtt_settings.SETTINGS, mqtt_settings.CONSUMER_OPTIONS, mqtt_settings.PRODUCER_OPTIONS
+        )
 
     def create(self, name: str, settings: Mapping[str, Any]) -> Binder:
         """Build an unstarted binder; imports paho-mqtt only now."""

@@ -17,8 +17,8 @@ from binder.spi import Direction
 __all__ = [
     "CONSUMER_OPTIONS",
     "PRODUCER_OPTIONS",
-    "SECRET_KEYS",
     "SETTINGS",
+    "TLS_OPTIONS",
     "ConnectionSettings",
     "validate_binding_options",
     "validate_settings",
@@ -95,8 +95,8 @@ WILL_OPTIONS: dict[str, Option] = {
     "retain": Option(bool, False),
 }
 
+#: ``binders.<name>`` of type mqtt (without ``type``, which the core handles).
 SETTINGS: dict[str, Option] = {
-    "type": Option(str, "mqtt", help="binder type (always mqtt here)"),
     "url": Option(
         str, None, check=_url, secret=True, help="mqtt://user:pass@host:port or mqtts://..."
     ),
@@ -146,8 +146,6 @@ PRODUCER_OPTIONS: dict[str, Option] = {
     "qos": Option(int, 1, check=_qos, help="publish QoS"),
     "retain": Option(bool, False, help="publish retained messages"),
 }
-
-SECRET_KEYS = frozenset({"password", "url"})
 
 
 def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,7 +204,7 @@ class ConnectionSettings:
             s["password"],
             s["tls"],
         )
-        if s.get("url"):
+        if s["url"]:
             parts = urlsplit(s["url"])
             host = parts.hostname or host
             if parts.scheme in {"mqtts", "ssl"} and not tls:

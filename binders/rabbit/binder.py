@@ -24,7 +24,6 @@ from binders.rabbit.client import connection_factory
 from binders.rabbit.consumer import RabbitConsumerBinding
 from binders.rabbit.link import Link
 from binders.rabbit.producer import RabbitProducerBinding
-from binders.rabbit.settings import CONSUMER_OPTIONS, PRODUCER_OPTIONS
 from binders.rabbit.topology import (
     BindDecl,
     Decl,
@@ -47,14 +46,6 @@ RABBIT_CAPABILITIES = Capabilities(
     partitioning=True,
     redelivery_on_nack=True,
 )
-
-
-def _with_defaults(options: Mapping[str, Any], consumer: bool) -> dict[str, Any]:
-    """Fill in defaults for keys missing from an (already validated) options mapping."""
-    schema = CONSUMER_OPTIONS if consumer else PRODUCER_OPTIONS
-    result = {key: opt.default for key, opt in schema.items() if not opt.required}
-    result.update(options)
-    return result
 
 
 def _queue_own_decls(decls: list[Decl], queue: str) -> list[Decl]:
@@ -95,11 +86,11 @@ class RabbitBinder:
             self._connect,
             self._loop,
             backoff=Backoff(
-                initial=s.get("reconnect_initial", 0.2),
-                multiplier=s.get("reconnect_multiplier", 2.0),
-                maximum=s.get("reconnect_max", 10.0),
+                initial=s["reconnect_initial"],
+                multiplier=s["reconnect_multiplier"],
+                maximum=s["reconnect_max"],
             ),
-            publish_timeout=s.get("publish_timeout", 60.0),
+            publish_timeout=s["publish_timeout"],
         )
         self._links.append(link)
         return link
@@ -145,20 +136,24 @@ class RabbitBinder:
     async def provision(
         self, destination: str, group: str | None, options: Mapping[str, Any]
     ) -> None:
-        """Declare the destination's exchange and, with a group, its queue and DLQ."""
+        """Declare the destination's exchange and, with a group, its queue and DLQ.
+
+        ``options`` is the binding's complete ``rabbit:`` section (consumer or producer:
+        both have the topology options).
+        """
         self._require_started()
-        opts = _with_defaults(options, consumer=False)
-        if not opts["declare"]:
+        if not options["declare"]:
             return
-        decls = list(destination_topology(destination, opts))
+        decls = list(destination_topology(destination, options))
         if group is not None:
-            decls += group_queue_topology(destination, group, opts).decls
+            decls += group_queue_topology(destination, group, options).decls
         await self._publisher.declare(decls)
 
     async def bind_producer(self, spec: ProducerSpec) -> RabbitProducerBinding:
-        """Declare the exchange (and required groups' queues); return the producer."""
+        """Declare the exchange and the queues of ``spec.required_groups`` (so messages
+        wait for their consumers); return the producer."""
         self._require_started()
-        opts = _with_defaults(spec.options, consumer=False)
+        opts = spec.options
         if spec.partition_count > 1:
             require(self.capabilities, "partitioning", "rabbit", f"binding {spec.binding}")
         if opts["declare"]:
@@ -180,10 +175,10 @@ class RabbitBinder:
         self._require_started()
         if spec.group is not None:
             require(self.capabilities, "consumer_groups", "rabbit", f"binding {spec.binding}")
-        if spec.partitioned:
+        if spec.instance_count > 1:
             require(self.capabilities, "partitioning", "rabbit", f"binding {spec.binding}")
-        opts = _with_defaults(spec.options, consumer=True)
-        partition = spec.instance_index if spec.partitioned else None
+        opts = spec.options
+        partition = spec.instance_index if spec.instance_count > 1 else None
         top = consumer_topology(
             spec.destination,
             spec.group,

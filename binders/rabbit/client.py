@@ -30,20 +30,18 @@ def _with_credentials(url: str, username: str | None, password: str | None) -> s
 
 def effective_urls(settings: Mapping[str, Any]) -> list[str]:
     """The URLs to try in turn: ``url`` setting, else ``$EVENTBINDER_RABBIT_URL``, else local."""
-    urls = settings.get("url") or os.environ.get(URL_ENV) or DEFAULT_URL
+    urls = settings["url"] or os.environ.get(URL_ENV) or DEFAULT_URL
     if isinstance(urls, str):
         urls = [u.strip() for u in urls.split(";") if u.strip()]
-    return [_with_credentials(u, settings.get("username"), settings.get("password")) for u in urls]
+    return [_with_credentials(u, settings["username"], settings["password"]) for u in urls]
 
 
 def _ssl_options(value: Any) -> Any:
     if not value or value is True:
         return bool(value)
-    options: dict[str, Any] = {
-        "cert_reqs": ssl.CERT_REQUIRED if value.get("verify", True) else ssl.CERT_NONE
-    }
+    options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED if value["verify"] else ssl.CERT_NONE}
     for name in ("ca_certs", "certfile", "keyfile", "server_hostname"):
-        if value.get(name):
+        if value[name]:
             options[name] = value[name]
     return options
 
@@ -53,7 +51,7 @@ def connection_factory(settings: Mapping[str, Any]) -> Callable[[], Any]:
     import kombu
 
     urls = effective_urls(settings)
-    ssl_option = _ssl_options(settings.get("ssl"))
+    ssl_option = _ssl_options(settings["ssl"])
     state = {"next": 0}
 
     def connect() -> Any:
@@ -63,8 +61,8 @@ def connection_factory(settings: Mapping[str, Any]) -> Callable[[], Any]:
             url = urls[index]
             conn = kombu.Connection(
                 url,
-                heartbeat=settings.get("heartbeat", 30.0) or 0,
-                connect_timeout=settings.get("connect_timeout", 10.0),
+                heartbeat=settings["heartbeat"] or 0,
+                connect_timeout=settings["connect_timeout"],
                 ssl=ssl_option if ssl_option else url.startswith("amqps://"),
                 transport_options={"confirm_publish": False},
             )

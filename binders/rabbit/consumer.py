@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from binder.errors import BinderError
@@ -78,7 +78,7 @@ class RabbitConsumerBinding:
         self,
         spec: ConsumerSpec,
         sink: DeliverySink,
-        options: dict[str, Any],
+        options: Mapping[str, Any],
         queue: str,
         decls: list[Decl],
         *,
@@ -95,7 +95,7 @@ class RabbitConsumerBinding:
         self._on_closed = on_closed
         self._sink = sink
         self._options = options
-        self._partition = spec.instance_index if spec.partitioned else None
+        self._partition = spec.instance_index if spec.instance_count > 1 else None
         if spec.dead_letter is not None:
             self._dlq_name, self._dlq_key = dead_letter_target(
                 spec.destination, spec.group, spec.dead_letter

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from binder.plugins import hookimpl
+from binder.schema import secret_keys
 from binder.spi import Binder, BinderType, Direction
 from binders.rabbit import settings as rabbit_settings
 
@@ -29,8 +30,13 @@ class RabbitBinderType:
         return rabbit_settings.validate_binding_options(binding_options, direction)
 
     def secret_keys(self) -> frozenset[str]:
-        """``url`` (it may hold a password) and ``password``."""
-        return rabbit_settings.SECRET_KEYS
+        """The options declared ``secret=True``: ``url`` (it may hold a password) and
+        ``password``."""
+        return secret_keys(
+            rabbit_settings.SETTINGS,
+            rabbit_settings.CONSUMER_OPTIONS,
+            rabbit_settings.PRODUCER_OPTIONS,
+        )
 
     def create(self, name: str, settings: Mapping[str, Any]) -> Binder:
         """Build an unstarted :class:`~binders.rabbit.binder.RabbitBinder`."""

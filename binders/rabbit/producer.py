@@ -4,6 +4,7 @@ publishing :class:`~binders.rabbit.link.Link`, resolved by publisher confirms.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from binder.errors import BinderError
@@ -24,7 +25,7 @@ class RabbitProducerBinding:
     def __init__(
         self,
         spec: ProducerSpec,
-        options: dict[str, Any],
+        options: Mapping[str, Any],
         *,
         link: Link,
         loop: asyncio.AbstractEventLoop,
@@ -37,7 +38,7 @@ class RabbitProducerBinding:
         self._confirm = bool(options["confirms"])
         self._default_exchange = bool(options["default_exchange"])
         self._exchange = "" if self._default_exchange else spec.destination
-        source = options.get("routing_key") or {}
+        source = options["routing_key"] or {}
         self._fixed_key: str | None = source.get("fixed")
         self._header_key: str | None = source.get("header")
         self._from_message_key = bool(source.get("message_key"))

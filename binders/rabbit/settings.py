@@ -14,7 +14,6 @@ __all__ = [
     "CONSUMER_OPTIONS",
     "EXCHANGE_TYPES",
     "PRODUCER_OPTIONS",
-    "SECRET_KEYS",
     "SETTINGS",
     "SSL_OPTIONS",
     "validate_binding_options",
@@ -22,7 +21,6 @@ __all__ = [
 ]
 
 EXCHANGE_TYPES = ("topic", "direct", "fanout", "headers")
-SECRET_KEYS = frozenset({"url", "password", "urls"})
 
 
 def _urls(value: Any) -> list[str]:
@@ -72,8 +70,8 @@ def _ssl(value: Any) -> Any:
     return validate_section(value, SSL_OPTIONS, prefix="ssl")
 
 
+#: ``binders.<name>`` of type rabbit (without ``type``, which the core handles).
 SETTINGS: dict[str, Option] = {
-    "type": Option(str, "rabbit"),
     "url": Option(
         (str, list),
         None,

@@ -2,7 +2,8 @@
 
 Pure functions of (destination, group, options): the same binding always declares the
 same arguments, so a producer provisioning a group queue and the group's consumers never
-disagree (RabbitMQ refuses a re-declaration with different arguments).
+disagree (RabbitMQ refuses a re-declaration with different arguments).  ``options`` is
+a complete ``rabbit:`` section, as ``validate_binding_options`` returns it.
 """
 
 from __future__ import annotations
@@ -130,20 +131,16 @@ def dead_letter_topology(queue: str, routing_key: str) -> list[Decl]:
 
 def destination_topology(destination: str, options: Mapping[str, Any]) -> list[Decl]:
     """The destination's exchange (nothing with ``default_exchange``)."""
-    if options.get("default_exchange"):
+    if options["default_exchange"]:
         return []
-    return [
-        ExchangeDecl(
-            destination, options.get("exchange_type", "topic"), options.get("durable", True)
-        )
-    ]
+    return [ExchangeDecl(destination, options["exchange_type"], options["durable"])]
 
 
 def _binding_keys(destination: str, options: Mapping[str, Any]) -> list[str]:
-    keys = options.get("binding_routing_key")
+    keys = options["binding_routing_key"]
     if keys:
         return list(keys)
-    exchange_type = options.get("exchange_type", "topic")
+    exchange_type = options["exchange_type"]
     if exchange_type == "topic":
         return ["#"]
     if exchange_type == "direct":
@@ -155,11 +152,11 @@ def _queue_arguments(
     options: Mapping[str, Any], dlq_key: str | None, quorum_allowed: bool
 ) -> dict[str, Any]:
     args: dict[str, Any] = {}
-    if quorum_allowed and options.get("queue_type") == "quorum":
+    if quorum_allowed and options["queue_type"] == "quorum":
         args["x-queue-type"] = "quorum"
-    if options.get("ttl") is not None:
+    if options["ttl"] is not None:
         args["x-message-ttl"] = options["ttl"]
-    if options.get("max_length") is not None:
+    if options["max_length"] is not None:
         args["x-max-length"] = options["max_length"]
     if dlq_key is not None:
         args["x-dead-letter-exchange"] = DLX
@@ -174,7 +171,7 @@ def _bindings(
         keys = [partition_routing_key(destination, partition)]
     else:
         keys = _binding_keys(destination, options)
-    arguments = _items(options.get("binding_arguments"))
+    arguments = _items(options["binding_arguments"])
     return [BindDecl(queue, destination, key, arguments) for key in keys]
 
 
@@ -193,19 +190,19 @@ def group_queue_topology(
     every declaration of the queue carries the same arguments.
     """
     top = Topology()
-    if options.get("default_exchange"):
+    if options["default_exchange"]:
         top.queue = destination
         top.add(
             QueueDecl(
                 destination,
-                durable=options.get("durable", True),
+                durable=options["durable"],
                 arguments=_items(_queue_arguments(options, None, True)),
             )
         )
         return top
     queue = f"{destination}.{group}" if partition is None else f"{destination}.{group}-{partition}"
     dlq_key: str | None = None
-    if options.get("auto_bind_dlq", True):
+    if options["auto_bind_dlq"]:
         dlq_name, dlq_key = dead_letter_target(destination, group)
         top.add(*dead_letter_topology(dlq_name, dlq_key))
     top.queue = queue
@@ -213,7 +210,7 @@ def group_queue_topology(
     top.add(
         QueueDecl(
             queue,
-            durable=options.get("durable", True),
+            durable=options["durable"],
             arguments=_items(_queue_arguments(options, dlq_key, True)),
         )
     )
@@ -235,13 +232,13 @@ def consumer_topology(
     ``auto_bind_dlq`` the consumer's DLQ is declared too, so its dead letters never go
     to an unbound routing key.
     """
-    if group is not None or options.get("default_exchange"):
+    if group is not None or options["default_exchange"]:
         top = group_queue_topology(destination, group or "", options, partition=partition)
     else:
         top = _anonymous_topology(destination, options, partition)
     # An anonymous consumer's DLQ is declared on its first dead letter instead: anonymous
     # consumers come and go, and a durable queue each would pile up on the broker.
-    if group is not None and dead_letter is not None and options.get("auto_bind_dlq", True):
+    if group is not None and dead_letter is not None and options["auto_bind_dlq"]:
         top.add(*dead_letter_topology(*dead_letter_target(destination, group, dead_letter)))
     return top
 

@@ -1,11 +1,16 @@
 """binder.app: declaring bindings with decorators (no I/O) and App.send."""
 
 import asyncio
+import math
+import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from binder import App, Message, NotRunningError
 from binder.config import load_settings
+from binder.errors import ConfigError
 from binder.plugins import load_registry
 from binder.runtime import Runtime
 from binder.testing import run_app
@@ -108,25 +113,139 @@ def test_same_function_name_in_two_apps_is_fine() -> None:
     assert "handle" in first.handlers and "handle" in second.handlers
 
 
-def test_unknown_binding_option_says_did_you_mean() -> None:
-    app = App("svc")
-    with pytest.raises(
-        TypeError,
-        match=r"bill: unknown binding option 'max_attempt' \(did you "
-        r'mean "max_attempts"\?\)',
-    ):
+def _line_of(marker: str) -> int:
+    """The line of this file holding ``marker`` (a decorator under test)."""
+    lines = Path(__file__).read_text(encoding="utf-8").splitlines()
+    return next(n for n, text in enumerate(lines, 1) if marker in text)
 
-        @app.consumer("orders", max_attempt=3)
+
+def _here() -> str:
+    return os.path.relpath(__file__)
+
+
+def test_unknown_binding_option_is_a_config_error_like_the_files() -> None:
+    app = App("svc")
+    with pytest.raises(ConfigError) as info:
+
+        @app.consumer("orders", max_attempt=3)  # marker: unknown option
         def bill(order: dict) -> None: ...
+
+    err = info.value
+    assert (err.source, err.line) == (_here(), _line_of("marker: unknown option"))
+    assert err.key == "bindings.bill-in-0.max_attempt"
+    assert err.reason.startswith(
+        "unknown key 'max_attempt' (did you mean \"max_attempts\"?); allowed: binder, "
+    )
+    assert str(err) == f"{_here()}, line {err.line}, key '{err.key}': {err.reason}"
+    assert app.handlers == {}
 
 
 @pytest.mark.parametrize("option", ["destination", "group"])
 def test_destination_and_group_are_not_free_binding_options(option: str) -> None:
     app = App("svc")
-    with pytest.raises(TypeError, match=f"unknown binding option '{option}'"):
+    with pytest.raises(ConfigError, match=f"unknown key '{option}' \\(") as info:
 
         @app.supplier("ticks", every=1, **{option: "x"})
         def tick() -> None: ...
+
+    assert info.value.key == f"bindings.tick-out-0.{option}"
+
+
+@pytest.mark.parametrize(
+    ("options", "key", "reason"),
+    [
+        ({"max_attempts": "three"}, "max_attempts", "expected int, got str 'three'"),
+        ({"max_attempts": True}, "max_attempts", "expected int, got bool True"),
+        ({"max_attempts": 0}, "max_attempts", "must be greater than 0, got 0"),
+        ({"backoff_initial": -5}, "backoff_initial", "must be 0 or more, got -5"),
+        ({"backoff_initial": math.inf}, "backoff_initial", "must be a finite number, got inf"),
+        ({"backoff_max": math.nan}, "backoff_max", "must be a finite number, got nan"),
+        ({"concurrency": 0}, "concurrency", "must be greater than 0, got 0"),
+        ({"prefetch": -1}, "prefetch", "must be greater than 0, got -1"),
+        ({"instance_index": -1}, "instance_index", "must be 0 or more, got -1"),
+        ({"dead_letter": " "}, "dead_letter", "dead_letter must be true, false or a"),
+        ({"required_groups": ["a", ""]}, "required_groups", "must be a list of group names"),
+        ({"content_type": 5}, "content_type", "expected str, got int 5"),
+    ],
+)
+def test_decorator_options_are_validated_like_the_file(
+    options: dict[str, Any], key: str, reason: str
+) -> None:
+    app = App("svc")
+    with pytest.raises(ConfigError) as info:
+
+        @app.consumer("orders", group="g", **options)  # marker: bad value
+        def bill(order: dict) -> None: ...
+
+    err = info.value
+    assert (err.source, err.line, err.key) == (
+        _here(),
+        _line_of("marker: bad value"),
+        f"bindings.bill-in-0.{key}",
+    )
+    assert err.reason.startswith(reason)
+
+
+def test_the_group_and_destination_arguments_are_validated_too() -> None:
+    app = App("svc")
+    with pytest.raises(ConfigError, match="expected str, got int 5") as info:
+
+        @app.consumer("orders", group=5)  # type: ignore[arg-type]
+        def bill(order: dict) -> None: ...
+
+    assert info.value.key == "bindings.bill-in-0.group"
+    with pytest.raises(ConfigError, match="expected str, got int 7") as info:
+
+        @app.function("orders", 7)  # type: ignore[arg-type]
+        def price(order: dict) -> dict: ...
+
+    assert info.value.key == "bindings.price-out-0.destination"
+
+
+def test_function_and_supplier_options_name_their_decorator() -> None:
+    app = App("svc")
+    with pytest.raises(ConfigError) as info:
+
+        @app.function(  # marker: function decorator
+            "orders",
+            "invoices",
+            backoff_multiplier=-1.0,
+        )
+        def price(order: dict) -> dict: ...
+
+    assert info.value.line == _line_of("marker: function decorator")
+    assert info.value.key == "bindings.price-in-0.backoff_multiplier"
+    with pytest.raises(ConfigError) as info:
+
+        @app.supplier("ticks", every=1, partition_count=0)  # marker: supplier decorator
+        def tick() -> None: ...
+
+    assert (info.value.line, info.value.key) == (
+        _line_of("marker: supplier decorator"),
+        "bindings.tick-out-0.partition_count",
+    )
+
+
+def test_decorator_options_keep_only_what_was_written_normalised() -> None:
+    app = App("svc")
+
+    @app.supplier("ticks", every=1, required_groups="audit, billing", backoff_max=3)
+    def tick() -> None: ...
+
+    decl = app.handlers["tick"].output
+    assert decl is not None
+    assert dict(decl.options) == {"required_groups": ["audit", "billing"], "backoff_max": 3}
+
+
+def test_a_bad_decorator_option_never_reaches_a_handler() -> None:
+    """The issue's case: it used to load and dead-letter every message at run time."""
+    app = App("svc")
+    with pytest.raises(ConfigError, match="max_attempts': expected int, got str 'three'"):
+
+        @app.consumer("orders", group="g", max_attempts="three", backoff_initial=-5)
+        def bill(order: dict) -> None: ...
+
+    assert app.handlers == {}
 
 
 def test_bad_handler_signature_fails_at_declaration() -> None:

@@ -158,3 +158,52 @@ def test_mistakes_in_the_app_file_are_one_line_errors(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert 'did you mean "max_attempts"' in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bad_decorator_options_fail_binder_bindings_with_the_decorator_line(
+    tmp_path: Path,
+) -> None:
+    app = tmp_path / "orders.py"
+    app.write_text(
+        "from binder import App\napp = App('x')\n\n"
+        "@app.consumer('orders', group='g', max_attempts='three', backoff_initial=-5)\n"
+        "def bill(order: dict) -> None: ...\n"
+    )
+    result = binder("bindings", str(app))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"binder: error: {app}, line 4, key 'bindings.bill-in-0.max_attempts': "
+        "expected int, got str 'three'"
+    )
+
+
+def test_instance_index_must_be_below_instance_count(tmp_path: Path) -> None:
+    config = tmp_path / "binder.yaml"
+    config.write_text(
+        "bindings:\n  default:\n    instance_count: 2\n"
+        "  print-invoice-in-0:\n    group: g\n    instance_index: 2\n"
+    )
+    result = binder("bindings", str(QUICKSTART), "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"binder: error: {config}, line 6, key 'bindings.print_invoice-in-0.instance_index': "
+        "must be less than instance_count (2), got 2"
+    )
+
+
+def test_max_messages_and_duration_must_be_positive() -> None:
+    for option, value, reason in [
+        ("--max-messages", "-1", "must be greater than 0, got -1"),
+        ("--max-messages", "0", "must be greater than 0, got 0"),
+        ("--max-messages", "many", "expected a positive integer, got 'many'"),
+        ("--duration", "-1", "must be a finite number of seconds greater than 0, got -1"),
+        ("--duration", "0", "must be a finite number of seconds greater than 0, got 0"),
+        ("--duration", "inf", "must be a finite number of seconds greater than 0, got inf"),
+        ("--duration", "nan", "must be a finite number of seconds greater than 0, got nan"),
+    ]:
+        result = binder("run", str(QUICKSTART), option, value)
+        assert result.returncode == 2, (option, value)
+        assert f"argument {option}: {reason}" in result.stderr, result.stderr
+    result = binder("tail", "orders", "--max-messages", "-3")
+    assert result.returncode == 2
+    assert "argument --max-messages: must be greater than 0, got -3" in result.stderr

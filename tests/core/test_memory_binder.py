@@ -39,7 +39,7 @@ async def test_instances_receive_only_their_partitions(binder: MemoryBinder) -> 
     for index, handler in enumerate(instances):
         await consume(
             binder,
-            consumer_spec("p", group="g", partitioned=True, instance_index=index, instance_count=2),
+            consumer_spec("p", group="g", instance_index=index, instance_count=2),
             handler,
         )
     producer = await binder.bind_producer(producer_spec("p", partition_count=4))
@@ -60,7 +60,7 @@ async def test_instance_count_larger_than_partition_count_leaves_some_idle(
     for index, handler in enumerate(instances):
         await consume(
             binder,
-            consumer_spec("q", group="g", partitioned=True, instance_index=index, instance_count=3),
+            consumer_spec("q", group="g", instance_index=index, instance_count=3),
             handler,
         )
     producer = await binder.bind_producer(producer_spec("q", partition_count=2))
@@ -79,7 +79,7 @@ async def test_partition_owned_by_the_later_waiting_instance_is_delivered(
     for index, handler in enumerate(instances):
         await consume(
             binder,
-            consumer_spec("w", group="g", partitioned=True, instance_index=index, instance_count=2),
+            consumer_spec("w", group="g", instance_index=index, instance_count=2),
             handler,
         )
     # regression: put() woke a single waiter; when that was instance 0, whose filter

@@ -67,3 +67,31 @@ async def test_reconnects_use_the_core_backoff_and_keepalive_is_checked_in_time(
     assert all(0.8 * 0.2 <= backoff.delay(1) <= 0.2 for _ in range(50))  # jittered, capped
     # A PINGREQ goes out at most a quarter of the keepalive late (Mosquitto allows 1.5x).
     assert connection._io.misc_interval == 0.5
+
+
+def test_tls_options_of_a_loaded_configuration_reach_paho() -> None:
+    """Loaded settings are read-only mappings: the TLS options must still be used."""
+    from binder.config import load_settings
+    from binder.plugins import load_registry
+
+    loaded = load_settings(
+        {"binders": {"mqtt": {"tls": {"ca_certs": "/etc/ca.pem", "insecure": True}}}},
+        registry=load_registry(),
+        discover=False,
+        environ={},
+    )
+    tls = ConnectionSettings.from_settings(loaded.binders["mqtt"].settings).tls
+    calls: dict[str, object] = {}
+
+    class Client:
+        def tls_set(self, **options: object) -> None:
+            calls.update(options)
+
+        def tls_insecure_set(self, value: bool) -> None:
+            calls["insecure"] = value
+
+    MqttConnection._set_tls(Client(), tls)  # type: ignore[arg-type]
+    assert (calls["ca_certs"], calls["insecure"]) == ("/etc/ca.pem", True)
+    calls.clear()
+    MqttConnection._set_tls(Client(), True)  # type: ignore[arg-type]
+    assert calls["ca_certs"] is None and "insecure" not in calls

@@ -204,7 +204,7 @@ class LoopbackBinder:
                 self.name,
                 f"binding {spec.binding} asks for group {spec.group!r}",
             )
-        if spec.partitioned or spec.instance_count > 1:
+        if spec.instance_count > 1:
             require(self.capabilities, "partitioning", self.name, f"binding {spec.binding}")
         consumer = LoopbackConsumer(self, spec, sink, self.queue_size)
         self._subscribers.setdefault(spec.destination, []).append(consumer)

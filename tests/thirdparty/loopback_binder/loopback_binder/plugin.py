@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from binder.plugins import hookimpl
-from binder.schema import Option, positive, validate_section
+from binder.schema import Option, positive, secret_keys, validate_section
 from binder.spi import Binder, BinderType, Direction
 
 __all__ = ["LoopbackBinderType", "binder_types"]
@@ -33,8 +33,8 @@ class LoopbackBinderType:
         return validate_section(options, {})
 
     def secret_keys(self) -> frozenset[str]:
-        """Nothing secret."""
-        return frozenset()
+        """The settings declared ``secret=True`` (none)."""
+        return secret_keys(SETTINGS)
 
     def create(self, name: str, settings: Mapping[str, Any]) -> Binder:
         """Build an unstarted binder; the implementation is imported only now."""
