@@ -159,10 +159,8 @@ async def run_plain(topic: str, count: int, chunk: int, window: int) -> dict[str
 async def run_eventbinder(topic: str, count: int, chunk: int, window: int) -> dict[str, Any]:
     """A consumer function through the eventbinder runtime on the Kafka binder."""
     from binder import App, Message
-    from binder.config import load_settings
-    from binder.plugins import load_registry
-    from binder.runtime import Runtime
     from binder.spi import ProducerSpec
+    from binder.testing import run_app
 
     await create_topic(topic, ARGS.partitions)
     tally = Tally(count)
@@ -172,36 +170,32 @@ async def run_eventbinder(topic: str, count: int, chunk: int, window: int) -> di
     async def count_order(order: dict) -> None:
         tally.add(order["id"])
 
-    registry = load_registry()
-    settings = load_settings(
-        {
-            "binders": {
-                "kafka": {"type": "kafka", "bootstrap_servers": BOOTSTRAP, **PRODUCER_SETTINGS}
-            },
-            "default_binder": "kafka",
-            "bindings": {"count_order-in-0": {"concurrency": ARGS.partitions}},
+    config = {
+        "binders": {
+            "kafka": {"type": "kafka", "bootstrap_servers": BOOTSTRAP, **PRODUCER_SETTINGS}
         },
-        registry=registry,
-        discover=False,
-        environ={},
-    )
-    runtime = Runtime(app, settings, registry, fail_fast=True)
-    await runtime.start()
-    producer = await runtime.binders["kafka"].bind_producer(
-        ProducerSpec(binding="bench-out", destination=topic)
-    )
-
-    async def publish_chunk(ids: range) -> None:
-        await asyncio.gather(
-            *(producer.publish(Message(payload(i), content_type="application/json")) for i in ids)
+        "default_binder": "kafka",
+        "bindings": {"count_order-in-0": {"concurrency": ARGS.partitions}},
+    }
+    # record=False: the harness watches nothing, the app runs as under `binder run`.
+    async with run_app(app, config, record=False) as harness:
+        producer = await harness.runtime.binders["kafka"].bind_producer(
+            ProducerSpec(binding="bench-out", destination=topic)
         )
 
-    started = time.perf_counter()
-    await publish_all(publish_chunk, tally, count, chunk, window)
-    published = time.perf_counter() - started
-    await tally.done.wait()
-    elapsed = time.perf_counter() - started
-    await runtime.stop()
+        async def publish_chunk(ids: range) -> None:
+            await asyncio.gather(
+                *(
+                    producer.publish(Message(payload(i), content_type="application/json"))
+                    for i in ids
+                )
+            )
+
+        started = time.perf_counter()
+        await publish_all(publish_chunk, tally, count, chunk, window)
+        published = time.perf_counter() - started
+        await tally.done.wait()
+        elapsed = time.perf_counter() - started
     return {
         "seconds": elapsed,
         "publish_seconds": published,

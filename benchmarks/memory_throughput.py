@@ -21,11 +21,8 @@ import time
 from typing import Any
 
 from binder import App, Message
-from binder.config import load_settings
-from binder.plugins import load_registry
-from binder.runtime import Runtime
 from binder.spi import ConsumerSpec
-from binder.testing import consume
+from binder.testing import consume, run_app
 from binders.memory.binder import MemoryBinder
 
 WINDOW = 1000  # messages the publisher may run ahead of the receiver
@@ -83,11 +80,17 @@ async def framework(
         input="orders", output="invoices", group="pricing", threaded=handler != "loop"
     )
     declare(price_async if handler == "async" else price)
-    memory = MemoryBinder()
-    registry = load_registry()
-    settings = load_settings({}, registry=registry, discover=False, environ={})
-    runtime = Runtime(app, settings, registry, binder_factory=lambda _: memory)
-    await runtime.start()
+    # record=False: the harness watches nothing, the app runs as under `binder run`.
+    async with run_app(app, record=False) as harness:
+        memory = harness.binder  # the in-memory binder the app runs on
+        assert isinstance(memory, MemoryBinder)
+        return await _measure(memory, count, data)
+
+
+async def _measure(
+    memory: MemoryBinder, count: int, data: list[bytes]
+) -> tuple[float, list[float]]:
+    """Publish ``count`` orders straight to the broker, read the invoices back."""
     received = 0
     caught_up = asyncio.Event()
 
@@ -117,7 +120,6 @@ async def framework(
         await caught_up.wait()
     rate = count / (time.perf_counter() - start)
     samples.append(rss_mib())
-    await runtime.stop()
     return rate, samples
 
 

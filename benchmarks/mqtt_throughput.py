@@ -152,11 +152,9 @@ async def _eventbinder(
     qos: int, count: int, window: int, inflight: int, concurrency: int
 ) -> tuple[float, Tally]:
     from binder.app import App
-    from binder.config import load_settings
     from binder.message import Message
-    from binder.plugins import load_registry
-    from binder.runtime import Runtime
     from binder.spi import ProducerSpec
+    from binder.testing import run_app
 
     tag = uuid.uuid4().hex[:8]
     source, sink = f"bench/in-{tag}", f"bench/out-{tag}"
@@ -174,34 +172,27 @@ async def _eventbinder(
             slots.release()
 
     mqtt = {"qos": qos}
-    registry = load_registry()
-    settings = load_settings(
-        {
-            "binders": {
-                "mqtt": {
-                    "type": "mqtt",
-                    "host": HOST,
-                    "port": PORT,
-                    "client_id": f"bench-{tag}",
-                    "max_inflight": inflight,
-                    "session_expiry": 60,
-                }
-            },
-            "default_binder": "mqtt",
-            "bindings": {
-                "relay-in-0": {"concurrency": concurrency, "prefetch": inflight, "mqtt": mqtt},
-                "relay-out-0": {"mqtt": mqtt},
-                "collect-in-0": {"prefetch": inflight, "mqtt": mqtt},
-            },
+    config = {
+        "binders": {
+            "mqtt": {
+                "type": "mqtt",
+                "host": HOST,
+                "port": PORT,
+                "client_id": f"bench-{tag}",
+                "max_inflight": inflight,
+                "session_expiry": 60,
+            }
         },
-        registry=registry,
-        discover=False,
-        environ={},
-    )
-    runtime = Runtime(app, settings, registry, fail_fast=True)
-    await runtime.start()
-    try:
-        producer = await runtime.binders["mqtt"].bind_producer(
+        "default_binder": "mqtt",
+        "bindings": {
+            "relay-in-0": {"concurrency": concurrency, "prefetch": inflight, "mqtt": mqtt},
+            "relay-out-0": {"mqtt": mqtt},
+            "collect-in-0": {"prefetch": inflight, "mqtt": mqtt},
+        },
+    }
+    # record=False: the harness watches nothing, the app runs as under `binder run`.
+    async with run_app(app, config, record=False) as harness:
+        producer = await harness.runtime.binders["mqtt"].bind_producer(
             ProducerSpec("src-out-0", source, options=mqtt)
         )
         data = [payload(n) for n in range(count)]
@@ -223,8 +214,6 @@ async def _eventbinder(
         elapsed = time.perf_counter() - start
         await asyncio.gather(*pending)
         return elapsed, tally
-    finally:
-        await runtime.stop()
 
 
 # ---------------------------------------------------------------------------- driver

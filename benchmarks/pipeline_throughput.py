@@ -19,7 +19,7 @@ Implementations (``--impl``, repeatable; default all but ``eventbinder-async``):
 
 * ``eventbinder``: ``@app.function(input=IN, output=OUT, group="fn")`` and
   ``@app.consumer(OUT, group="sink")``, plain ``def`` handlers, run by
-  ``Runtime(app, load_settings(...), load_registry())`` with nothing but the broker
+  ``binder.testing.run_app(app, config, record=False)`` with nothing but the broker
   address configured (default settings: no concurrency, prefetch or other tuning);
   the producer is concurrent ``await app.send(IN, dict)`` calls.
 * ``eventbinder-async``: the same with ``async def`` handlers.

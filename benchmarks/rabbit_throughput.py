@@ -304,10 +304,8 @@ async def _eventbinder_function(
     persistent: bool, count: int, prefetch: int, window: int, concurrency: int
 ) -> float:
     from binder.app import App
-    from binder.config import load_settings
-    from binder.plugins import load_registry
-    from binder.runtime import Runtime
     from binder.spi import ProducerSpec
+    from binder.testing import run_app
     from binders.rabbit.binder import RabbitBinder
     from binders.rabbit.settings import validate_binding_options, validate_settings
 
@@ -328,24 +326,17 @@ async def _eventbinder_function(
             done.set()
 
     produce = {"persistent": persistent, "confirms": persistent}
-    registry = load_registry()
-    settings = load_settings(
-        {
-            "binders": {"rabbit": {"type": "rabbit", "url": URL}},
-            "default_binder": "rabbit",
-            "bindings": {
-                "fn-in-0": {"concurrency": concurrency, "prefetch": prefetch},
-                "fn-out-0": {"rabbit": produce},
-                "collect-in-0": {"prefetch": prefetch},
-            },
+    config = {
+        "binders": {"rabbit": {"type": "rabbit", "url": URL}},
+        "default_binder": "rabbit",
+        "bindings": {
+            "fn-in-0": {"concurrency": concurrency, "prefetch": prefetch},
+            "fn-out-0": {"rabbit": produce},
+            "collect-in-0": {"prefetch": prefetch},
         },
-        registry=registry,
-        discover=False,
-        environ={},
-    )
-    runtime = Runtime(app, settings, registry, fail_fast=True)
-    await runtime.start()
-    try:
+    }
+    # record=False: the harness watches nothing, the app runs as under `binder run`.
+    async with run_app(app, config, record=False):
         # The source has its own binder (own connection), like the kombu producer thread.
         feeder = RabbitBinder("feeder", validate_settings({"url": URL}))
         await feeder.start()
@@ -361,8 +352,6 @@ async def _eventbinder_function(
             return time.perf_counter() - start
         finally:
             await feeder.close()
-    finally:
-        await runtime.stop()
 
 
 def run_eventbinder(

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from binder.spi import ConsumerSpec, ProducerSpec
-from binder.testing import wait_until
 
 BOOTSTRAP = "127.0.0.1:9092"
 SETTINGS: dict[str, Any] = {
@@ -22,13 +20,6 @@ SETTINGS: dict[str, Any] = {
 def unique(prefix: str) -> str:
     """A fresh, uuid-suffixed topic or group name."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def wait_for(
-    condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition"
-) -> None:
-    """Wait for ``condition`` (see :func:`binder.testing.wait_until`)."""
-    await wait_until(condition, timeout, what)
 
 
 def make_binder(**overrides: Any) -> Any:

@@ -8,14 +8,11 @@ from typing import Any
 import pytest
 
 from binder import App
-from binder.config import load_settings
 from binder.errors import BinderError
 from binder.message import Message
-from binder.plugins import load_registry
-from binder.runtime import Runtime
-from binder.testing import consume
+from binder.testing import consume, run_app, wait_until
 
-from .helpers import SETTINGS, consumer_spec, make_binder, producer_spec, unique, wait_for
+from .helpers import SETTINGS, consumer_spec, make_binder, producer_spec, unique
 
 pytestmark = pytest.mark.broker("kafka")
 
@@ -35,7 +32,7 @@ async def test_round_trip_keeps_payload_headers_key_content_type(binder: Any, to
         content_type="application/json",
     )
     await producer.publish(sent)
-    await wait_for(lambda: len(got) == 1, what="the message")
+    await wait_until(lambda: len(got) == 1, 15, "the message")
     received = got[0]
     assert received.payload == sent.payload
     assert received.headers == sent.headers
@@ -69,7 +66,11 @@ async def test_group_members_share_and_groups_each_get_a_copy(binder: Any) -> No
     await asyncio.gather(
         *(producer.publish(Message(payload=str(i).encode(), key=f"k{i}")) for i in range(100))
     )
-    await wait_for(lambda: len(seen["a1"]) + len(seen["a2"]) >= 100 and len(seen["b"]) >= 100)
+    await wait_until(
+        lambda: len(seen["a1"]) + len(seen["a2"]) >= 100 and len(seen["b"]) >= 100,
+        15,
+        "100 messages in each group",
+    )
     assert sorted(seen["a1"] + seen["a2"]) == list(range(100))
     assert sorted(seen["b"]) == list(range(100))
 
@@ -87,7 +88,7 @@ async def test_handler_failure_is_redelivered_in_order(binder: Any, topic: str) 
     producer = await binder.bind_producer(producer_spec(topic))
     for i in range(6):
         await producer.publish(Message(payload=str(i).encode()))
-    await wait_for(lambda: any(v == 5 for v, _ in attempts), what="all messages")
+    await wait_until(lambda: any(v == 5 for v, _ in attempts), 15, "all messages")
     assert attempts == [(0, 1), (1, 1), (2, 1), (3, 1), (3, 2), (3, 3), (4, 1), (5, 1)]
 
 
@@ -102,7 +103,7 @@ async def test_committed_offsets_survive_a_restart_of_the_consumer(binder: Any) 
     producer = await binder.bind_producer(producer_spec(topic))
     for i in range(10):
         await producer.publish(Message(payload=str(i).encode()))
-    await wait_for(lambda: len(first) == 10)
+    await wait_until(lambda: len(first) == 10, 15, "the first 10 messages")
     await consumer.close()
     for i in range(10, 15):
         await producer.publish(Message(payload=str(i).encode()))
@@ -112,7 +113,7 @@ async def test_committed_offsets_survive_a_restart_of_the_consumer(binder: Any) 
         second.append(int(message.payload))
 
     await consume(binder, consumer_spec(topic, group), record_second)
-    await wait_for(lambda: len(second) >= 5)
+    await wait_until(lambda: len(second) >= 5, 15, "the 5 messages after the restart")
     assert second == list(range(10, 15))
 
 
@@ -124,20 +125,13 @@ async def test_dead_letter_has_kafka_and_failure_headers(binder: Any, topic: str
     async def reject(order: dict) -> None:
         raise ValueError("bad order")
 
-    registry = load_registry()
-    settings = load_settings(
-        {"binders": {"kafka": SETTINGS}}, registry=registry, discover=False, environ={}
-    )
-    runtime = Runtime(app, settings, registry, fail_fast=True)
-    await runtime.start()
-    try:
+    async with run_app(app, {"binders": {"kafka": SETTINGS}}) as harness:
         producer = await binder.bind_producer(producer_spec(topic))
         await producer.publish(
             Message(payload=b'{"id": 7}', key="o7", content_type="application/json")
         )
-        await wait_for(lambda: runtime.handled == 1, what="the message to be dead-lettered")
-    finally:
-        await runtime.stop()
+        await harness.wait_handled(1, timeout=15)
+        assert len(harness.dead_letters(topic, group)) == 1
     letters: list[Message] = []
 
     async def read(message: Message) -> None:
@@ -150,7 +144,7 @@ async def test_dead_letter_has_kafka_and_failure_headers(binder: Any, topic: str
         ),
         read,
     )
-    await wait_for(lambda: len(letters) == 1, what="the dead letter")
+    await wait_until(lambda: len(letters) == 1, 15, "the dead letter")
     letter = letters[0]
     assert letter.payload == b'{"id": 7}'
     assert letter.key == "o7"
@@ -173,7 +167,7 @@ async def test_anonymous_consumer_starts_at_latest(binder: Any, topic: str) -> N
 
     await consume(binder, consumer_spec(topic), handler)
     await producer.publish(Message(payload=b"new"))
-    await wait_for(lambda: got == [b"new"])
+    await wait_until(lambda: got == [b"new"], 15, "only the message published after binding")
 
 
 async def test_partition_count_provisions_and_routes(binder: Any, topic: str) -> None:
@@ -186,7 +180,7 @@ async def test_partition_count_provisions_and_routes(binder: Any, topic: str) ->
     await consume(binder, consumer_spec(topic, unique("g")), handler)
     for p in range(3):
         await producer.publish(Message(payload=b"x", partition=p))
-    await wait_for(lambda: len(got) == 3)
+    await wait_until(lambda: len(got) == 3, 15, "one message per partition")
     assert sorted(m.partition for m in got) == [0, 1, 2]
     with pytest.raises(BinderError):
         await producer.publish(Message(payload=b"x", partition=3))
@@ -211,12 +205,12 @@ async def test_partitioned_instances_split_the_partitions(binder: Any, topic: st
         return handler
 
     for index in (0, 1):
-        spec = consumer_spec(topic, group, partitioned=True, instance_index=index, instance_count=2)
+        spec = consumer_spec(topic, group, instance_index=index, instance_count=2)
         await consume(binder, spec, collect(index))
     for p in range(4):
         for _ in range(3):
             await producer.publish(Message(b"x", partition=p))
-    await wait_for(lambda: len(seen[0]) + len(seen[1]) == 12)
+    await wait_until(lambda: len(seen[0]) + len(seen[1]) == 12, 15, "12 messages")
     assert sorted(set(seen[0])) == [0, 2]
     assert sorted(set(seen[1])) == [1, 3]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -12,9 +11,9 @@ from typing import Any
 import pytest
 
 from binder.message import Message
-from binder.testing import consume
+from binder.testing import consume, wait_until
 
-from .helpers import consumer_spec, producer_spec, unique, wait_for
+from .helpers import consumer_spec, producer_spec, unique
 
 pytestmark = pytest.mark.broker("kafka")
 
@@ -22,11 +21,17 @@ BROKERS = Path(__file__).resolve().parents[2] / "scripts" / "brokers"
 log = logging.getLogger(__name__)
 
 
-async def restart_kafka() -> None:
-    """``scripts/brokers restart kafka``; fails the test if it does not come back."""
+#: Handlers are held from this many messages received until the broker is down, so
+#: that the consumer is in the middle of the first half (deliveries unsettled,
+#: offsets uncommitted) when it goes down.
+HOLD_FROM = 400
+
+
+async def brokers(command: str) -> None:
+    """``scripts/brokers <command> kafka``; fails the test if it does not succeed."""
     process = await asyncio.create_subprocess_exec(
         str(BROKERS),
-        "restart",
+        command,
         "kafka",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -37,52 +42,73 @@ async def restart_kafka() -> None:
 
 async def test_broker_restart_mid_stream_loses_nothing(binder: Any, topic: str) -> None:
     count, group = 2000, unique("g")
+    half = count // 2
     await binder.provision(topic, group, {"partitions": 3})
     producer = await binder.bind_producer(producer_spec(topic))
     received: set[int] = set()
     deliveries: list[int] = []
+    down = asyncio.Event()
 
     async def handler(message: Message) -> None:
+        if len(received) >= HOLD_FROM:
+            await down.wait()
         value = int(message.payload)
         received.add(value)
         deliveries.append(value)
 
-    await consume(binder, consumer_spec(topic, group, concurrency=3), handler)
+    consumer = await consume(binder, consumer_spec(topic, group, concurrency=3), handler)
+    acknowledged: set[int] = set()
 
     async def publish(i: int) -> None:
         # At-least-once on the producing side too: a publish the broker did not
-        # acknowledge (because it was down) is sent again.
+        # acknowledge (because it was down) is sent again, after a backoff pause.
         while True:
             try:
                 await producer.publish(Message(str(i).encode(), key=f"k{i % 30}"))
-                return
             except Exception as exc:
                 log.info("publish %d failed (%s), again", i, type(exc).__name__)
                 await asyncio.sleep(0.2)
+            else:
+                acknowledged.add(i)
+                return
 
-    published: list[int] = []
+    async def publish_all(numbers: range) -> None:
+        for start in range(numbers.start, numbers.stop, 100):
+            await asyncio.gather(
+                *(publish(i) for i in range(start, min(start + 100, numbers.stop)))
+            )
 
-    async def publish_all() -> None:
-        # Paced (about 1,000 messages a second) so the restart falls mid-stream.
-        for start in range(0, count, 20):
-            await asyncio.gather(*(publish(i) for i in range(start, start + 20)))
-            published.append(20)
-            await asyncio.sleep(0.02)
-
-    publishing = asyncio.create_task(publish_all())
+    # The first half is in Kafka and the consumer is part-way through it (its handlers
+    # held) when the broker goes down; the second half is published while it is down
+    # and coming back.  Mid-stream on both sides by construction, not by timing.
+    await publish_all(range(half))
+    await wait_until(
+        lambda: len(received) >= HOLD_FROM and consumer.dispatcher.in_flight > 0,
+        15,
+        f"{HOLD_FROM} messages received and more in flight",
+    )
+    is_down = False
+    publishing: asyncio.Task[None] | None = None
+    started = time.monotonic()
     try:
-        await wait_for(lambda: len(received) >= 400, what="the stream to be flowing")
-        assert sum(published) < count, "the restart should happen mid-stream"
-        started = time.monotonic()
-        await restart_kafka()
-        log.warning("restart took %.1fs", time.monotonic() - started)
-        await asyncio.wait_for(publishing, 60)
-        log.warning("publishing done %.1fs after the restart began", time.monotonic() - started)
-        await wait_for(lambda: len(received) == count, timeout=60, what="all 2000 messages")
+        is_down = True
+        await brokers("down")
+        assert len(received) < half, "the consumer should be in the middle of the first half"
+        down.set()
+        publishing = asyncio.create_task(publish_all(range(half, count)))
+        await brokers("up")
+        is_down = False
+        log.warning("the broker went down and came back in %.1fs", time.monotonic() - started)
+        await asyncio.wait_for(publishing, 120)
+        assert acknowledged == set(range(count))
+        await wait_until(lambda: len(received) == count, 60, f"all {count} messages")
     finally:
-        publishing.cancel()
-        with contextlib.suppress(BaseException):
-            await publishing
-    log.warning("all received %.1fs after the restart began", time.monotonic() - started)
+        down.set()
+        if publishing is not None and not publishing.done():
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
+        if is_down:
+            await brokers("up")  # leave the broker running for the other tests
+    log.warning("all received %.1fs after the broker began to go down", time.monotonic() - started)
     assert received == set(range(count))
     log.info("deliveries %d for %d messages", len(deliveries), count)

@@ -1,8 +1,10 @@
-"""Fixtures for the MQTT binder tests: started binders, fresh topics, a collector."""
+"""Fixtures for the MQTT binder tests: started binders, fresh topics, bound handlers.
+
+Recording handlers and waits come from :mod:`binder.testing` (``Collector``,
+``wait_until``)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,9 +12,8 @@ from typing import Any
 
 import pytest_asyncio
 
-from binder.message import Message
-from binder.spi import Binder, ConsumerSpec, Handler
-from binder.testing import BoundConsumer, consume, wait_until
+from binder.spi import Binder, ConsumerSpec, Delivery, Handler
+from binder.testing import BoundConsumer, consume
 from binders.mqtt.binder import MqttBinder
 
 HOST = "127.0.0.1"
@@ -43,50 +44,22 @@ def fresh_group(prefix: str = "g") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-class Collector:
-    """An async handler recording messages, with deadline-bounded waits."""
-
-    def __init__(self, fail: Callable[[Message], bool] | None = None) -> None:
-        self.messages: list[Message] = []
-        self.calls = 0
-        self._fail = fail
-        self._changed = asyncio.Event()
-
-    async def __call__(self, message: Message) -> None:
-        self.calls += 1
-        try:
-            if self._fail is not None and self._fail(message):
-                raise RuntimeError("deliberate failure")
-            self.messages.append(message)
-        finally:
-            self._changed.set()
-
-    async def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"timed out after {timeout}s; {len(self.messages)} message(s) received"
-                )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.1))
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Message]:
-        """Wait for ``count`` messages."""
-        await self.wait_until(lambda: len(self.messages) >= count, timeout)
-        return self.messages
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Wait for ``condition`` (see :func:`binder.testing.wait_until`)."""
-    await wait_until(condition, timeout, what or repr(condition))
-
-
 Subscribe = Callable[[Binder, ConsumerSpec, Handler], Awaitable[BoundConsumer]]
+
+
+def count_unsettled(consumer: BoundConsumer) -> list[int]:
+    """From now on, at every delivery into ``consumer``'s engine, append how many of its
+    deliveries are unsettled to the list returned (which starts with the count now)."""
+    engine = consumer.dispatcher
+    counts = [engine.in_flight]
+    deliver = engine.deliver
+
+    def counting(delivery: Delivery) -> None:
+        deliver(delivery)
+        counts.append(engine.in_flight)
+
+    engine.deliver = counting  # type: ignore[method-assign]
+    return counts
 
 
 @pytest_asyncio.fixture

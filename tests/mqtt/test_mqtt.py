@@ -13,12 +13,10 @@ from typing import Any
 import pytest
 
 from binder.app import App
-from binder.config import load_settings
 from binder.errors import ConfigError, UnsupportedFeature
 from binder.message import Message
-from binder.plugins import load_registry
-from binder.runtime import Runtime
 from binder.spi import ConsumerSpec, Delivery, ProducerSpec
+from binder.testing import Collector, run_app, wait_until
 from binders.mqtt.binder import MqttBinder
 from binders.mqtt.connection import MqttConnectionError
 
@@ -29,11 +27,10 @@ from .conftest import (
     PASSWORD,
     PORT,
     USER,
-    Collector,
     Subscribe,
+    count_unsettled,
     fresh,
     fresh_group,
-    wait_for,
 )
 
 pytestmark = pytest.mark.broker("mqtt")
@@ -45,20 +42,13 @@ def _json(value: Any, **kwargs: Any) -> Message:
     return Message(json.dumps(value).encode(), content_type="application/json", **kwargs)
 
 
-def _runtime(app: App, bindings: dict[str, Any], **settings: Any) -> Runtime:
-    """A runtime for ``app`` on the test broker (``bindings`` as in a config file)."""
-    registry = load_registry()
-    config = load_settings(
-        {
-            "binders": {"mqtt": {"type": "mqtt", **BASE_SETTINGS, **settings}},
-            "default_binder": "mqtt",
-            "bindings": bindings,
-        },
-        registry=registry,
-        discover=False,
-        environ={},
-    )
-    return Runtime(app, config, registry, fail_fast=True)
+def _config(bindings: dict[str, Any]) -> dict[str, Any]:
+    """A configuration running an app on the test broker (``bindings`` as in a file)."""
+    return {
+        "binders": {"mqtt": {"type": "mqtt", **BASE_SETTINGS}},
+        "default_binder": "mqtt",
+        "bindings": bindings,
+    }
 
 
 # -- groups, wildcards, metadata ----------------------------------------------------------
@@ -74,7 +64,7 @@ async def test_shared_subscription_splits_the_load_across_group_members(
     producer = await binder.bind_producer(ProducerSpec("out", topic))
     for n in range(40):
         await producer.publish(_json({"n": n}))
-    await wait_for(lambda: sum(len(m.messages) for m in members) >= 40, what="40 messages")
+    await wait_until(lambda: sum(len(m.messages) for m in members) >= 40, what="40 messages")
     seen = sorted(msg.json()["n"] for m in members for msg in m.messages)
     assert seen == list(range(40)), "each message must reach exactly one member"
     assert all(m.messages for m in members), "both members must get a share"
@@ -130,13 +120,11 @@ async def test_an_app_on_a_wildcard_destination_is_refused_at_start_without_a_dl
         return app
 
     with pytest.raises(ConfigError, match="has wildcards"):
-        await _runtime(build(), {}).start()  # start() stops what it started before raising
-    named = _runtime(build(), {"reading-in-0": {"dead_letter": f"{base}-dlq"}})
-    await named.start()
-    try:
-        assert named.status()["reading-in-0"] == "running"
-    finally:
-        await named.stop()
+        async with run_app(build(), _config({})):  # the start stops what it started
+            pass
+    named = _config({"reading-in-0": {"dead_letter": f"{base}-dlq"}})
+    async with run_app(build(), named) as harness:
+        assert harness.runtime.status()["reading-in-0"] == "running"
 
 
 async def test_headers_content_type_key_and_id_round_trip_under_mqtt5(
@@ -344,23 +332,28 @@ async def test_slow_handler_bounds_messages_in_flight(
         finally:
             running -= 1
 
+    watcher = Collector()
+    await subscribe(binder, ConsumerSpec("watch", topic), watcher)
     consumer = await subscribe(
         binder, ConsumerSpec("in", topic, group=fresh_group(), concurrency=2, prefetch=4), blocked
     )
+    unsettled = count_unsettled(consumer)
     producer = await binder.bind_producer(ProducerSpec("out", topic))
     for n in range(30):
         await producer.publish(_json({"n": n}))
-    await wait_for(lambda: running == 2, what="two handlers running")
-    # The broker holds back everything beyond the receive maximum (4): observe a while.
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 0.3
-    while loop.time() < end:
-        assert consumer.in_flight <= 4  # type: ignore[attr-defined]
-        await asyncio.sleep(0.02)
-    assert peak == 2
+    # Every message reached the broker's subscribers (the watcher has them all) while
+    # the handlers are held: the broker holds back what is beyond the receive
+    # maximum (4) by then, and the engine's window is full.
+    await watcher.wait_for(30)
+    await wait_until(
+        lambda: running == 2 and consumer.dispatcher.in_flight == 4,
+        what="two handlers running and four messages taken",
+    )
     gate.set()
     await done.wait_for(30)
     assert sorted(m.json()["n"] for m in done.messages) == list(range(30))
+    assert peak == 2, f"{peak} handlers ran at once"
+    assert max(unsettled) == 4, f"{max(unsettled)} messages unsettled at once"
 
 
 async def test_qos0_consumer_stops_reading_while_its_handlers_are_full(
@@ -374,24 +367,26 @@ async def test_qos0_consumer_stops_reading_while_its_handlers_are_full(
         await gate.wait()
         await done(message)
 
+    watcher = Collector()
+    await subscribe(binder, ConsumerSpec("watch", topic, options={"qos": 0}), watcher)
     # QoS 0 has no receive maximum at the broker: only the binding's intake bounds it.
     consumer = await subscribe(
         binder, ConsumerSpec("in", topic, concurrency=2, prefetch=4, options={"qos": 0}), blocked
     )
+    unsettled = count_unsettled(consumer)
     producer = await binder.bind_producer(ProducerSpec("out", topic, options={"qos": 0}))
     try:
         for n in range(200):
             await producer.publish(_json({"n": n}))
-        await wait_for(lambda: consumer.in_flight == 4, what="four messages taken")
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 0.3
-        while loop.time() < end:
-            assert consumer.in_flight <= 4
-            await asyncio.sleep(0.02)
+        # The broker sent all 200 (the watcher has them) while the handlers are held:
+        # the consumer's socket holds what its intake did not take.
+        await watcher.wait_for(200)
+        await wait_until(lambda: consumer.dispatcher.in_flight == 4, what="four messages taken")
     finally:
         gate.set()  # else closing the binding would wait for the handlers forever
     await done.wait_for(200)
     assert sorted(m.json()["n"] for m in done.messages) == list(range(200))
+    assert max(unsettled) == 4, f"{max(unsettled)} messages unsettled at once"
 
 
 async def test_qos0_publisher_waits_for_the_socket_instead_of_queuing_without_bound(
@@ -405,7 +400,7 @@ async def test_qos0_publisher_waits_for_the_socket_instead_of_queuing_without_bo
         await producer.publish(Message(b"%d" % n))
         most = max(most, len(publisher._unwritten))
     assert 0 < most <= 1000
-    await wait_for(lambda: not publisher._unwritten, what="everything written")
+    await wait_until(lambda: not publisher._unwritten, what="everything written")
 
 
 async def test_publish_queues_at_once_in_call_order_with_many_in_flight(
@@ -497,10 +492,10 @@ async def test_released_messages_are_not_acknowledged_and_come_back_to_the_group
     producer = await binder.bind_producer(ProducerSpec("out", topic))
     for n in range(5):
         await producer.publish(_json({"n": n}))
-    await wait_for(lambda: consumer.in_flight == 5, what="five messages taken")
+    await wait_until(lambda: consumer.in_flight == 5, what="five messages taken")
     closing = asyncio.ensure_future(consumer.close())
     # Stopping releases the four not started (no PUBACK) and waits for the running one.
-    await wait_for(lambda: consumer.in_flight == 1, what="four messages released")
+    await wait_until(lambda: consumer.in_flight == 1, what="four messages released")
     assert not closing.done()
     gate.set()
     await asyncio.wait_for(closing, 10)
@@ -525,12 +520,12 @@ async def test_failed_handler_is_acknowledged_and_the_stream_goes_on(
         await producer.publish(message)
     await received.wait_for(2)
     assert [m.json()["n"] for m in received.messages] == [1, 2]
-    assert received.calls == 3  # MQTT cannot redeliver: redelivery_on_nack is False
+    assert len(received.attempts) == 3  # MQTT cannot redeliver: redelivery_on_nack is False
     assert binder.capabilities.redelivery_on_nack is False
     # The engine nacked it; the binder logged it by message id and acknowledged it.
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any(sent[0].message_id in text and "acknowledging" in text for text in errors), errors
-    await wait_for(lambda: consumer.in_flight == 0, what="every message settled")
+    await wait_until(lambda: consumer.in_flight == 0, what="every message settled")
 
 
 async def test_dead_letter_goes_to_destination_dlq_with_error_properties(
@@ -653,12 +648,12 @@ async def test_broker_restart_in_the_middle_of_2000_qos1_messages_loses_none(
             # while it is down or coming back.
             restarted = asyncio.create_task(restart())
             # generous: scripts/brokers serialises restarts machine-wide (other brokers)
-            await wait_for(lambda: not _connected(binder), 300, "the broker going down")
+            await wait_until(lambda: not _connected(binder), 300, "the broker going down")
     assert restarted is not None
     assert await asyncio.wait_for(restarted, 300) == 0
     await asyncio.wait_for(asyncio.gather(*sends), 60)
     unique = lambda: {m.json()["n"] for m in received.messages}  # noqa: E731
-    await wait_for(lambda: len(unique()) == total, 30, "all 2000 messages, none lost")
+    await wait_until(lambda: len(unique()) == total, 30, "all 2000 messages, none lost")
     assert unique() == set(range(total))
 
 
@@ -698,6 +693,6 @@ async def test_a_stopped_member_keeps_its_share_unless_it_ends_its_session(
     await stays.wait_for(5)
     back = Collector()
     await subscribe(binder, ConsumerSpec("leaves", topic, group=group), back)
-    await wait_for(lambda: len(stays.messages) + len(back.messages) >= 10, what="all ten")
+    await wait_until(lambda: len(stays.messages) + len(back.messages) >= 10, what="all ten")
     assert sorted(m.json()["n"] for m in stays.messages + back.messages) == list(range(10))
     assert back.messages, "the member that came back gets what was queued for it"

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from binder.testing import wait_until
 from binders.mqtt.paho_loop import PahoLoop
 
 
@@ -92,11 +93,23 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         yield ours, peer
 
 
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    async with asyncio.timeout(5.0):
-        while not condition():
-            await asyncio.sleep(0.001)
-    assert condition(), what
+async def _polled() -> None:
+    """Return once the event loop polled its sockets after this call and ran the
+    callbacks of every socket that poll found ready.
+
+    A socket readable now is reported by that poll along with ours, and the reader
+    callbacks of one poll all run before the task waiting here resumes.
+    """
+    loop = asyncio.get_running_loop()
+    mine, other = socket.socketpair()
+    with mine, other:
+        polled = loop.create_future()
+        loop.add_reader(mine, lambda: polled.done() or polled.set_result(None))
+        other.send(b"!")
+        try:
+            await asyncio.wait_for(polled, 5.0)
+        finally:
+            loop.remove_reader(mine)
 
 
 def _driven(keepalive: float = 60.0) -> tuple[_Client, PahoLoop]:
@@ -112,7 +125,7 @@ async def test_the_socket_is_read_from_the_event_loop_once_paho_opens_it(
     client.open(ours)
     assert driver.attached
     peer.sendall(b"CONNACK")
-    await _until(lambda: client.received == b"CONNACK", "the bytes read")
+    await wait_until(lambda: client.received == b"CONNACK", what="the bytes read")
     client.close()
     assert not driver.attached
     await driver.wait_closed(5.0)  # returns at once: the socket is closed
@@ -126,7 +139,7 @@ async def test_bytes_already_read_are_handled_without_waiting_for_the_socket(
     client.per_read = 2  # a packet at a time from one recv
     client.open(ours)
     peer.sendall(b"aabbcc")
-    await _until(lambda: client.received == b"aabbcc", "every buffered packet handled")
+    await wait_until(lambda: client.received == b"aabbcc", what="every buffered packet handled")
 
 
 async def test_packets_queued_in_one_loop_iteration_go_out_with_one_write(
@@ -138,7 +151,7 @@ async def test_packets_queued_in_one_loop_iteration_go_out_with_one_write(
     for n in range(5):
         client.queue(b"PUBLISH%d;" % n)
     assert client.writes == 0  # at the end of this iteration, not per packet
-    await _until(lambda: not client.outgoing, "the packets written")
+    await wait_until(lambda: not client.outgoing, what="the packets written")
     assert client.writes == 1
     assert peer.recv(100) == b"PUBLISH0;PUBLISH1;PUBLISH2;PUBLISH3;PUBLISH4;"
     assert not driver._writing  # no writer registered: the socket took everything
@@ -153,17 +166,15 @@ async def test_a_full_socket_gets_a_writer_until_it_took_everything(
     client.open(ours)
     data = bytes(range(256)) * 8192  # 2 MiB: more than the socket buffers hold
     client.queue(data)
-    await _until(lambda: driver._writing, "a writer registered for a full socket")
+    await wait_until(lambda: driver._writing, what="a writer registered for a full socket")
     received = bytearray()
     peer.setblocking(False)
+    loop = asyncio.get_running_loop()
     async with asyncio.timeout(10.0):
         while len(received) < len(data):
-            try:
-                received += peer.recv(1 << 16)
-            except BlockingIOError:
-                await asyncio.sleep(0.001)
+            received += await loop.sock_recv(peer, 1 << 16)
     assert bytes(received) == data
-    await _until(lambda: not driver._writing, "the writer removed once drained")
+    await wait_until(lambda: not driver._writing, what="the writer removed once drained")
 
 
 async def test_paused_reading_leaves_bytes_in_the_socket_until_resumed(
@@ -174,10 +185,10 @@ async def test_paused_reading_leaves_bytes_in_the_socket_until_resumed(
     client.open(ours)
     driver.pause_reading()
     peer.sendall(b"PUBLISH")
-    await asyncio.sleep(0.05)
+    await _polled()  # a reader still registered would have read by now
     assert client.received == b"" and client.reads == 0
     driver.resume_reading()
-    await _until(lambda: client.received == b"PUBLISH", "read after resuming")
+    await wait_until(lambda: client.received == b"PUBLISH", what="read after resuming")
 
 
 async def test_resuming_handles_packets_read_before_the_pause(
@@ -189,11 +200,12 @@ async def test_resuming_handles_packets_read_before_the_pause(
     client.open(ours)
     driver.pause_reading()
     peer.sendall(b"xyz")
-    await asyncio.sleep(0.02)
+    await _polled()
+    assert client.reads == 0
     client.loop_read()  # as paho does when a packet handler paused reading midway
     assert client.buffered()
     driver.resume_reading()
-    await _until(lambda: client.received == b"xyz", "the buffered bytes handled")
+    await wait_until(lambda: client.received == b"xyz", what="the buffered bytes handled")
 
 
 async def test_keepalive_is_checked_on_a_timer_while_the_socket_is_attached(
@@ -203,10 +215,12 @@ async def test_keepalive_is_checked_on_a_timer_while_the_socket_is_attached(
     client, driver = _driven(keepalive=0.08)
     assert driver.misc_interval == 0.02  # a quarter of a short keepalive
     client.open(ours)
-    await _until(lambda: client.miscs >= 3, "loop_misc called repeatedly")
+    await wait_until(lambda: client.miscs >= 3, what="loop_misc called repeatedly")
     client.close()
     calls = client.miscs
-    await asyncio.sleep(0.1)
+    # A timer armed before the close is due before one armed now for a longer delay,
+    # and timers run in the order they are due.
+    await asyncio.sleep(2 * driver.misc_interval)
     assert client.miscs == calls
 
 
@@ -224,10 +238,10 @@ async def test_socket_callbacks_from_another_thread_run_on_the_event_loop(
     threading.Thread(
         target=driver.call_soon, args=(lambda: seen.append(threading.get_ident()),)
     ).start()
-    await _until(lambda: driver.attached and len(seen) == 2, "attached on the loop")
+    await wait_until(lambda: driver.attached and len(seen) == 2, what="attached on the loop")
     assert seen == [on_loop, on_loop]
     peer.sendall(b"x")
-    await _until(lambda: client.received == b"x", "read after attaching")
+    await wait_until(lambda: client.received == b"x", what="read after attaching")
 
 
 async def test_an_abandoned_connect_never_attaches_its_socket(

@@ -1,4 +1,4 @@
-"""Helpers for the RabbitMQ binder tests: settings, fresh names, collectors, clean-up.
+"""Helpers for the RabbitMQ binder tests: settings, fresh names, clean-up, a queue reader.
 
 One module imported under one name by the conftest and the tests, so the clean-up
 registry is shared."""
@@ -8,16 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Collection, Hashable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from binder.app import App
-from binder.config import load_settings
 from binder.message import Message
-from binder.plugins import load_registry
-from binder.runtime import Runtime
 from binder.spi import ConsumerSpec, Delivery, Handler
-from binder.testing import BoundConsumer, consume, wait_until
+from binder.testing import BoundConsumer, Collector, Harness, consume, run_app, wait_until
 from binders.rabbit.binder import RabbitBinder
 from binders.rabbit.settings import validate_binding_options, validate_settings
 from binders.rabbit.topology import ExchangeDecl, QueueDecl
@@ -113,26 +111,6 @@ async def make_binder(**overrides: Any) -> RabbitBinder:
     return binder
 
 
-class Collector:
-    """A handler that records messages; ``fail`` decides which deliveries raise."""
-
-    def __init__(self, fail: Callable[[Message], bool] | None = None) -> None:
-        self.messages: list[Message] = []
-        self.attempts: list[Message] = []
-        self._fail = fail
-
-    async def __call__(self, message: Message) -> None:
-        self.attempts.append(message)
-        if self._fail is not None and self._fail(message):
-            raise RuntimeError("deliberate failure")
-        self.messages.append(message)
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Message]:
-        """Wait (polling, with a deadline) until ``count`` messages were handled."""
-        await wait_until(lambda: len(self.messages) >= count, timeout, f"{count} messages")
-        return self.messages
-
-
 _bound: list[BoundConsumer] = []
 
 
@@ -155,7 +133,8 @@ async def close_consumers() -> None:
 async def read_queue(
     binder: RabbitBinder, queue: str, count: int, timeout: float = 10.0
 ) -> list[Message]:
-    """Consume ``count`` messages from the existing queue ``queue`` (default exchange)."""
+    """Consume ``count`` messages from the existing queue ``queue`` (default exchange),
+    a dead-letter queue say; fails with an :class:`AssertionError` after ``timeout``."""
     collector = Collector()
     consumer = await consume(
         binder,
@@ -168,7 +147,12 @@ async def read_queue(
         collector,
     )
     try:
-        return list(await collector.wait_for(count, timeout))
+        await collector.wait_until(
+            lambda: len(collector.messages) >= count,
+            timeout,
+            f"{count} message(s) on queue {queue!r}",
+        )
+        return list(collector.messages)
     finally:
         await consumer.close()
 
@@ -198,39 +182,18 @@ class RecordingSink:
         return None
 
 
-class _Shared:
-    """The test's binder, lent to a runtime: closing it is the test's business."""
-
-    def __init__(self, inner: RabbitBinder) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def close(self) -> None:
-        return None
-
-
-async def start_app(
+def run_on(
     binder: RabbitBinder, app: App, bindings: dict[str, Any] | None = None
-) -> Runtime:
-    """Run ``app`` through the full runtime (delivery engine, retries, dead letters) on
-    ``binder``; ``bindings`` is the config's ``bindings`` section."""
-    registry = load_registry()
-    settings = load_settings(
-        {
-            "binders": {"rabbit": {"type": "rabbit", "url": URL}},
-            "default_binder": "rabbit",
-            "bindings": bindings or {},
-        },
-        registry=registry,
-        discover=False,
-        environ={},
-    )
-    shared = _Shared(binder)
-    runtime = Runtime(app, settings, registry, binder_factory=lambda _: shared, fail_fast=True)
-    await runtime.start()
-    return runtime
+) -> AbstractAsyncContextManager[Harness]:
+    """``async with run_on(binder, app, bindings):`` runs ``app`` through the full
+    runtime (delivery engine, retries, dead letters) on the test's ``binder`` (which
+    the run does not close); ``bindings`` is the config's ``bindings`` section."""
+    config = {
+        "binders": {"rabbit": {"type": "rabbit", "url": URL}},
+        "default_binder": "rabbit",
+        "bindings": bindings or {},
+    }
+    return run_app(app, config, binders={"rabbit": binder})
 
 
 async def ready_count(binder: RabbitBinder, queue: str) -> int:
@@ -246,12 +209,16 @@ async def wait_until_ready(
     binder: RabbitBinder, queue: str, expected: int, timeout: float = 10.0
 ) -> None:
     """Wait (one broker round trip per check, with a deadline) until ``queue`` has
-    ``expected`` messages ready."""
+    ``expected`` messages ready; an :class:`AssertionError` after ``timeout``, as
+    :func:`binder.testing.wait_until` (which looks at a plain condition, not the broker)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     ready = await ready_count(binder, queue)
     while ready != expected:
         if loop.time() >= deadline:
-            raise AssertionError(f"{queue}: {ready} message(s) ready, expected {expected}")
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {expected} message(s) ready in "
+                f"{queue!r}; {ready} ready"
+            )
         await asyncio.sleep(0.01)
         ready = await ready_count(binder, queue)

@@ -12,12 +12,10 @@ import kombu
 import pytest
 
 from binder.app import App
-from binder.config import load_settings
 from binder.message import Message
-from binder.plugins import load_registry
-from binder.runtime import Runtime
 from binder.spi import ProducerSpec
-from tests.rabbit.support import URL, delete_later, fresh, producer_options, wait_until
+from binder.testing import run_app, wait_until
+from tests.rabbit.support import URL, delete_later, fresh, producer_options
 
 pytestmark = pytest.mark.broker("rabbit")
 
@@ -53,22 +51,12 @@ async def test_plain_kombu_json_message_is_consumed_and_decoded() -> None:
     def bill(order: Order, message: Message) -> None:
         received.append((order, message))
 
-    registry = load_registry()
-    settings = load_settings(
-        {"binders": {"rabbit": {"type": "rabbit", "url": URL}}, "default_binder": "rabbit"},
-        registry=registry,
-        discover=False,
-        environ={},
-    )
-    runtime = Runtime(app, settings, registry, fail_fast=True)
-    await runtime.start()
-    try:
+    config = {"binders": {"rabbit": {"type": "rabbit", "url": URL}}, "default_binder": "rabbit"}
+    async with run_app(app, config):
         await asyncio.to_thread(
             _kombu_publish, destination, {"id": 7, "item": "bagel"}, {"tenant": "acme", "n": 3}
         )
         await wait_until(lambda: received, 10.0, "the kombu message")
-    finally:
-        await runtime.stop()
     order, message = received[0]
     assert order == Order(id=7, item="bagel")
     assert message.content_type == "application/json"
@@ -77,17 +65,24 @@ async def test_plain_kombu_json_message_is_consumed_and_decoded() -> None:
     assert message.key is None
 
 
-def _kombu_get(queue_name: str, destination: str, timeout: float) -> kombu.Message:
+def _kombu_get(queue_name: str, timeout: float) -> kombu.Message:
+    """The next message on the existing queue ``queue_name`` (a plain kombu consumer,
+    blocking until it arrives); an :class:`AssertionError` after ``timeout``."""
+    got: list[kombu.Message] = []
+    deadline = time.monotonic() + timeout
     with kombu.Connection(URL) as conn:
-        queue = kombu.Queue(queue_name, kombu.Exchange(destination, "topic"), routing_key="#")
-        bound = queue(conn.default_channel)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            message = bound.get(no_ack=True, accept=["json"])
-            if message is not None:
-                return message
-            time.sleep(0.01)
-    raise AssertionError(f"no message on {queue_name} within {timeout}s")
+        queue = kombu.Queue(queue_name, no_declare=True)
+        callbacks = [lambda body, message: got.append(message)]
+        with conn.Consumer(queue, callbacks=callbacks, accept=["json"], no_ack=True):
+            while not got:  # a message may take several frames, one per drain
+                remaining = deadline - time.monotonic()
+                try:
+                    if remaining <= 0:
+                        raise TimeoutError
+                    conn.drain_events(timeout=remaining)
+                except TimeoutError:
+                    raise AssertionError(f"no message on {queue_name} within {timeout}s") from None
+    return got[0]
 
 
 def _kombu_declare(queue_name: str, destination: str) -> None:
@@ -113,7 +108,7 @@ async def test_plain_kombu_consumer_reads_an_eventbinder_message(binder) -> None
         content_type="application/json",
     )
     await producer.publish(sent)
-    got = await asyncio.to_thread(_kombu_get, queue_name, destination, 10.0)
+    got = await asyncio.to_thread(_kombu_get, queue_name, 10.0)
     assert got.decode() == {"id": 1, "text": "héllo"}
     assert got.content_type == "application/json"
     assert got.headers["tenant"] == "acme"

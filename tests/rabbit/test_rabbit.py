@@ -14,12 +14,11 @@ from binder.app import App
 from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ConsumerSpec, Failure, ProducerSpec
-from binder.testing import wait_until
+from binder.testing import Collector, wait_until
 from binders.rabbit.binder import RabbitBinder
 from binders.rabbit.consumer import RabbitDelivery
 from binders.rabbit.settings import validate_settings
 from tests.rabbit.support import (
-    Collector,
     RecordingSink,
     bind,
     close_consumers,
@@ -30,7 +29,7 @@ from tests.rabbit.support import (
     producer_options,
     read_queue,
     ready_count,
-    start_app,
+    run_on,
     wait_until_ready,
 )
 
@@ -262,7 +261,6 @@ async def test_partitions_route_to_instance_queues(binder: RabbitBinder) -> None
                 "in",
                 destination,
                 group,
-                partitioned=True,
                 instance_index=index,
                 instance_count=2,
                 options=consumer_options(),
@@ -297,16 +295,11 @@ async def test_dead_letter_carries_spring_and_failure_headers(binder: RabbitBind
         attempts.append(message.delivery_attempt)
         raise ValueError(f"no stock for item {payload['id']}")
 
-    runtime = await start_app(
-        binder, app, {"reject-in-0": {"max_attempts": 3, "backoff_initial": 0.01}}
-    )
-    try:
+    async with run_on(binder, app, {"reject-in-0": {"max_attempts": 3, "backoff_initial": 0.01}}):
         producer = await _producer(binder, destination, routing_key="orders.eu")
         sent = _json({"id": 42}, headers={"tenant": "acme"}, key="c-7")
         await producer.publish(sent)
         [dead] = await read_queue(binder, f"{destination}.{group}.dlq", 1)
-    finally:
-        await runtime.stop()
     assert attempts == [1, 2, 3]
     assert dead.json() == {"id": 42}
     assert dead.content_type == "application/json"
@@ -332,13 +325,10 @@ async def test_dead_letter_to_a_named_queue(binder: RabbitBinder) -> None:
     def reject(payload: dict) -> None:
         raise KeyError("k")
 
-    runtime = await start_app(binder, app, {"reject-in-0": {"dead_letter": dlq, "max_attempts": 1}})
-    try:
+    async with run_on(binder, app, {"reject-in-0": {"dead_letter": dlq, "max_attempts": 1}}):
         producer = await _producer(binder, destination)
         await producer.publish(_json({"id": 1}))
         [dead] = await read_queue(binder, dlq, 1)
-    finally:
-        await runtime.stop()
     assert dead.json() == {"id": 1}
     assert dead.headers["x-exception-message"] == "'k'"
 
