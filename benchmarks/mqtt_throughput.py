@@ -155,6 +155,7 @@ async def _eventbinder(
     from binder.message import Message
     from binder.spi import ProducerSpec
     from binder.testing import run_app
+    from binders.mqtt.plugin import MqttBinderType
 
     tag = uuid.uuid4().hex[:8]
     source, sink = f"bench/in-{tag}", f"bench/out-{tag}"
@@ -193,7 +194,11 @@ async def _eventbinder(
     # record=False: the harness watches nothing, the app runs as under `binder run`.
     async with run_app(app, config, record=False) as harness:
         producer = await harness.runtime.binders["mqtt"].bind_producer(
-            ProducerSpec("src-out-0", source, options=mqtt)
+            ProducerSpec(
+                "src-out-0",
+                source,
+                options=MqttBinderType().validate_binding_options(mqtt, "producer"),
+            )
         )
         data = [payload(n) for n in range(count)]
         pending: set[asyncio.Future[None]] = set()

@@ -83,7 +83,6 @@ BINDER_SCHEMA: dict[str, Option] = {
     # The core takes ``type`` out of ``binders.<name>`` before validating the rest; it
     # is accepted here only for callers handing a whole section to the binder type
     # themselves (tests/kafka/helpers.py does).
-    "type": Option(str, "kafka", choices=("kafka",)),
     "bootstrap_servers": Option(
         (str, list), "127.0.0.1:9092", check=_servers, help="host:port[,host:port]"
     ),

@@ -14,7 +14,6 @@ import paho.mqtt.client as mqtt
 
 from binder.errors import BinderError, ConfigError, UnsupportedFeature
 from binder.message import Message
-from binder.schema import defaults
 from binder.spi import Capabilities, ConsumerSpec, DeliverySink, ProducerSpec, require
 from binders.mqtt import fastprops
 from binders.mqtt.client_ids import ClientIdClaim, claim_client_id
@@ -22,7 +21,7 @@ from binders.mqtt.connection import MqttConnection
 from binders.mqtt.consumer import MqttConsumerBinding
 from binders.mqtt.mapping import to_properties
 from binders.mqtt.producer import MqttProducerBinding
-from binders.mqtt.settings import CONSUMER_OPTIONS, PRODUCER_OPTIONS, ConnectionSettings
+from binders.mqtt.settings import ConnectionSettings
 
 __all__ = ["MqttBinder", "capabilities_for", "group_client_id"]
 
@@ -53,12 +52,6 @@ def group_client_id(prefix: str, group: str, destination: str, instance_index: i
 
 def _has_wildcard(topic: str) -> bool:
     return any(level in ("+", "#") for level in topic.split("/"))
-
-
-#: The defaults of the ``mqtt:`` options, for specs built by hand with a partial
-#: section (the runtime always hands over the complete, validated section).
-_CONSUMER_DEFAULTS = defaults(CONSUMER_OPTIONS)
-_PRODUCER_DEFAULTS = defaults(PRODUCER_OPTIONS)
 
 
 class MqttBinder:
@@ -201,7 +194,7 @@ class MqttBinder:
             require(self.capabilities, "partitioning", "mqtt", f"binding {spec.binding}")
         if not spec.destination:
             raise ConfigError("empty destination", key=f"bindings.{spec.binding}.destination")
-        options = {**_CONSUMER_DEFAULTS, **spec.options}
+        options = spec.options  # complete: validated by the runtime (or the caller)
         topic_filter = f"$share/{spec.group}/{spec.destination}" if spec.group else spec.destination
         self._check_dead_letter(spec, topic_filter)
         claim = self._claim_client_id(spec, options)
@@ -272,7 +265,7 @@ class MqttBinder:
                 spec.binding,
                 list(spec.required_groups),
             )
-        options = {**_PRODUCER_DEFAULTS, **spec.options}
+        options = spec.options
         producer = MqttProducerBinding(
             publisher, spec, qos=options["qos"], retain=options["retain"]
         )

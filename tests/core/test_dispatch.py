@@ -418,10 +418,11 @@ async def test_stopping_releases_what_did_not_start_and_waits_for_what_did(
         if threaded:
             release.wait(5)
 
+    gate = asyncio.Event()
+
     async def coroutine(payload: str) -> None:
         started_calls.append(int(payload))
-        while not release.is_set():
-            await asyncio.sleep(0.001)
+        await gate.wait()
 
     log: list[tuple[str, int]] = []
     dispatcher = await started(plan(handler if threaded else coroutine))
@@ -433,6 +434,7 @@ async def test_stopping_releases_what_did_not_start_and_waits_for_what_did(
     assert sorted(log) == [("release", n) for n in range(1, 5)]
     assert not draining.done(), "drain waits for the running handler"
     release.set()
+    gate.set()
     assert await draining
     assert log[-1] == ("ack", 0)
     dispatcher.deliver(Recorded(9, None, log))  # after stopping: handed straight back

@@ -27,8 +27,9 @@ def make_binder(**overrides: Any) -> Any:
     from binders.kafka.plugin import KafkaBinderType
 
     kind = KafkaBinderType()
-    settings = kind.validate_settings({**SETTINGS, **overrides})
-    return kind.create("kafka", settings)
+    section = {**SETTINGS, **overrides}
+    section.pop("type")  # the core reads `type`; the binder type validates the rest
+    return kind.create("kafka", kind.validate_settings(section))
 
 
 def consumer_spec(topic: str, group: str | None = None, **kw: Any) -> ConsumerSpec:

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest_asyncio
 
-from binder.spi import Binder, ConsumerSpec, Delivery, Handler
+from binder.spi import Binder, ConsumerSpec, Delivery, Handler, ProducerSpec
 from binder.testing import BoundConsumer, consume
 from binders.mqtt.binder import MqttBinder
+from binders.mqtt.plugin import MqttBinderType
 
 HOST = "127.0.0.1"
 PORT = 1883
@@ -32,6 +33,22 @@ BASE_SETTINGS: dict[str, Any] = {
     "reconnect_max_delay": 1.0,
     "connect_timeout": 5.0,
 }
+
+
+def consumer_spec(
+    binding: str, destination: str, *, options: dict[str, Any] | None = None, **fields: Any
+) -> ConsumerSpec:
+    """A consumer spec with complete ``mqtt:`` options, as the runtime builds it."""
+    checked = MqttBinderType().validate_binding_options(options or {}, "consumer")
+    return ConsumerSpec(binding, destination, options=checked, **fields)
+
+
+def producer_spec(
+    binding: str, destination: str, *, options: dict[str, Any] | None = None, **fields: Any
+) -> ProducerSpec:
+    """A producer spec with complete ``mqtt:`` options, as the runtime builds it."""
+    checked = MqttBinderType().validate_binding_options(options or {}, "producer")
+    return ProducerSpec(binding, destination, options=checked, **fields)
 
 
 def fresh(prefix: str) -> str:

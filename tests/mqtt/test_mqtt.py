@@ -15,7 +15,7 @@ import pytest
 from binder.app import App
 from binder.errors import ConfigError, UnsupportedFeature
 from binder.message import Message
-from binder.spi import ConsumerSpec, Delivery, ProducerSpec
+from binder.spi import Delivery
 from binder.testing import Collector, run_app, wait_until
 from binders.mqtt.binder import MqttBinder
 from binders.mqtt.connection import MqttConnectionError
@@ -28,9 +28,11 @@ from .conftest import (
     PORT,
     USER,
     Subscribe,
+    consumer_spec,
     count_unsettled,
     fresh,
     fresh_group,
+    producer_spec,
 )
 
 pytestmark = pytest.mark.broker("mqtt")
@@ -60,8 +62,8 @@ async def test_shared_subscription_splits_the_load_across_group_members(
     topic, group = fresh("share"), fresh_group()
     members = [Collector(), Collector()]
     for i, member in enumerate(members):
-        await subscribe(binder, ConsumerSpec(f"in-{i}", topic, group=group), member)
-    producer = await binder.bind_producer(ProducerSpec("out", topic))
+        await subscribe(binder, consumer_spec(f"in-{i}", topic, group=group), member)
+    producer = await binder.bind_producer(producer_spec("out", topic))
     for n in range(40):
         await producer.publish(_json({"n": n}))
     await wait_until(lambda: sum(len(m.messages) for m in members) >= 40, what="40 messages")
@@ -76,11 +78,11 @@ async def test_wildcard_subscriptions_see_the_concrete_topic(
     base = fresh("wild")
     one_level, all_levels = Collector(), Collector()
     await subscribe(
-        binder, ConsumerSpec("plus", f"{base}/+/temp", dead_letter=f"{base}-dlq"), one_level
+        binder, consumer_spec("plus", f"{base}/+/temp", dead_letter=f"{base}-dlq"), one_level
     )
-    await subscribe(binder, ConsumerSpec("hash", f"{base}/#", group=fresh_group()), all_levels)
+    await subscribe(binder, consumer_spec("hash", f"{base}/#", group=fresh_group()), all_levels)
     for topic in (f"{base}/kitchen/temp", f"{base}/garage/temp", f"{base}/kitchen/humidity"):
-        producer = await binder.bind_producer(ProducerSpec(topic, topic))
+        producer = await binder.bind_producer(producer_spec(topic, topic))
         await producer.publish(_json({"at": topic}))
     await one_level.wait_for(2)
     await all_levels.wait_for(3)
@@ -101,10 +103,10 @@ async def test_wildcard_destination_needs_an_explicit_dead_letter_topic(
     topic = fresh("loop")
     with pytest.raises(ConfigError, match="outside the subscription"):
         await subscribe(
-            binder, ConsumerSpec("w", f"{topic}/#", dead_letter=f"{topic}/x"), Collector()
+            binder, consumer_spec("w", f"{topic}/#", dead_letter=f"{topic}/x"), Collector()
         )
     with pytest.raises(ConfigError, match="outside the subscription"):
-        await subscribe(binder, ConsumerSpec("w", topic, dead_letter=f"{topic}/+"), Collector())
+        await subscribe(binder, consumer_spec("w", topic, dead_letter=f"{topic}/+"), Collector())
 
 
 async def test_an_app_on_a_wildcard_destination_is_refused_at_start_without_a_dlq_name() -> None:
@@ -132,8 +134,8 @@ async def test_headers_content_type_key_and_id_round_trip_under_mqtt5(
 ) -> None:
     topic = fresh("headers")
     received = Collector()
-    await subscribe(binder, ConsumerSpec("in", topic), received)
-    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    await subscribe(binder, consumer_spec("in", topic), received)
+    producer = await binder.bind_producer(producer_spec("out", topic))
     sent = Message(
         b"\x00\x01binary",
         headers={
@@ -166,7 +168,7 @@ async def test_a_message_from_mosquitto_pub_is_consumed_and_decoded(
         pytest.skip("mosquitto_pub is not installed")
     topic = fresh("cli-pub")
     received = Collector()
-    await subscribe(binder, ConsumerSpec("in", topic, group=fresh_group()), received)
+    await subscribe(binder, consumer_spec("in", topic, group=fresh_group()), received)
     proc = await asyncio.create_subprocess_exec(
         "mosquitto_pub", "-h", HOST, "-p", str(PORT), "-V", "5", "-q", "1", "-t", topic,
         "-m", '{"temperature": 21.5}',
@@ -206,7 +208,7 @@ async def test_a_message_from_eventbinder_is_read_by_mosquitto_sub(binder: MqttB
                 return line
 
     await read_until("received SUBACK")
-    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    producer = await binder.bind_producer(producer_spec("out", topic))
     await producer.publish(_json({"hello": "cli"}, headers={"tenant": "acme"}, key="k1"))
     line = await read_until("RECEIVED|")
     await asyncio.wait_for(proc.wait(), 10)
@@ -249,8 +251,8 @@ async def test_right_credentials_on_the_auth_listener_work(subscribe: Subscribe)
     try:
         topic = fresh("auth")
         received = Collector()
-        await subscribe(binder, ConsumerSpec("in", topic), received)
-        producer = await binder.bind_producer(ProducerSpec("out", topic))
+        await subscribe(binder, consumer_spec("in", topic), received)
+        producer = await binder.bind_producer(producer_spec("out", topic))
         await producer.publish(_json({"ok": True}))
         [got] = await received.wait_for(1)
         assert got.json() == {"ok": True}
@@ -271,10 +273,10 @@ async def test_group_consumer_restarted_gets_what_was_published_while_away(
     binder: MqttBinder, subscribe: Subscribe
 ) -> None:
     topic, group = fresh("away"), fresh_group()
-    spec = ConsumerSpec("in", topic, group=group)
+    spec = consumer_spec("in", topic, group=group)
     first = Collector()
     consumer = await subscribe(binder, spec, first)
-    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    producer = await binder.bind_producer(producer_spec("out", topic))
     await producer.publish(_json({"n": -1}))
     await first.wait_for(1)
     await consumer.close()
@@ -299,10 +301,10 @@ async def test_order_is_kept_per_key_with_concurrency(
 
     await subscribe(
         binder,
-        ConsumerSpec("in", topic, group=fresh_group(), concurrency=4, prefetch=16),
+        consumer_spec("in", topic, group=fresh_group(), concurrency=4, prefetch=16),
         slow_sometimes,
     )
-    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    producer = await binder.bind_producer(producer_spec("out", topic))
     keys = [f"k{i}" for i in range(4)]
     for seq in range(15):
         for key in keys:
@@ -333,12 +335,12 @@ async def test_slow_handler_bounds_messages_in_flight(
             running -= 1
 
     watcher = Collector()
-    await subscribe(binder, ConsumerSpec("watch", topic), watcher)
+    await subscribe(binder, consumer_spec("watch", topic), watcher)
     consumer = await subscribe(
-        binder, ConsumerSpec("in", topic, group=fresh_group(), concurrency=2, prefetch=4), blocked
+        binder, consumer_spec("in", topic, group=fresh_group(), concurrency=2, prefetch=4), blocked
     )
     unsettled = count_unsettled(consumer)
-    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    producer = await binder.bind_producer(producer_spec("out", topic))
     for n in range(30):
         await producer.publish(_json({"n": n}))
     # Every message reached the broker's subscribers (the watcher has them all) while
@@ -368,13 +370,13 @@ async def test_qos0_consumer_stops_reading_while_its_handlers_are_full(
         await done(message)
 
     watcher = Collector()
-    await subscribe(binder, ConsumerSpec("watch", topic, options={"qos": 0}), watcher)
+    await subscribe(binder, consumer_spec("watch", topic, options={"qos": 0}), watcher)
     # QoS 0 has no receive maximum at the broker: only the binding's intake bounds it.
     consumer = await subscribe(
-        binder, ConsumerSpec("in", topic, concurrency=2, prefetch=4, options={"qos": 0}), blocked
+        binder, consumer_spec("in", topic, concurrency=2, prefetch=4, options={"qos": 0}), blocked
     )
     unsettled = count_unsettled(consumer)
-    producer = await binder.bind_producer(ProducerSpec("out", topic, options={"qos": 0}))
+    producer = await binder.bind_producer(producer_spec("out", topic, options={"qos": 0}))
     try:
         for n in range(200):
             await producer.publish(_json({"n": n}))
@@ -392,7 +394,7 @@ async def test_qos0_consumer_stops_reading_while_its_handlers_are_full(
 async def test_qos0_publisher_waits_for_the_socket_instead_of_queuing_without_bound(
     binder: MqttBinder,
 ) -> None:
-    producer = await binder.bind_producer(ProducerSpec("out", fresh("q0"), options={"qos": 0}))
+    producer = await binder.bind_producer(producer_spec("out", fresh("q0"), options={"qos": 0}))
     publisher = binder._publisher
     assert publisher is not None
     most = 0
@@ -408,8 +410,8 @@ async def test_publish_queues_at_once_in_call_order_with_many_in_flight(
 ) -> None:
     topic = fresh("pipelined")
     received = Collector()
-    await subscribe(binder, ConsumerSpec("in", topic, group=fresh_group()), received)
-    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    await subscribe(binder, consumer_spec("in", topic, group=fresh_group()), received)
+    producer = await binder.bind_producer(producer_spec("out", topic))
     count = 300  # far more than the connection's 20 unconfirmed publishes
     confirmations = [producer.publish(_json({"n": n})) for n in range(count)]
     assert not any(c.done() for c in confirmations), "QoS 1 resolves on the PUBACK only"
@@ -423,8 +425,8 @@ async def test_qos0_backlog_keeps_call_order_and_bounds_what_paho_holds(
 ) -> None:
     topic = fresh("q0-order")
     received = Collector()
-    await subscribe(binder, ConsumerSpec("in", topic, options={"qos": 0}), received)
-    producer = await binder.bind_producer(ProducerSpec("out", topic, options={"qos": 0}))
+    await subscribe(binder, consumer_spec("in", topic, options={"qos": 0}), received)
+    producer = await binder.bind_producer(producer_spec("out", topic, options={"qos": 0}))
     publisher = binder._publisher
     assert publisher is not None
     handed: list[int] = []
@@ -466,12 +468,12 @@ async def test_receive_maximum_is_the_prefetch_unless_set(
     binder: MqttBinder, subscribe: Subscribe
 ) -> None:
     topic = fresh("rm")
-    default = await subscribe(binder, ConsumerSpec("a", topic), Collector())
+    default = await subscribe(binder, consumer_spec("a", topic), Collector())
     assert default.connection._receive_maximum == 256  # the core's default prefetch
-    small = await subscribe(binder, ConsumerSpec("b", topic, prefetch=7), Collector())
+    small = await subscribe(binder, consumer_spec("b", topic, prefetch=7), Collector())
     assert small.connection._receive_maximum == 7 and small._intake.capacity == 7
     overridden = await subscribe(
-        binder, ConsumerSpec("c", topic, prefetch=7, options={"receive_maximum": 3}), Collector()
+        binder, consumer_spec("c", topic, prefetch=7, options={"receive_maximum": 3}), Collector()
     )
     assert overridden.connection._receive_maximum == 3 and overridden._intake.capacity == 7
 
@@ -480,7 +482,7 @@ async def test_released_messages_are_not_acknowledged_and_come_back_to_the_group
     binder: MqttBinder, subscribe: Subscribe
 ) -> None:
     topic, group = fresh("release"), fresh_group()
-    spec = ConsumerSpec("in", topic, group=group)
+    spec = consumer_spec("in", topic, group=group)
     gate = asyncio.Event()
     first = Collector()
 
@@ -489,7 +491,7 @@ async def test_released_messages_are_not_acknowledged_and_come_back_to_the_group
         await first(message)
 
     consumer = await subscribe(binder, spec, held)
-    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    producer = await binder.bind_producer(producer_spec("out", topic))
     for n in range(5):
         await producer.publish(_json({"n": n}))
     await wait_until(lambda: consumer.in_flight == 5, what="five messages taken")
@@ -513,8 +515,8 @@ async def test_failed_handler_is_acknowledged_and_the_stream_goes_on(
 ) -> None:
     topic = fresh("fail")
     received = Collector(fail=lambda m: m.json()["n"] == 0)
-    consumer = await subscribe(binder, ConsumerSpec("in", topic, group=fresh_group()), received)
-    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    consumer = await subscribe(binder, consumer_spec("in", topic, group=fresh_group()), received)
+    producer = await binder.bind_producer(producer_spec("out", topic))
     sent = [_json({"n": n}) for n in range(3)]
     for message in sent:
         await producer.publish(message)
@@ -537,9 +539,9 @@ async def test_dead_letter_goes_to_destination_dlq_with_error_properties(
     dead = Collector()
     dlq = binder.dead_letter_destination(topic, group)
     assert dlq == f"{topic}/dlq"
-    await subscribe(binder, ConsumerSpec("dlq", dlq), dead)
+    await subscribe(binder, consumer_spec("dlq", dlq), dead)
     consumer = await subscribe(
-        binder, ConsumerSpec("in", topic, group=group, dead_letter=dlq), Collector()
+        binder, consumer_spec("in", topic, group=group, dead_letter=dlq), Collector()
     )
     try:
         raise ValueError("no\nway")
@@ -567,12 +569,12 @@ async def test_mqtt311_carries_payload_only_and_refuses_dead_letters(
     with pytest.raises(UnsupportedFeature, match=r"3\.1\.1"):
         await subscribe(
             binder,
-            ConsumerSpec("in", topic, group=fresh_group(), dead_letter=f"{topic}/dlq"),
+            consumer_spec("in", topic, group=fresh_group(), dead_letter=f"{topic}/dlq"),
             Collector(),
         )
     received = Collector()  # dead_letter None: dead-lettering is off
-    await subscribe(binder, ConsumerSpec("in", topic, group=fresh_group()), received)
-    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    await subscribe(binder, consumer_spec("in", topic, group=fresh_group()), received)
+    producer = await binder.bind_producer(producer_spec("out", topic))
     await producer.publish(_json({"v": 311}, headers={"tenant": "acme"}, key="k"))
     [got] = await received.wait_for(1)
     assert got.json() == {"v": 311}
@@ -584,22 +586,22 @@ async def test_mqtt311_carries_payload_only_and_refuses_dead_letters(
 
 async def test_producer_refuses_wildcards_and_partitions(binder: MqttBinder) -> None:
     with pytest.raises(ConfigError, match="without wildcards"):
-        await binder.bind_producer(ProducerSpec("out", "a/+/b"))
+        await binder.bind_producer(producer_spec("out", "a/+/b"))
     with pytest.raises(UnsupportedFeature, match="partitioning"):
-        await binder.bind_producer(ProducerSpec("out", fresh("p"), partition_count=2))
+        await binder.bind_producer(producer_spec("out", fresh("p"), partition_count=2))
 
 
 async def test_retained_message_reaches_a_later_subscriber(
     binder: MqttBinder, subscribe: Subscribe
 ) -> None:
     topic = fresh("retain")
-    producer = await binder.bind_producer(ProducerSpec("out", topic, options={"retain": True}))
+    producer = await binder.bind_producer(producer_spec("out", topic, options={"retain": True}))
     await producer.publish(_json({"state": "on"}))
     late = Collector()
-    await subscribe(binder, ConsumerSpec("in", topic), late)
+    await subscribe(binder, consumer_spec("in", topic), late)
     [got] = await late.wait_for(1)
     assert got.json() == {"state": "on"}
-    clear = await binder.bind_producer(ProducerSpec("clear", topic, options={"retain": True}))
+    clear = await binder.bind_producer(producer_spec("clear", topic, options={"retain": True}))
     await clear.publish(Message(b""))  # an empty retained message deletes it
 
 
@@ -619,9 +621,9 @@ async def test_broker_restart_in_the_middle_of_2000_qos1_messages_loses_none(
     topic, group = fresh("restart"), fresh_group()
     received = Collector()
     await subscribe(
-        binder, ConsumerSpec("in", topic, group=group, concurrency=4, prefetch=50), received
+        binder, consumer_spec("in", topic, group=group, concurrency=4, prefetch=50), received
     )
-    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    producer = await binder.bind_producer(producer_spec("out", topic))
     total, window = 2000, asyncio.Semaphore(200)
     restarted: asyncio.Task[int] | None = None
 
@@ -664,7 +666,7 @@ async def test_last_will_is_published_when_the_connection_dies(
 
     topic = fresh("will")
     watcher = Collector()
-    await subscribe(binder, ConsumerSpec("will-in", topic), watcher)
+    await subscribe(binder, consumer_spec("will-in", topic), watcher)
     dying = await make_binder(will={"topic": topic, "payload": "gone", "qos": 1})
     assert dying._publisher is not None
     sock = dying._publisher._client.socket()  # no DISCONNECT: an abnormal end
@@ -678,21 +680,21 @@ async def test_a_stopped_member_keeps_its_share_unless_it_ends_its_session(
 ) -> None:
     topic, group = fresh("share-away"), fresh_group()
     stays, leaves, ends = Collector(), Collector(), Collector()
-    await subscribe(binder, ConsumerSpec("stays", topic, group=group), stays)
-    leaving = await subscribe(binder, ConsumerSpec("leaves", topic, group=group), leaves)
+    await subscribe(binder, consumer_spec("stays", topic, group=group), stays)
+    leaving = await subscribe(binder, consumer_spec("leaves", topic, group=group), leaves)
     ending = await subscribe(
         binder,
-        ConsumerSpec("ends", topic, group=group, options={"end_session_on_close": True}),
+        consumer_spec("ends", topic, group=group, options={"end_session_on_close": True}),
         ends,
     )
     await leaving.close()  # its session stays in the group and queues its share
     await ending.close()  # its session is gone
-    producer = await binder.bind_producer(ProducerSpec("out", topic))
+    producer = await binder.bind_producer(producer_spec("out", topic))
     for n in range(10):
         await producer.publish(_json({"n": n}))
     await stays.wait_for(5)
     back = Collector()
-    await subscribe(binder, ConsumerSpec("leaves", topic, group=group), back)
+    await subscribe(binder, consumer_spec("leaves", topic, group=group), back)
     await wait_until(lambda: len(stays.messages) + len(back.messages) >= 10, what="all ten")
     assert sorted(m.json()["n"] for m in stays.messages + back.messages) == list(range(10))
     assert back.messages, "the member that came back gets what was queued for it"
