@@ -50,13 +50,13 @@ def normalize_name(name: str) -> str:
     return name.replace("-", "_").lower()
 
 
-def _dead_letter(value: Any) -> bool | str:
+def _dead_letter(value: bool | str) -> bool | str:
     if isinstance(value, str) and not value.strip():
         raise ValueError("dead_letter must be true, false or a destination name")
     return value
 
 
-def _partition_key(value: Any) -> str:
+def _partition_key(value: str) -> str:
     if not value:
         raise ValueError("partition_key must be 'key' or a header name")
     return value

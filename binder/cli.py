@@ -148,7 +148,7 @@ async def _serve(runtime: Runtime, duration: float | None) -> int:
                 await starting
             return 0
         starting.result()
-        waits = {stopping, asyncio.create_task(runtime.done.wait())}
+        waits: set[asyncio.Future[Any]] = {stopping, asyncio.create_task(runtime.done.wait())}
         if duration is not None:
             waits.add(asyncio.create_task(asyncio.sleep(duration)))
         _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

@@ -34,7 +34,9 @@ def is_json(content_type: str | None) -> bool:
 
 def is_text(content_type: str | None) -> bool:
     """True for ``text/*`` content types."""
-    return bool(content_type) and content_type.split(";", 1)[0].strip().lower().startswith("text/")
+    if not content_type:
+        return False
+    return content_type.split(";", 1)[0].strip().lower().startswith("text/")
 
 
 def _charset(content_type: str | None) -> str:

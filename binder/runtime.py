@@ -211,7 +211,7 @@ class Runtime:
             )
 
     def _plugin_middleware(self, binding: BindingRuntime) -> list[Any]:
-        return self.registry.hook.binder_consumer_middleware(binding=binding)
+        return list(self.registry.hook.binder_consumer_middleware(binding=binding))
 
     async def poll_supplier(self, name: str) -> Any:
         """Call supplier ``name`` once now and publish its result; return the value."""

@@ -141,7 +141,7 @@ def _validate_binder_section(
                 checked = binder_type.validate_binding_options(dict(remaining), direction)
             except ConfigError as exc:
                 top = exc.key.split(".")[0] if exc.key else None
-                if top not in remaining:
+                if top is None or top not in remaining:
                     raise raw.reraise(exc, path) from None
                 rejected.setdefault(top, exc)
                 del remaining[top]
@@ -151,9 +151,9 @@ def _validate_binder_section(
                 kept.setdefault(key, value)
             accepted[direction] = frozenset(taken)
             break
-    for key, exc in rejected.items():
+    for key, refusal in rejected.items():
         if key not in kept:
-            raise raw.reraise(exc, path) from None
+            raise raw.reraise(refusal, path) from None
     written.directions[type_name] = accepted
     return {key: kept[key] for key in [*section, *kept] if key in kept}
 

@@ -157,7 +157,8 @@ class Settings:
         if key == DEFAULT_LAYER and type_name in self._written.directions:
             taken = self._written.directions.get(type_name, {}).get(direction, frozenset())
             section = {k: v for k, v in section.items() if k in taken}
-        return _plain(section)  # a copy, plain dicts: the binder type may keep it
+        copy: dict[str, Any] = _plain(section)  # plain dicts: the binder type may keep it
+        return copy
 
     def validate_binding_options(
         self, type_name: str, section: Mapping[str, Any], direction: Direction
@@ -183,7 +184,11 @@ class Settings:
         for name, layer in self.bindings.items():
             out: dict[str, Any] = {}
             for key, value in layer.items():
-                keys = self._secret_keys.get(key, frozenset()) if key not in BINDING_SCHEMA else ()
+                keys = (
+                    self._secret_keys.get(key, frozenset())
+                    if key not in BINDING_SCHEMA
+                    else frozenset()
+                )
                 out[key] = redact({key: value}, keys)[key]
             bindings[name] = out
         return {

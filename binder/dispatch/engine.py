@@ -415,15 +415,16 @@ class Dispatcher:
             return
         delivery._state = FINISHED
         delivery._verdict = verdict
-        lane = delivery._lane
+        lane: Lane | None = delivery._lane
         if lane is None:
             self._settle(delivery)
         else:
             order = lane.order
             while order and order[0]._state == FINISHED:
                 self._settle(order.popleft())
-            if not order and self._lanes.get(lane.key) is lane:
-                del self._lanes[lane.key]
+            key = lane.key
+            if not order and self._lanes.get(key) is lane:
+                del self._lanes[key]
         if self._waiters:  # after the lane is gone: revoke() waits for exactly that
             self._check_waiters()
 

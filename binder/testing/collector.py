@@ -35,7 +35,7 @@ class Collector:
         self.messages.append(message)
 
     async def wait_until(
-        self, condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+        self, condition: Callable[[], object], timeout: float = 10.0, what: str = "condition"
     ) -> None:
         """Wait for ``condition``, looking again whenever a message arrives."""
         await wait_until(

@@ -101,7 +101,8 @@ class DeadLetterReader:
 
     async def read(self, count: int, timeout: float) -> list[Message]:
         """Return ``count`` dead letters, waiting up to ``timeout`` seconds."""
-        return await self._read(count, timeout)
+        letters: list[Message] = await self._read(count, timeout)
+        return letters
 
     async def close(self) -> None:
         """Release what the reader holds."""
@@ -448,7 +449,7 @@ class BinderConformance:
         good: list[int] = []
 
         @app.consumer(destination, group=group)
-        def handle(payload: dict) -> None:
+        def handle(payload: dict[str, Any]) -> None:
             if payload["n"] % 3 == 0:
                 raise ValueError(f"cannot handle {payload['n']}")
             good.append(payload["n"])
@@ -476,7 +477,7 @@ class BinderConformance:
         attempts: list[int] = []
 
         @app.consumer(destination, group=group)
-        def always_fails(payload: dict, message: Message) -> None:
+        def always_fails(payload: dict[str, Any], message: Message) -> None:
             attempts.append(message.delivery_attempt)
             raise ValueError("payment service said no")
 
@@ -507,7 +508,7 @@ class BinderConformance:
         handled: list[dict[str, Any]] = []
 
         @app.consumer(destination, group=group)
-        def handle(payload: dict) -> None:
+        def handle(payload: dict[str, Any]) -> None:
             handled.append(payload)
 
         defaults = {"max_attempts": 5, "backoff_initial": 1.0}
@@ -561,7 +562,7 @@ class BinderConformance:
         handled: list[tuple[int, int]] = []
 
         @app.consumer(destination, group=group)
-        def slow(payload: dict, message: Message) -> None:
+        def slow(payload: dict[str, Any], message: Message) -> None:
             if payload["n"] == 0:
                 time.sleep(cfg.block_for)  # blocks its worker thread, never the event loop
             handled.append((payload["n"], message.delivery_attempt))
@@ -606,7 +607,7 @@ class BinderConformance:
         app = App("conformance")
 
         @app.function(input=source, output=target, group=group, concurrency=3)
-        def relay(payload: dict, message: Message) -> Message:
+        def relay(payload: dict[str, Any], message: Message) -> Message:
             return Message(message.payload, key=message.key, content_type="application/json")
 
         # The partitions exist before the app subscribes: no rebalance in the middle.
@@ -658,7 +659,7 @@ class BinderConformance:
             barrier = threading.Barrier(concurrency)
 
             @app.consumer(destination, group=group, concurrency=concurrency)
-            def busy(payload: dict) -> None:
+            def busy(payload: dict[str, Any]) -> None:
                 enter()
                 if payload["n"] < concurrency:  # the first calls meet: all must run at once
                     with contextlib.suppress(threading.BrokenBarrierError):
@@ -670,7 +671,7 @@ class BinderConformance:
             gate = asyncio.Barrier(concurrency)
 
             @app.consumer(destination, group=group, concurrency=concurrency)
-            async def busy(payload: dict) -> None:
+            async def busy_async(payload: dict[str, Any]) -> None:
                 enter()
                 if payload["n"] < concurrency:
                     with contextlib.suppress(TimeoutError, asyncio.BrokenBarrierError):
@@ -706,7 +707,7 @@ class BinderConformance:
             app = App("conformance")
 
             @app.function(input=source, output=target, group=group)
-            def relay(payload: dict) -> dict:
+            def relay(payload: dict[str, Any]) -> dict[str, Any]:
                 started.append(payload["n"])
                 release.wait(self.timeout)
                 returned.append(payload["n"])

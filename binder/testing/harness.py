@@ -141,7 +141,7 @@ class Harness:
         self._watched[destination] = await consume(observer, spec, record)
 
     async def wait_for(
-        self, condition: Callable[[], bool], timeout: float = 2.0, what: str = "condition"
+        self, condition: Callable[[], object], timeout: float = 2.0, what: str = "condition"
     ) -> None:
         """Wait until ``condition()`` holds, looking again on every publish recorded.
 
@@ -270,7 +270,7 @@ async def run_app(
     def create(binder_config: BinderConfig) -> Binder:
         nonlocal memory
         if binder_config.name in lent:
-            return _Lent(lent[binder_config.name])  # type: ignore[return-value]
+            return _Lent(lent[binder_config.name])
         if in_memory:
             if memory is None:
                 memory_type = registry.get(MEMORY)

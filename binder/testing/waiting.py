@@ -18,14 +18,14 @@ _POLL = 0.005
 
 
 async def wait_until(
-    condition: Callable[[], bool],
+    condition: Callable[[], object],
     timeout: float = 10.0,
     what: str = "condition",
     *,
     changed: asyncio.Event | None = None,
     detail: Callable[[], str] | None = None,
 ) -> None:
-    """Wait until ``condition()`` holds; fail after ``timeout`` seconds.
+    """Wait until ``condition()`` is true (truthy); fail after ``timeout`` seconds.
 
     ``condition`` is looked at every few milliseconds, and at once whenever ``changed``
     is set (the waiter clears it).  On timeout the :class:`AssertionError` names

@@ -139,7 +139,7 @@ class RecordSender:
         if not partitions:
             raise BinderError(f"no metadata for Kafka topic '{topic}' (is it provisioned?)")
         if len(partitions) == 1:
-            return next(iter(partitions))  # what the partitioner would pick
+            return int(next(iter(partitions)))  # what the partitioner would pick
         available = cluster.available_partitions_for_topic(topic) or ()
         return int(self._partitioner(key, sorted(partitions), list(available)))
 

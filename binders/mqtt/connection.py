@@ -303,7 +303,7 @@ class MqttConnection:
         if not announced or getattr(client, "_max_inflight_messages", 0) <= 0:
             return  # MQTT 3.1.1 (no properties), or a paho without that attribute
         limit = min(self.settings.max_inflight or 65535, int(announced))
-        client._max_inflight_messages = limit  # type: ignore[attr-defined]
+        client._max_inflight_messages = limit
 
     def _succeed_first(self) -> None:
         if self._first_connack is not None and not self._first_connack.done():
@@ -444,6 +444,8 @@ class MqttConnection:
             raise MqttConnectionError(
                 f"cannot subscribe to {topic_filter!r}: {mqtt.error_string(rc)}"
             )
+        if mid is None:  # paho returns no id only with an error code, handled above
+            raise MqttConnectionError(f"cannot subscribe to {topic_filter!r}: no message id")
         future: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
         self._subacks[mid] = future
         try:
@@ -493,9 +495,9 @@ class MqttConnection:
                     MqttConnectionError("connection closed before the broker confirmed")
                 )
         self._pending.clear()
-        for future in self._subacks.values():
-            if not future.done():
-                future.cancel()
+        for suback in self._subacks.values():
+            if not suback.done():
+                suback.cancel()
         self._subacks.clear()
 
     async def _stop_client(self, end_session: bool = False) -> None:

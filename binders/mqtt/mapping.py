@@ -44,6 +44,10 @@ class PackedProperties(Properties):
     properties it sends (and ``str()`` when debug logging), so those are provided.
     """
 
+    _packed: bytes
+    ContentType: str | None
+    UserProperty: list[tuple[str, str]]
+
     def __init__(self, content_type: str | None, user: list[tuple[str, str]]) -> None:
         parts = [b"\x03", _utf8(content_type)] if content_type else []
         for name, value in user:
@@ -56,7 +60,7 @@ class PackedProperties(Properties):
 
     def pack(self) -> bytes:
         """The encoded property block (length prefix included)."""
-        return self._packed  # type: ignore[no-any-return]
+        return self._packed
 
     def __str__(self) -> str:
         return f"[ContentType: {self.ContentType!r}, UserProperty: {len(self.UserProperty)}]"

@@ -131,8 +131,9 @@ class PahoLoop:
 
     # -- the socket on the event loop ------------------------------------------------
 
-    def _attach(self, sock: Any) -> None:
-        if sock is not self.client.socket() or sock is self._sock:
+    def _attach(self, sock: socket.socket) -> None:
+        current: Any = self.client.socket()
+        if sock is not current or sock is self._sock:
             return  # already closed again, or attached
         if self._abandoned:
             with contextlib.suppress(OSError):

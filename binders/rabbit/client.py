@@ -48,7 +48,7 @@ def _ssl_options(value: Any) -> Any:
 
 def connection_factory(settings: Mapping[str, Any]) -> Callable[[], Any]:
     """Return a function that opens a connected ``kombu.Connection``, trying each URL."""
-    import kombu
+    from kombu.connection import Connection
 
     urls = effective_urls(settings)
     ssl_option = _ssl_options(settings["ssl"])
@@ -59,7 +59,7 @@ def connection_factory(settings: Mapping[str, Any]) -> Callable[[], Any]:
         for attempt in range(len(urls)):
             index = (state["next"] + attempt) % len(urls)
             url = urls[index]
-            conn = kombu.Connection(
+            conn = Connection(
                 url,
                 heartbeat=settings["heartbeat"] or 0,
                 connect_timeout=settings["connect_timeout"],

@@ -112,9 +112,9 @@ class ConfirmTracker:
                 if unconfirmed.pop(pub.tag, None) is not None:
                     done.append(pub.future)
         else:
-            pub = unconfirmed.pop(tag, None)
-            if pub is not None:
-                done.append(pub.future)
+            found = unconfirmed.pop(tag, None)
+            if found is not None:
+                done.append(found.future)
             # Drop settled publishes from the front, or single acks would let the
             # ordering queue (and the messages it holds) grow without bound.
             while order and order[0].tag not in unconfirmed:

@@ -689,7 +689,7 @@ def _is_connection_error(exc: BaseException) -> bool:
 def _describe(exc: BaseException) -> str:
     """An exception as text with any URL password masked."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return redact_url(text)
+    return str(redact_url(text))
 
 
 def _set_result(future: asyncio.Future[Any] | None, result: Any) -> None:

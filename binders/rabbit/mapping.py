@@ -60,9 +60,8 @@ def header_text(value: Any) -> str:
 
 def _timestamp(value: Any) -> float | None:
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
+        moment: datetime = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return moment.timestamp()
     if isinstance(value, int | float):
         return float(value)
     return None

@@ -74,7 +74,7 @@ class SocketIO:
             # py-amqp waits for a reply inside a batch (e.g. it re-opens a channel the
             # broker closed): what it wrote must go out first, or the wait never ends.
             self._unsent()
-        chunk = self._recv(max(size, _READ_CHUNK))  # blocking, or raising, as py-amqp's
+        chunk: bytes = self._recv(max(size, _READ_CHUNK))  # blocking, or raising, as py-amqp's
         if len(chunk) > size:
             self._data, self._pos = chunk, size
             return chunk[:size]

@@ -28,7 +28,7 @@ TIMEOUT = 20.0
 
 def config_for(broker: str, tag: str) -> dict[str, Any]:
     """The broker's quickstart file, bindings renamed with ``tag``, retries fast."""
-    config = yaml.safe_load((HERE / f"{broker}.yaml").read_text())
+    config: dict[str, Any] = yaml.safe_load((HERE / f"{broker}.yaml").read_text())
     for settings in config["bindings"].values():
         settings["destination"] = f"{settings['destination']}-{tag}"
         if "group" in settings:
