@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 __all__ = [
+    "AccessRefused",
     "BinderError",
     "ConfigError",
     "DecodeError",
     "NotRunningError",
     "PermanentError",
     "UnsupportedFeature",
+    "describe_error",
 ]
 
 
@@ -46,6 +48,17 @@ class ConfigError(BinderError):
         return f"{where}: {self.reason}"
 
 
+class AccessRefused(BinderError):
+    """The broker refused the client: wrong credentials, or no permission for a virtual
+    host, topic, group or subscription.
+
+    Binders raise it from :meth:`~binder.spi.Binder.start` (and from binding) instead
+    of a connection error. It is not transient: the runtime fails at once rather than
+    retrying, unless ``runtime.retry_access_refused`` is true. The message names what
+    was refused and never holds a secret.
+    """
+
+
 class UnsupportedFeature(BinderError):
     """A binding asks for something its binder declared it cannot do.
 
@@ -66,3 +79,12 @@ class PermanentError(BinderError):
 
 class NotRunningError(BinderError):
     """An operation needs a running app (for example ``App.send``) and there is none."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a log or an error message: eventbinder's own errors by their
+    message (already worded for users), anything else as ``Type: message``."""
+    text = str(exc).strip()
+    if isinstance(exc, BinderError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

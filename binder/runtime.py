@@ -19,7 +19,13 @@ from binder.bindings import BindingSettings
 from binder.config import BinderConfig, Settings
 from binder.consumers import BindingRuntime, bind_consumer, stop_consumers
 from binder.dispatch import LoopWatchdog
-from binder.errors import BinderError, NotRunningError, UnsupportedFeature
+from binder.errors import (
+    AccessRefused,
+    BinderError,
+    NotRunningError,
+    UnsupportedFeature,
+    describe_error,
+)
 from binder.output import OutputPort
 from binder.plugins import BinderRegistry
 from binder.redaction import redact_url
@@ -38,7 +44,9 @@ CONNECT_BACKOFF = Backoff(0.5, 2.0, 30.0)
 
 
 class ConnectError(BinderError):
-    """A binder could not reach its broker and ``fail_fast`` was asked for."""
+    """A binder could not start: its broker refused access (see
+    :class:`~binder.errors.AccessRefused`), or it was unreachable and ``fail_fast``
+    was asked for."""
 
 
 class Runtime:
@@ -79,6 +87,7 @@ class Runtime:
         self._watchdog = LoopWatchdog(float(settings.runtime["blocked_loop_warning"]))
         self._binder_status: dict[str, str] = {}
         self._started = False
+        self._running = False
         self._stopped = False
 
     # -- start ---------------------------------------------------------------------
@@ -113,7 +122,9 @@ class Runtime:
         except BaseException:
             await self.stop()
             raise
-        log.info("app %s running with %d binding(s)", self.app.name, len(self.bindings))
+        self._running = True
+        if self.bindings:
+            log.info("app %s running with %d binding(s)", self.app.name, len(self.bindings))
 
     def _watch_handlers(self) -> None:
         for decl in self.app.handlers.values():
@@ -129,8 +140,21 @@ class Runtime:
         while True:
             try:
                 await binder.start()
+            except AccessRefused as exc:
+                reason = redact_url(describe_error(exc))
+                if not self.settings.runtime["retry_access_refused"]:
+                    raise ConnectError(
+                        f"binder {name!r}: the broker refused access: {reason}"
+                    ) from None
+                attempt += 1
+                delay = self._connect_backoff.delay(attempt)
+                self._set_status(name, f"refused by broker (attempt {attempt}): {reason}")
+                log.warning(
+                    "binder %s: refused by broker (%s); retrying in %.1fs", name, reason, delay
+                )
+                await asyncio.sleep(delay)
             except Exception as exc:
-                reason = redact_url(f"{type(exc).__name__}: {exc}")
+                reason = redact_url(describe_error(exc))
                 if self.fail_fast:
                     raise ConnectError(
                         f"binder {name!r} cannot reach its broker: {reason}"
@@ -321,7 +345,8 @@ class Runtime:
                 log.exception("shutdown hook %s failed", getattr(hook, "__name__", hook))
         if self.app._runtime is self:
             self.app._runtime = None
-        log.info("app %s stopped after %d message(s)", self.app.name, self.handled)
+        if self._running and self.bindings:
+            log.info("app %s stopped after %d message(s)", self.app.name, self.handled)
 
 
 async def _call_hook(hook: Callable[[], Any]) -> None:

@@ -44,6 +44,11 @@ RUNTIME_SCHEMA: Mapping[str, Option] = MappingProxyType(
             check=non_negative,
             help="warn when the event loop was blocked this long, in seconds (0: never)",
         ),
+        "retry_access_refused": Option(
+            bool,
+            False,
+            help="keep retrying a broker that refused the credentials or permissions",
+        ),
     }
 )
 _RUNTIME_DEFAULTS: Mapping[str, Any] = MappingProxyType(

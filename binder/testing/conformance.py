@@ -46,11 +46,12 @@ import pytest
 import pytest_asyncio
 
 from binder.app import App
+from binder.config import load_settings
 from binder.errors import UnsupportedFeature
 from binder.message import Message
 from binder.partitioning import partition_for
 from binder.plugins import BinderRegistry, load_registry
-from binder.runtime import Runtime
+from binder.runtime import ConnectError, Runtime
 from binder.spi import Binder, ConsumerSpec, Direction, Handler, ProducerBinding, ProducerSpec
 from binder.testing.collector import Collector
 from binder.testing.consume import BoundConsumer, consume
@@ -90,6 +91,17 @@ class ConformanceSettings:
     """Messages in the stream the kill-and-restart test kills an app in."""
     app_start_timeout: float = 30.0
     """Longest wait for an app started in a subprocess to handle its first message."""
+    refused_settings: Mapping[str, Any] | None = None
+    """Binder settings (merged into ``binder_settings``) the broker refuses: a wrong
+    password. ``None``: the binder has nothing to authenticate, the test is skipped."""
+    refused_secret: str | None = None
+    """The wrong secret in ``refused_settings``: it must not appear in the error."""
+    large_payload: int = 5 * 1024 * 1024
+    """Bytes of the payload in the large-message test."""
+    large_settings: Mapping[str, Any] = field(default_factory=dict)
+    """Binder settings (merged into ``binder_settings``) of the large-message test."""
+    large_binding_defaults: Mapping[str, Any] = field(default_factory=dict)
+    """``bindings.default`` of the large-message test: per-binding size options."""
 
 
 class DeadLetterReader:
@@ -808,6 +820,85 @@ class BinderConformance:
                 second.stop()
         finally:
             first.kill()
+
+    # -- what users get wrong -----------------------------------------------------------
+
+    async def test_refused_credentials_fail_at_once(self, registry: BinderRegistry) -> None:
+        """Wrong credentials are not a network fault: the start fails at once with an
+        error that says the broker refused access (and holds no secret), even without
+        ``fail_fast``; ``runtime.retry_access_refused`` keeps retrying instead."""
+        cfg = self.conformance
+        if cfg.refused_settings is None:
+            pytest.skip("the binder has no credentials to refuse")
+        app = App("conformance")
+
+        @app.consumer(_name("refused"), group=_name("g"))
+        def never(payload: bytes) -> None:
+            raise AssertionError("no message can arrive")
+
+        config = self._config({}, cfg.refused_settings)
+        settings = load_settings(config, registry=registry, discover=False, environ={})
+        runtime = Runtime(app, settings, registry)
+        with pytest.raises(ConnectError) as refused:
+            await asyncio.wait_for(runtime.start(), self.timeout * 2)
+        message = str(refused.value)
+        assert "refused access" in message, message
+        if cfg.refused_secret:
+            assert cfg.refused_secret not in message, message
+
+        config["runtime"] = {"retry_access_refused": True}
+        settings = load_settings(config, registry=registry, discover=False, environ={})
+        retrying = Runtime(app, settings, registry)
+        starting = asyncio.ensure_future(retrying.start())
+        try:
+            await wait_until(
+                lambda: any(s.startswith("refused by broker") for s in retrying.status().values()),
+                self.timeout * 2,
+                "a retry after the refusal",
+            )
+            assert not starting.done()
+        finally:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            await retrying.stop()
+
+    async def test_large_message_passes_through_a_function(self, registry: BinderRegistry) -> None:
+        """A message of ``large_payload`` bytes goes in, through a function and out,
+        unchanged, with the binder's documented size settings."""
+        cfg = self.conformance
+        source, target = _name("bigin"), _name("bigout")
+        app = App("conformance")
+        group = _name("g")
+
+        @app.function(input=source, output=target, group=group)
+        def relay(payload: bytes) -> Message:
+            return Message(payload[::-1], content_type="application/octet-stream")
+
+        blob = os.urandom(cfg.large_payload)
+        defaults = dict(cfg.large_binding_defaults)
+        async with self._running(
+            app, source, group, defaults, registry, extra=cfg.large_settings
+        ) as running:
+            runtime, _, producer = running
+            binder = runtime.binders["conformance"]
+            if not binder.capabilities.consumer_groups:
+                pytest.skip("binder declares consumer_groups=False")
+            outputs = Collector()
+            spec = ConsumerSpec(
+                binding=f"{target}-in-0",
+                destination=target,
+                options=self.binding_options("consumer"),
+                **self._subscriber_spec(binder),
+            )
+            sink = await consume(binder, spec, outputs)
+            try:
+                await producer.publish(Message(blob, content_type="application/octet-stream"))
+                [out] = await outputs.wait_for(1, self.timeout * 2)
+            finally:
+                await sink.close(timeout=self.timeout)
+        assert len(out.payload) == len(blob)
+        assert out.payload == blob[::-1]
 
     async def test_capability_declared_false_is_refused_at_bind_time(self, binder: Binder) -> None:
         caps = binder.capabilities
