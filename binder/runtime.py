@@ -176,25 +176,14 @@ class Runtime:
         # Bindings not bound yet report their binder's state (see status()).
         self._binder_status[binder_name] = status
 
-    async def _provision(self) -> None:
+    async def _provision(self, only: Callable[[BindingSettings], bool] | None = None) -> None:
         for binding in self.bindings.values():
+            if only is not None and not only(binding):
+                continue
             binder = self.binders[binding.binder]
             options = binding.options_for(self._binder_type(binding.binder))
             group = binding.group if binding.direction == "consumer" else None
             await binder.provision(binding.destination, group, options)
-
-    def _required_groups(self, producer: BindingSettings) -> tuple[str, ...]:
-        """The producer's ``required_groups`` and the groups of this app's consumers of
-        the same destination on the same binder, sorted."""
-        own = {
-            b.group
-            for b in self.bindings.values()
-            if b.direction == "consumer"
-            and b.group is not None
-            and b.binder == producer.binder
-            and b.destination == producer.destination
-        }
-        return tuple(sorted(own.union(producer.required_groups)))
 
     async def _bind_producer(self, binding: BindingSettings) -> OutputPort:
         binder = self.binders[binding.binder]
@@ -207,7 +196,7 @@ class Runtime:
             binding=binding.name,
             destination=binding.destination,
             partition_count=binding.partition_count,
-            required_groups=self._required_groups(binding),
+            required_groups=tuple(sorted(binding.required_groups)),
             options=binding.options_for(self._binder_type(binding.binder)),
         )
         return OutputPort(binding, await binder.bind_producer(spec))
@@ -289,6 +278,16 @@ class Runtime:
                         self.settings.binders[settings.binder]
                     )
                     await self._connect(settings.binder)
+                if not self._running:
+                    # A startup hook sends before the app is provisioned: create the
+                    # storage of the app's own groups of this destination first.
+                    await self._provision(
+                        lambda b: (
+                            b.direction == "consumer"
+                            and b.binder == settings.binder
+                            and b.destination == settings.destination
+                        )
+                    )
                 port = await self._bind_producer(settings)
                 self._dynamic[destination] = port
             confirmed = port.send(payload, headers=headers, key=key, content_type=content_type)

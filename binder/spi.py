@@ -212,8 +212,8 @@ class ProducerSpec:
     partition_count: int = 1
     required_groups: tuple[str, ...] = ()
     """Groups to provision at bind time so messages wait for consumers not yet started:
-    the binding's ``required_groups`` plus the groups of this app's own consumers of
-    the destination on the same binder (Spring's ``requiredGroups``)."""
+    the binding's ``required_groups`` option (Spring's ``requiredGroups``). The app's
+    own consumer groups are provisioned anyway, before any producer binds."""
     options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     """As :attr:`ConsumerSpec.options`, validated for ``"producer"``."""
 

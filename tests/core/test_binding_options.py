@@ -336,7 +336,7 @@ def test_required_groups_errors(registry: BinderRegistry, value: Any, reason: st
     assert info.value.reason == reason
 
 
-async def test_required_groups_are_merged_with_the_apps_own_groups(
+async def test_required_groups_are_the_configured_ones_and_own_groups_are_provisioned(
     registry: BinderRegistry,
 ) -> None:
     app = App("both")
@@ -353,7 +353,8 @@ async def test_required_groups_are_merged_with_the_apps_own_groups(
     config = {"binders": {"rec": {"type": "recorder"}}}
     async with run_app(app, config, binders={"rec": binder}, registry=registry, suppliers=False):
         [producer] = binder.producers
-    assert producer.required_groups == ("audit", "billing")
+    assert producer.required_groups == ("billing",)
+    assert ("orders", "audit") in [(d, g) for d, g, _ in binder.provisioned]
     await binder.close()
 
 

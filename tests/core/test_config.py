@@ -290,14 +290,21 @@ def test_unknown_binding_key_names_file_key_line(tmp_path: Path, registry: Binde
 
 
 def test_runtime_section_defaults_and_overrides(tmp_path: Path, registry: BinderRegistry) -> None:
-    assert load_settings({}, registry=registry, environ={}).runtime == {"blocked_loop_warning": 1.0}
+    assert load_settings({}, registry=registry, environ={}).runtime == {
+        "blocked_loop_warning": 1.0,
+        "retry_access_refused": False,
+    }
     path = write(tmp_path, "binder.yaml", "runtime:\n  blocked_loop_warning: 0.25\n")
     settings = load_settings(path, registry=registry, environ={})
     assert settings.runtime["blocked_loop_warning"] == 0.25
-    assert settings.redacted()["runtime"] == {"blocked_loop_warning": 0.25}
+    assert settings.redacted()["runtime"] == {
+        "blocked_loop_warning": 0.25,
+        "retry_access_refused": False,
+    }
     environ = {"EVENTBINDER_RUNTIME__BLOCKED_LOOP_WARNING": "0"}
     assert load_settings(path, registry=registry, environ=environ).runtime == {
-        "blocked_loop_warning": 0
+        "blocked_loop_warning": 0,
+        "retry_access_refused": False,
     }
 
 
@@ -743,7 +750,7 @@ def test_binder_config_exports_what_the_single_module_did() -> None:
         "load_settings",
     ]
     assert (config.CONFIG_ENV, config.ENV_PREFIX) == ("EVENTBINDER_CONFIG", "EVENTBINDER_")
-    # the shape constants stay importable from the package, as before
+    assert list(config.RUNTIME_SCHEMA) == ["blocked_loop_warning", "retry_access_refused"]
     assert config.TOP_LEVEL_KEYS == ("default_binder", "binders", "bindings", "runtime")
     assert (config.DEFAULT_LAYER, config.IMPLICIT_BINDER) == ("default", "memory")
     assert list(config.RUNTIME_SCHEMA) == ["blocked_loop_warning"]
