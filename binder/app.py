@@ -113,6 +113,35 @@ def _decorator_call() -> _Where:
     return (path if relative.startswith("..") else relative), line
 
 
+def _place(where: _Where) -> str:
+    path, line = where
+    return f"{path}, line {line}" if line is not None else path
+
+
+def _require_destination(decorator: str, role: str, value: object, where: _Where) -> None:
+    """Refuse ``@app.consumer`` without parentheses (``value`` is then the function)
+    at decoration time; other wrong types are the schema's business."""
+    if callable(value):
+        name = getattr(value, "__name__", "the handler")
+        raise TypeError(
+            f"{_place(where)}: @app.{decorator} needs its {role} destination: write "
+            f'@app.{decorator}("<destination>", ...) above {name}, with parentheses'
+        )
+
+
+def _check_supplier_signature(function: Callable[..., Any], where: _Where) -> None:
+    """A supplier is called without arguments: every parameter needs a default."""
+    place = _place(where)
+    for param in inspect.signature(function).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.default is param.empty:
+            raise TypeError(
+                f"{place}: supplier {function.__name__} is called without arguments, "
+                f"but its parameter {param.name!r} has no default"
+            )
+
+
 def _declare(
     name: str,
     destination: str,
@@ -180,6 +209,7 @@ class App:
         a :class:`~binder.errors.ConfigError` naming this decorator's file and line.
         """
         where = _decorator_call()
+        _require_destination("consumer", "input", input, where)
 
         def register(function: F) -> F:
             name = function.__name__
@@ -208,6 +238,7 @@ class App:
         ``options`` to both bindings (validated as for :meth:`consumer`).
         """
         where = _decorator_call()
+        _require_destination("function", "input", input, where)
 
         def register(function: F) -> F:
             name = function.__name__
@@ -234,11 +265,16 @@ class App:
         Each non-``None`` return value is published to ``output``.  A plain ``def``
         supplier runs in a worker thread of its own unless ``threaded=False``.
         """
-        if not (isinstance(every, int | float) and math.isfinite(every) and every > 0):
-            raise ValueError(f"supplier interval must be positive, got {every!r}")
         where = _decorator_call()
+        _require_destination("supplier", "output", output, where)
+        if not (isinstance(every, int | float) and math.isfinite(every) and every > 0):
+            raise ValueError(
+                f"{_place(where)}: @app.supplier: every= must be a positive number of "
+                f"seconds, got {every!r}"
+            )
 
         def register(function: F) -> F:
+            _check_supplier_signature(function, where)
             name = function.__name__
             binding = _declare(output_binding_name(name), output, None, options, where)
             self._add(

@@ -112,6 +112,8 @@ async def bind_consumer(
     except BaseException as exc:
         dispatcher.fail_attach(exc)
         await dispatcher.close()
+        if isinstance(exc, ConfigError):
+            raise config.locate(exc, f"bindings.{settings.name}") from None
         raise
     dispatcher.attach(runtime.binding)
     runtime.status = "running"
@@ -141,10 +143,7 @@ def _dead_letter_destination(
     try:
         return binder.dead_letter_destination(settings.destination, settings.group)
     except ConfigError as exc:
-        if exc.key is not None:
-            raise
-        key = f"bindings.{settings.name}.dead_letter"
-        raise config.error(exc.reason, key) from None
+        raise config.locate(exc, f"bindings.{settings.name}.dead_letter") from None
 
 
 async def stop_consumers(consumers: Iterable[BindingRuntime], drain_timeout: float) -> None:

@@ -12,11 +12,13 @@ key: the file (and line), the environment variable, or the decorator's file and 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from binder.bindings import BindingSettings, binding_direction, check_binding
+from binder.bindings import BindingSettings, binding_direction, check_binding, normalize_name
 from binder.config.model import DEFAULT_LAYER
 from binder.errors import ConfigError
 from binder.schema import did_you_mean
@@ -25,7 +27,10 @@ if TYPE_CHECKING:
     from binder.app import App, BindingDecl
     from binder.config import Settings
 
-__all__ = ["resolve_binding", "resolve_bindings", "resolve_dynamic"]
+__all__ = ["check_configured_bindings", "resolve_binding", "resolve_bindings", "resolve_dynamic"]
+
+#: A handler binding's name, after :func:`normalize_name`: ``<fn>_in_<n>``, ``<fn>_out_<n>``.
+_HANDLER_BINDING = re.compile(r"^.+_(in|out)_\d+$")
 
 
 def resolve_binding(decl: BindingDecl, settings: Settings) -> BindingSettings:
@@ -38,14 +43,52 @@ def resolve_dynamic(destination: str, settings: Settings) -> BindingSettings:
     return _resolve(destination, destination, settings, None)
 
 
-def resolve_bindings(app: App, settings: Settings) -> dict[str, BindingSettings]:
-    """Every binding the app declares, by name, with its effective settings."""
+def resolve_bindings(
+    app: App, settings: Settings, *, strict: bool = True
+) -> dict[str, BindingSettings]:
+    """Every binding the app declares, by name, with its effective settings.
+
+    ``strict`` (the default) also refuses configured handler bindings the app does not
+    declare (see :func:`check_configured_bindings`); tools that borrow an app's file,
+    such as ``binder send``, pass ``False``.
+    """
+    if strict:
+        check_configured_bindings(app, settings)
     resolved: dict[str, BindingSettings] = {}
     for decl in app.handlers.values():
         for binding in (decl.input, decl.output):
             if binding is not None:
                 resolved[binding.name] = resolve_binding(binding, settings)
     return resolved
+
+
+def check_configured_bindings(app: App, settings: Settings) -> None:
+    """Refuse ``bindings.<name>`` entries named like a handler's binding
+    (``<fn>-in-<n>``, ``<fn>-out-<n>``) that no handler of ``app`` declares: a typo
+    such as ``pricee-in-0`` would otherwise be ignored without a word.
+
+    Other names configure destinations used with ``App.send`` and are not checked.
+    """
+    declared = [
+        binding.name
+        for decl in app.handlers.values()
+        for binding in (decl.input, decl.output)
+        if binding is not None
+    ]
+    known = {normalize_name(name) for name in declared}
+    for key in settings.bindings:
+        wanted = normalize_name(key)
+        if key == DEFAULT_LAYER or wanted in known or not _HANDLER_BINDING.match(wanted):
+            continue
+        candidates = {normalize_name(name): name for name in declared}
+        close = difflib.get_close_matches(wanted, sorted(candidates), n=1, cutoff=0.6)
+        hint = f' (did you mean "{candidates[close[0]]}"?)' if close else ""
+        listed = ", ".join(sorted(declared)) or "none"
+        raise settings.error(
+            f"binding {key!r} is not declared by any handler of app {app.name!r}{hint}; "
+            f"its bindings: {listed}",
+            f"bindings.{key}",
+        )
 
 
 class _Layers:

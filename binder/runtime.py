@@ -22,6 +22,7 @@ from binder.dispatch import LoopWatchdog
 from binder.errors import (
     AccessRefused,
     BinderError,
+    ConfigError,
     NotRunningError,
     UnsupportedFeature,
     describe_error,
@@ -50,7 +51,12 @@ class ConnectError(BinderError):
 
 
 class Runtime:
-    """Runs one :class:`App` against the binders its configuration selects."""
+    """Runs one :class:`App` against the binders its configuration selects.
+
+    ``strict_bindings=False`` accepts configured handler bindings the app does not
+    declare (for tools that use another app's file; see
+    :func:`binder.resolve.check_configured_bindings`).
+    """
 
     def __init__(
         self,
@@ -64,11 +70,12 @@ class Runtime:
         start_suppliers: bool = True,
         connect_backoff: Backoff = CONNECT_BACKOFF,
         drain_timeout: float = 30.0,
+        strict_bindings: bool = True,
     ) -> None:
         self.app = app
         self.settings = settings
         self.registry = registry
-        self.bindings = resolve_bindings(app, settings)
+        self.bindings = resolve_bindings(app, settings, strict=strict_bindings)
         self.fail_fast = fail_fast
         self.max_messages = max_messages
         self.start_suppliers = start_suppliers
@@ -183,7 +190,10 @@ class Runtime:
             binder = self.binders[binding.binder]
             options = binding.options_for(self._binder_type(binding.binder))
             group = binding.group if binding.direction == "consumer" else None
-            await binder.provision(binding.destination, group, options)
+            try:
+                await binder.provision(binding.destination, group, options)
+            except ConfigError as exc:
+                raise self.settings.locate(exc, f"bindings.{binding.name}") from None
 
     async def _bind_producer(self, binding: BindingSettings) -> OutputPort:
         binder = self.binders[binding.binder]
@@ -199,7 +209,11 @@ class Runtime:
             required_groups=tuple(sorted(binding.required_groups)),
             options=binding.options_for(self._binder_type(binding.binder)),
         )
-        return OutputPort(binding, await binder.bind_producer(spec))
+        try:
+            producer = await binder.bind_producer(spec)
+        except ConfigError as exc:
+            raise self.settings.locate(exc, f"bindings.{binding.name}") from None
+        return OutputPort(binding, producer)
 
     async def _bind_outputs(self) -> None:
         for decl in self.app.handlers.values():

@@ -203,6 +203,14 @@ class Settings:
             "runtime": dict(self.runtime),
         }
 
+    def locate(self, error: ConfigError, key: str) -> ConfigError:
+        """``error`` as it is if it names its source, else the same reason located in
+        this configuration at its own key or, without one, at ``key`` (a binder raises
+        errors about a binding's values without knowing where they were written)."""
+        if error.source is not None:
+            return error
+        return self.error(error.reason, error.key or key)
+
     def error(self, message: str, key: str) -> ConfigError:
         """A :class:`ConfigError` about ``key`` (a dotted path) in this configuration.
 

@@ -1,6 +1,7 @@
 """binder.app: declaring bindings with decorators (no I/O) and App.send."""
 
 import asyncio
+import inspect
 import math
 import os
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_supplier_declares_fn_out_0_with_its_interval() -> None:
 @pytest.mark.parametrize("every", [0, -1, -0.5])
 def test_supplier_interval_must_be_positive(every: float) -> None:
     app = App("svc")
-    with pytest.raises(ValueError, match="supplier interval must be positive"):
+    with pytest.raises(ValueError, match="every= must be a positive number of seconds"):
         app.supplier("ticks", every=every)
     assert app.handlers == {}
 
@@ -85,8 +86,56 @@ def test_supplier_interval_must_be_positive(every: float) -> None:
 def test_supplier_interval_must_be_a_finite_number(every: object) -> None:
     # NaN passed a plain 'every <= 0' check and made the supplier loop spin
     app = App("svc")
-    with pytest.raises(ValueError, match="supplier interval must be positive"):
+    with pytest.raises(ValueError, match="every= must be a positive number of seconds"):
         app.supplier("ticks", every=every)  # type: ignore[arg-type]
+
+
+def test_a_decorator_without_parentheses_is_refused_where_it_is_written() -> None:
+    app = App("svc")
+    with pytest.raises(TypeError) as refused:
+        line = inspect.currentframe().f_lineno + 2  # type: ignore[union-attr]
+
+        @app.consumer  # type: ignore[arg-type]
+        def handle(payload: dict) -> None: ...
+
+    message = str(refused.value)
+    assert f"test_app.py, line {line}: @app.consumer needs its input destination" in message
+    assert "with parentheses" in message
+    assert app.handlers == {}
+
+
+@pytest.mark.parametrize("decorator", ["function", "supplier"])
+def test_other_decorators_without_parentheses_fail_at_decoration(decorator: str) -> None:
+    app = App("svc")
+    with pytest.raises(TypeError):
+
+        @getattr(app, decorator)
+        def handle(payload: dict) -> None: ...
+
+    assert app.handlers == {}
+
+
+def test_a_supplier_with_a_required_parameter_is_refused_at_decoration() -> None:
+    app = App("svc")
+    with pytest.raises(TypeError) as refused:
+
+        @app.supplier("ticks", every=1)
+        def tick(n: int) -> dict:
+            return {"n": n}
+
+    assert "supplier tick is called without arguments" in str(refused.value)
+    assert "'n' has no default" in str(refused.value)
+    assert app.handlers == {}
+
+
+def test_a_supplier_may_have_parameters_with_defaults() -> None:
+    app = App("svc")
+
+    @app.supplier("ticks", every=1)
+    def tick(n: int = 1, *rest: int, **extra: int) -> dict:
+        return {"n": n}
+
+    assert "tick" in app.handlers
 
 
 def test_duplicate_handler_names_are_refused() -> None:

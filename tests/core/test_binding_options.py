@@ -461,3 +461,86 @@ def test_null_is_only_for_keys_without_a_default(registry: BinderRegistry) -> No
         load({"bindings": {"bill-in-0": {"max_attempts": None}}}, registry)
     assert info.value.key == "bindings.bill-in-0.max_attempts"
     assert info.value.reason == "expected int, got NoneType None"
+
+
+def test_a_configured_binding_no_handler_declares_is_an_error_with_a_suggestion(
+    tmp_path: Path, registry: BinderRegistry
+) -> None:
+    path = tmp_path / "binder.yaml"
+    path.write_text("bindings:\n  relay-in-0:\n    group: g\n  relai-out-0:\n    destination: x\n")
+    settings = load_settings(path, registry=registry, environ={})
+    with pytest.raises(ConfigError) as info:
+        resolve_bindings(relay_app(), settings)
+    error = info.value
+    assert (error.source, error.line, error.key) == (str(path), 4, "bindings.relai-out-0")
+    assert '(did you mean "relay-out-0"?)' in error.reason
+    assert "its bindings: relay-in-0, relay-out-0" in error.reason
+
+
+def test_an_undeclared_binding_from_the_environment_names_the_variable(
+    registry: BinderRegistry,
+) -> None:
+    environ = {"EVENTBINDER_BINDINGS__RELAY_IN_1__GROUP": "g"}
+    settings = load_settings({}, registry=registry, environ=environ)
+    with pytest.raises(ConfigError) as info:
+        resolve_bindings(relay_app(), settings)
+    assert info.value.source == "environment variable EVENTBINDER_BINDINGS__RELAY_IN_1__GROUP"
+    assert 'did you mean "relay-in-0"' in info.value.reason
+
+
+def test_destination_bindings_and_tools_are_not_checked(registry: BinderRegistry) -> None:
+    config = {"bindings": {"audit": {"binder": "memory"}, "other-in-0": {"group": "g"}}}
+    settings = load_settings(config, registry=registry, environ={})
+    with pytest.raises(ConfigError, match="'other-in-0' is not declared"):
+        resolve_bindings(relay_app(), settings)
+    # `binder send` and `binder tail` borrow an app's file: they do not check
+    assert "relay-in-0" in resolve_bindings(relay_app(), settings, strict=False)
+    only_dynamic = load_settings({"bindings": {"audit": {}}}, registry=registry, environ={})
+    assert set(resolve_bindings(relay_app(), only_dynamic)) == {"relay-in-0", "relay-out-0"}
+
+
+class PickyBinder(RecordingBinder):
+    """Refuses destinations with a '+' the way the MQTT binder refuses wildcards: a
+    ConfigError that knows the key at most, not the file."""
+
+    async def bind_producer(self, spec: ProducerSpec) -> Any:
+        if "+" in spec.destination:
+            raise ConfigError("a producer needs a topic without wildcards")
+        return await super().bind_producer(spec)
+
+    async def bind_consumer(self, spec: ConsumerSpec, sink: DeliverySink) -> Any:
+        if "+" in spec.destination:
+            raise ConfigError("no wildcards here", key=f"bindings.{spec.binding}.destination")
+        return await super().bind_consumer(spec, sink)
+
+
+@pytest.mark.parametrize(
+    ("binding", "key", "line"),
+    [
+        ("relay-out-0", "bindings.relay-out-0", 4),
+        ("relay-in-0", "bindings.relay-in-0.destination", 5),
+    ],
+)
+async def test_a_binders_config_error_names_the_file_and_line(
+    tmp_path: Path, registry: BinderRegistry, binding: str, key: str, line: int
+) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        binders:
+          rec: {{type: recorder}}
+        bindings:
+          {binding}:
+            destination: sensors/+/temp
+            dead_letter: false
+        """,
+    )
+    picky = PickyBinder()
+    await picky.start()
+    with pytest.raises(ConfigError) as info:
+        async with run_app(relay_app(), path, binders={"rec": picky}, registry=registry):
+            pass
+    assert info.value.source == str(path)
+    assert info.value.key == key
+    assert info.value.line == line
+    await picky.close()
