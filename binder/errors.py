@@ -7,6 +7,7 @@ __all__ = [
     "BinderError",
     "ConfigError",
     "DecodeError",
+    "MissingDependency",
     "NotRunningError",
     "PermanentError",
     "UnsupportedFeature",
@@ -57,6 +58,11 @@ class AccessRefused(BinderError):
     retrying, unless ``runtime.retry_access_refused`` is true. The message names what
     was refused and never holds a secret.
     """
+
+
+class MissingDependency(BinderError):
+    """A binder type's client library is not installed (``pip install
+    'eventbinder[rabbit]'`` and the like); the message says what to install."""
 
 
 class UnsupportedFeature(BinderError):

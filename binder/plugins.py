@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
 
 from binder import hookspecs
-from binder.errors import ConfigError
-from binder.spi import BinderType
+from binder.errors import ConfigError, MissingDependency
+from binder.spi import Binder, BinderType
 
-__all__ = ["ENTRY_POINT_GROUP", "BinderRegistry", "hookimpl", "load_registry"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BinderRegistry",
+    "hookimpl",
+    "load_registry",
+    "missing_requirements",
+]
 
 ENTRY_POINT_GROUP = "binder.binders"
 hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
@@ -43,6 +51,24 @@ class BinderRegistry:
         """The pluggy hook relay (``registry.hook.binder_...``)."""
         return self.manager.hook
 
+    def create(self, name: str, type_name: str, settings: Mapping[str, Any]) -> Binder:
+        """Build an unstarted binder called ``name`` of type ``type_name``.
+
+        A missing client library is a :class:`~binder.errors.MissingDependency` saying
+        what to install, not an import traceback.
+        """
+        binder_type = self.get(type_name)
+        missing = missing_requirements(binder_type)
+        if missing:
+            raise MissingDependency(_missing_message(name, type_name, missing))
+        try:
+            return binder_type.create(name, settings)
+        except ModuleNotFoundError as exc:
+            module = exc.name or str(exc)
+            raise MissingDependency(
+                _missing_message(name, type_name, {module: module.split(".")[0]})
+            ) from None
+
     def get(self, type_name: str) -> BinderType:
         """Return the binder type called ``type_name`` or raise a ConfigError listing all."""
         try:
@@ -54,9 +80,39 @@ class BinderRegistry:
             ) from None
 
 
+def missing_requirements(binder_type: BinderType) -> dict[str, str]:
+    """The client libraries ``binder_type`` needs that cannot be imported here.
+
+    A binder type may declare ``requires``: a mapping from an importable module name
+    to what to install for it (``{"kombu": "eventbinder[rabbit]"}``). Returns the
+    missing ones in the same form; nothing is imported.
+    """
+    requires: Mapping[str, str] = getattr(binder_type, "requires", None) or {}
+    return {module: hint for module, hint in requires.items() if not _importable(module)}
+
+
+def _importable(module: str) -> bool:
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package, or a None entry
+        return False
+
+
 def _results_with_owner(manager: pluggy.PluginManager) -> Iterable[tuple[object, Any]]:
     for impl in manager.hook.binder_types.get_hookimpls():
         yield impl.plugin, impl.function()
+
+
+def _missing_message(name: str, type_name: str, missing: Mapping[str, str]) -> str:
+    modules = ", ".join(sorted(missing))
+    installs = " ".join(sorted({f"'{hint}'" for hint in missing.values()}))
+    verb = "is" if len(missing) == 1 else "are"
+    return (
+        f"binder {name!r} (type {type_name}) needs {modules}, which {verb} not installed: "
+        f"pip install {installs}"
+    )
 
 
 def load_registry(extra_plugins: Iterable[object] = ()) -> BinderRegistry:

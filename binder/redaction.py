@@ -4,7 +4,8 @@ Two rules, applied recursively:
 
 * the value of a key that a binder type declares secret (``BinderType.secret_keys()``)
   or whose name contains ``password``, ``passwd``, ``secret``, ``token`` or
-  ``credential`` (so ``sasl_plain_password`` and ``ssl_password`` too) becomes ``"***"``;
+  ``credential`` (so ``sasl_plain_password`` and ``ssl_password`` too) becomes ``"***"``,
+  except that a declared-secret key holding URLs (``url``) keeps all but the password;
 * the password in any URL with user info becomes ``***``
   (``amqp://user:pass@host`` -> ``amqp://user:***@host``), also inside lists of URLs
   and ``;``/``,``-separated URL lists.
@@ -93,16 +94,27 @@ def _redact(value: Any, keys: frozenset[str]) -> Any:
     if isinstance(value, Mapping):
         out: dict[Any, Any] = {}
         for key, item in value.items():
-            if is_secret_key(key, keys) and item is not None:
-                out[key] = MASK
-            else:
+            if item is None or not is_secret_key(key, keys):
                 out[key] = _redact(item, keys)
+            elif _is_url_setting(key, item):
+                out[key] = redact_url(item)
+            else:
+                out[key] = MASK
         return out
     if isinstance(value, list | tuple):
         return [_redact(item, keys) for item in value]
     if isinstance(value, str):
         return redact_url(value)
     return value
+
+
+def _is_url_setting(key: object, value: Any) -> bool:
+    """A secret only because URLs may hold a password (``url``, ``urls``): its value
+    is shown with the password masked, the host and the rest being no secret."""
+    if not isinstance(key, str) or any(word in key.lower() for word in SECRET_WORDS):
+        return False
+    items = value if isinstance(value, list | tuple) else [value]
+    return bool(items) and all(isinstance(item, str) and "://" in item for item in items)
 
 
 def secret_values(value: Any, secret_keys: Iterable[str] = ()) -> set[str]:

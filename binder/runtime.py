@@ -100,7 +100,7 @@ class Runtime:
     # -- start ---------------------------------------------------------------------
 
     def _create_binder(self, config: BinderConfig) -> Binder:
-        return self.registry.get(config.type).create(config.name, config.settings)
+        return self.registry.create(config.name, config.type, config.settings)
 
     def _binder_type(self, binder_name: str) -> str:
         return self.settings.binders[binder_name].type

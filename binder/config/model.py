@@ -9,7 +9,7 @@ The constants here describe what a configuration may hold (the top-level keys, t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -18,7 +18,7 @@ from binder.config.keys import _locate
 from binder.config.sources import _plain
 from binder.errors import ConfigError
 from binder.redaction import redact
-from binder.schema import Option, non_negative
+from binder.schema import Option, non_negative, validate_section
 from binder.spi import BinderType, Direction
 
 __all__ = [
@@ -202,6 +202,27 @@ class Settings:
             "bindings": bindings,
             "runtime": dict(self.runtime),
         }
+
+    def with_binding_option(self, name: str, key: str, value: Any) -> Settings:
+        """A copy in which ``bindings.<name>.<key>`` is ``value`` (validated like a
+        file's value; a :class:`ConfigError` names the key)."""
+        try:
+            checked = validate_section({key: value}, {key: BINDING_SCHEMA[key]})[key]
+        except KeyError:
+            raise ConfigError(
+                f"unknown binding key '{key}'", key=f"bindings.{name}.{key}"
+            ) from None
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, key=f"bindings.{name}.{key}") from None
+        layer_key = self._layer_key(name) or name
+        bindings = dict(self.bindings)
+        bindings[layer_key] = MappingProxyType({**bindings.get(layer_key, {}), key: checked})
+        return replace(self, bindings=MappingProxyType(bindings))
+
+    def environment_overrides(self) -> dict[str, str]:
+        """Each key (dotted path) whose value came from an environment variable, with
+        the variable's name."""
+        return dict(self._env)
 
     def locate(self, error: ConfigError, key: str) -> ConfigError:
         """``error`` as it is if it names its source, else the same reason located in

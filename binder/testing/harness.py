@@ -187,7 +187,7 @@ class Harness:
     async def _observer(self, binder_name: str) -> Binder:
         """A started binder of the harness's own, configured like ``binder_name``."""
         config = self.runtime.settings.binders[binder_name]
-        observer = self._registry.get(config.type).create(f"{binder_name}-harness", config.settings)
+        observer = self._registry.create(f"{binder_name}-harness", config.type, config.settings)
         await observer.start()
         self._observers[binder_name] = observer
         return observer
@@ -276,7 +276,7 @@ async def run_app(
                 memory_type = registry.get(MEMORY)
                 memory = memory_type.create(MEMORY, memory_type.validate_settings({}))
             return memory
-        return registry.get(binder_config.type).create(binder_config.name, binder_config.settings)
+        return registry.create(binder_config.name, binder_config.type, binder_config.settings)
 
     harness: Harness | None = None
 

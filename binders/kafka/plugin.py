@@ -24,6 +24,8 @@ class KafkaBinderType:
 
     name = "kafka"
     description = "Apache Kafka through aiokafka: topics, consumer groups, replay"
+    requires = {"aiokafka": "eventbinder[kafka]"}
+    """The client library, imported only by :meth:`create`, and what installs it."""
 
     def validate_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Check a ``binders.<name>`` section of type kafka; fill in defaults."""

@@ -177,6 +177,12 @@ class MemoryBroker:
         self._taps.append(tap)
         return lambda: self._taps.remove(tap)
 
+    def can_receive(self, destination: str) -> bool:
+        """Whether a publish to ``destination`` reaches a queue or a tap (a test
+        harness watching every destination)."""
+        topic = self.topics.get(destination)
+        return bool(self._taps) or (topic is not None and bool(topic.queues))
+
     def publish(self, destination: str, message: Message) -> None:
         """Deliver a copy of ``message`` to every queue of ``destination``."""
         if self._taps:

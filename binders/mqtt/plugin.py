@@ -21,6 +21,8 @@ class MqttBinderType:
 
     name = "mqtt"
     description = "MQTT 5 or 3.1.1 broker via paho-mqtt (shared subscriptions for groups)"
+    requires = {"paho.mqtt": "eventbinder[mqtt]"}
+    """The client library, imported only by :meth:`create`, and what installs it."""
 
     def validate_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Check a ``binders.<name>`` section of type mqtt; fill in defaults."""

@@ -18,6 +18,11 @@ class RabbitBinderType:
 
     name = "rabbit"
     description = "RabbitMQ (kombu): topic exchanges, group queues, DLX dead letters, confirms"
+    requires = {"kombu": "eventbinder[rabbit]"}
+    """The client library, imported only by :meth:`create`, and what installs it."""
+    environment_defaults = {"url": "EVENTBINDER_RABBIT_URL"}
+    """Settings that, left unset, are read from an environment variable when the
+    binder connects (``binder config`` shows them)."""
 
     def validate_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Check a ``binders.<name>`` section (url, heartbeat, ssl, reconnect_*...)."""

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-QUICKSTART = ROOT / "examples" / "quickstart" / "app.py"
-
-
-def binder(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 60):
-    return subprocess.run(
-        [sys.executable, "-m", "binder.cli", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from .cli_support import QUICKSTART, binder
 
 
 def test_run_the_demo_on_the_memory_binder_and_stop_after_n_messages() -> None:

@@ -669,6 +669,21 @@ def test_redact_mapping() -> None:
     }
 
 
+def test_a_declared_secret_url_keeps_all_but_its_password() -> None:
+    data = {
+        "url": "amqp://u:p@h:5672/vh",
+        "urls": ["amqp://u:p@h1", "amqp://h2"],
+        "dsn": "not a url",
+        "secret_url": "amqp://u:p@h",
+    }
+    assert redact(data, {"url", "urls", "dsn"}) == {
+        "url": "amqp://u:***@h:5672/vh",
+        "urls": ["amqp://u:***@h1", "amqp://h2"],
+        "dsn": "***",
+        "secret_url": "***",  # named secret: hidden whole
+    }
+
+
 def test_redacted_settings_hide_secrets(tmp_path: Path, registry: BinderRegistry) -> None:
     settings = load(write(tmp_path, "binder.yaml", YAML), registry)
     out = settings.redacted()

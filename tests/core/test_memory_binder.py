@@ -1,6 +1,7 @@
 """binders.memory specifics beyond the conformance suite."""
 
 import asyncio
+import logging
 
 import pytest
 
@@ -285,3 +286,24 @@ async def test_binder_close_closes_its_consumers_and_is_idempotent() -> None:
     await binder.close()
     assert binder.broker.topics["x"].anonymous == {}
     assert binder._consumers == []
+
+
+async def test_publishing_where_nothing_receives_warns_once_per_binding(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    binder = MemoryBinder("memory")
+    await binder.start()
+    lonely = await binder.bind_producer(ProducerSpec(binding="lonely-out-0", destination="void"))
+    with caplog.at_level(logging.WARNING, logger="binders.memory"):
+        for n in range(3):
+            await lonely.publish(Message(b"%d" % n))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "binding lonely-out-0: nothing receives what is published to 'void'" in warnings[0]
+    caplog.clear()
+    await binder.provision("heard", "g", {})
+    heard = await binder.bind_producer(ProducerSpec(binding="heard-out-0", destination="heard"))
+    with caplog.at_level(logging.WARNING, logger="binders.memory"):
+        await heard.publish(Message(b"x"))
+    assert not caplog.records
+    await binder.close()

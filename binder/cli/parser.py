@@ -1,0 +1,127 @@
+"""The argument parser of the ``binder`` command, and its checks of numbers and levels."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Mapping
+
+from binder.cli.version import version_text
+
+__all__ = [
+    "LOG_LEVELS",
+    "LOG_LEVEL_ENV",
+    "build_parser",
+    "log_level",
+    "positive_int",
+    "positive_seconds",
+]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: The environment variable giving the log level when ``--log-level`` is not.
+LOG_LEVEL_ENV = "BINDER_LOG_LEVEL"
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def positive_int(text: str) -> int:
+    """argparse type of ``--max-messages``: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type of ``--duration``: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds greater than 0, got {text}"
+        )
+    return value
+
+
+def log_level(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
+    """``--log-level``, else ``$BINDER_LOG_LEVEL``, else INFO; a bad variable is a
+    ValueError naming it."""
+    if args.log_level:
+        return str(args.log_level)
+    value = environ.get(LOG_LEVEL_ENV, "").strip()
+    if not value:
+        return "INFO"
+    if value.upper() not in LOG_LEVELS:
+        raise ValueError(
+            f"environment variable {LOG_LEVEL_ENV}: expected one of "
+            f"{', '.join(LOG_LEVELS)}, got {value!r}"
+        )
+    return value.upper()
+
+
+def build_parser(commands: Mapping[str, Command], description: str) -> argparse.ArgumentParser:
+    """The parser; ``commands`` maps each command name to the function running it."""
+    parser = argparse.ArgumentParser(prog="binder", description=description)
+    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help=f"default ${LOG_LEVEL_ENV}, else INFO",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str, config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        if config:
+            p.add_argument("--config", help="binder.yaml/binder.toml (default: ./binder.yaml)")
+        p.set_defaults(func=commands[name])
+        return p
+
+    def stop_options(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument(
+            "--max-messages", type=positive_int, metavar="N", help=f"stop after N {what}"
+        )
+        p.add_argument(
+            "--duration",
+            type=positive_seconds,
+            metavar="SECONDS",
+            help="stop after SECONDS (waiting for a broker included)",
+        )
+
+    run = command("run", "run an app")
+    run.add_argument("target", help="module:attr or path/to/app.py")
+    stop_options(run, "handled messages")
+    run.add_argument(
+        "--fail-fast", action="store_true", help="exit if a broker is unreachable at start"
+    )
+
+    bindings = command("bindings", "show an app's resolved bindings")
+    bindings.add_argument("target", help="module:attr or path/to/app.py")
+
+    command("config", "show the effective config, secrets redacted")
+    command("binders", "list installed binder types", config=False)
+
+    send = command("send", "publish one message")
+    send.add_argument("destination")
+    send.add_argument("payload", help="the payload, sent as given (UTF-8)")
+    send.add_argument("--key")
+    send.add_argument("--header", action="append", help="NAME=VALUE, repeatable")
+    send.add_argument("--content-type", default="application/json")
+    send.add_argument(
+        "--required-group",
+        action="append",
+        metavar="GROUP",
+        help="create GROUP's storage first so the message waits for it (repeatable)",
+    )
+
+    tail = command("tail", "print messages arriving on a destination")
+    tail.add_argument("destination")
+    tail.add_argument("--group", help="join a group instead of subscribing anonymously")
+    stop_options(tail, "messages")
+    return parser
