@@ -66,13 +66,19 @@ class MqttBinder:
         self._producers: list[MqttProducerBinding] = []
         self._start_lock = asyncio.Lock()
         self._closed = False
-        self._told_required_groups = False
 
     def __repr__(self) -> str:
         return f"<MqttBinder {self.name!r} {self.settings!r}>"
 
     async def start(self) -> None:
-        """Open the publishing connection; raise MqttConnectionError when refused."""
+        """Open the publishing connection.
+
+        Raises :class:`~binder.errors.AccessRefused` when the broker refuses the
+        client's credentials or permissions (naming the reason, never the password),
+        and :class:`~binders.mqtt.connection.MqttConnectionError` when the broker
+        cannot be reached, or the address closes the connection without answering
+        like an MQTT broker (reported at once, not after ``connect_timeout``).
+        """
         async with self._start_lock:
             if self._publisher is not None:
                 return
@@ -143,7 +149,8 @@ class MqttBinder:
         """``<destination>/dlq``; a destination with wildcards has none (ConfigError).
 
         The core asks for it when a binding does not name its dead-letter topic, before
-        binding; the binding's name is unknown here, so the error names the destination.
+        binding.  The error names the destination and no source: the core locates it
+        (configuration file, key ``bindings.<name>.dead_letter``, line).
         """
         if _has_wildcard(destination):
             raise ConfigError(
@@ -183,7 +190,9 @@ class MqttBinder:
     async def bind_consumer(self, spec: ConsumerSpec, sink: DeliverySink) -> MqttConsumerBinding:
         """Subscribe (shared for a group) on a connection of the binding's own.
 
-        Every received message goes to ``sink`` as an
+        A SUBACK refusing the subscription as not authorized raises
+        :class:`~binder.errors.AccessRefused` naming the topic filter.  Every received
+        message goes to ``sink`` as an
         :class:`~binders.mqtt.consumer.MqttDelivery`.  The MQTT 5 Receive Maximum is
         ``spec.prefetch`` (the ``receive_maximum`` option overrides it); reading pauses
         at ``spec.prefetch`` unsettled messages.  Returns after the SUBACK, so every
@@ -236,7 +245,7 @@ class MqttBinder:
         binding.connection = connection
         try:
             await connection.open()
-            await connection.subscribe(topic_filter, options["qos"])
+            await connection.subscribe(topic_filter, options["qos"], binding=spec.binding)
         except BaseException:
             await binding.close()
             raise
@@ -246,7 +255,11 @@ class MqttBinder:
     # -- producers --------------------------------------------------------------------
 
     async def bind_producer(self, spec: ProducerSpec) -> MqttProducerBinding:
-        """Return a producer publishing on the binder's connection."""
+        """Return a producer publishing on the binder's connection.
+
+        ``spec.required_groups`` (the groups the binding configures) cannot be created
+        in advance on MQTT: a WARNING says so, once per such binding.
+        """
         publisher = self._require_publisher()
         if spec.partition_count > 1:
             require(self.capabilities, "partitioning", "mqtt", f"binding {spec.binding}")
@@ -256,14 +269,14 @@ class MqttBinder:
                 "without wildcards",
                 key=f"bindings.{spec.binding}.destination",
             )
-        if spec.required_groups and not self._told_required_groups:
-            self._told_required_groups = True
-            log.info(
-                "binding %s: MQTT keeps a group's messages only once a member of the group "
-                "has subscribed (its persistent session); required_groups %s are not "
-                "pre-created",
+        if spec.required_groups:
+            log.warning(
+                "binding %s: required_groups %s cannot be honoured on MQTT: a group's "
+                "messages are kept only once a member of the group has subscribed (its "
+                "persistent session), so messages published before a group's first member "
+                "subscribed reach nobody; start the group's consumers first",
                 spec.binding,
-                list(spec.required_groups),
+                ", ".join(spec.required_groups),
             )
         options = spec.options
         producer = MqttProducerBinding(

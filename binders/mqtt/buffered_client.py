@@ -1,7 +1,8 @@
 """paho's MQTT client reading its socket in large chunks (fewer system calls).
 
-It overrides paho's private ``_sock_recv``: where a paho release renames it, the
-override is simply not called and paho reads as it always did.
+It overrides paho's private ``_sock_recv`` and ``_sock_send``: where a paho release
+renames them, the overrides are simply not called and paho reads as it always did
+(and :attr:`BufferedClient.socket_error` stays ``None``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,23 @@ class BufferedClient(mqtt.Client):
     _rbuf: bytes = b""
     _rpos = 0
     _rsock: Any = None  # the socket the buffered bytes came from
+    #: The error that ended the current socket (a reset, say), if reading or writing
+    #: failed; paho only reports "connection lost".  Cleared by :meth:`new_socket`.
+    socket_error: OSError | None = None
+
+    def new_socket(self) -> None:
+        """A socket was attached: forget the bytes and the error of the previous one."""
+        self.drop_buffer()
+        self.socket_error = None
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        try:
+            return super()._sock_send(buf)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            self.socket_error = self.socket_error or exc
+            raise
 
     def _sock_recv(self, bufsize: int) -> bytes:
         buf, pos = self._rbuf, self._rpos
@@ -39,7 +57,13 @@ class BufferedClient(mqtt.Client):
                 return buf[pos:]
             self._rpos = end
             return buf[pos:end]
-        data = super()._sock_recv(_READ_CHUNK)  # raises BlockingIOError when empty
+        try:
+            data = super()._sock_recv(_READ_CHUNK)  # raises BlockingIOError when empty
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            self.socket_error = self.socket_error or exc
+            raise
         if len(data) <= bufsize:
             self._rbuf, self._rpos = b"", 0
             return data

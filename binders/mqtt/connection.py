@@ -36,9 +36,19 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from binder.backoff import Backoff
-from binder.errors import BinderError
+from binder.errors import BinderError, describe_error
 from binder.schema import defaults
 from binders.mqtt.buffered_client import BufferedClient
+from binders.mqtt.errors import (
+    DROPPED,
+    MqttConnectionError,
+    connect_refused,
+    connect_unanswered,
+    connection_loss,
+    dropped_how,
+    reason_name,
+    subscription_refused,
+)
 from binders.mqtt.paho_loop import PahoLoop
 from binders.mqtt.settings import TLS_OPTIONS, ConnectionSettings
 
@@ -53,10 +63,17 @@ _QOS0_HIGH_WATER = 1000
 
 
 class _QuietPaho(logging.Filter):
-    """Drop paho's "Client is not connected" error: its loop ran once after a close."""
+    """Drop paho's errors that the binder reports itself, in its own words.
+
+    "Client is not connected": paho's loop ran once after a close.  "failed to
+    receive on socket" (paho says so for failed sends too): the connection reports
+    the loss, with the socket error, when paho tells it the connection is gone.
+    """
+
+    _REPORTED = ("Client is not connected", "failed to receive on socket")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
+        return not str(record.msg).startswith(self._REPORTED)
 
 
 _paho_log = logging.getLogger("binders.mqtt.paho")
@@ -64,10 +81,6 @@ _paho_log.addFilter(_QuietPaho())
 #: Unconfirmed QoS 1 publishes per connection when neither the ``max_inflight`` setting
 #: nor the broker (MQTT 5 CONNACK Receive Maximum) says otherwise: paho's default.
 _DEFAULT_MAX_INFLIGHT = 20
-
-
-class MqttConnectionError(BinderError):
-    """The broker could not be reached, refused the connection or dropped a request."""
 
 
 OnMessage = Callable[[mqtt.MQTTMessage], None]
@@ -184,7 +197,14 @@ class MqttConnection:
         return props
 
     async def open(self) -> None:
-        """Connect and wait for a successful CONNACK; raise MqttConnectionError if not."""
+        """Connect and wait for a successful CONNACK.
+
+        Raises :class:`~binder.errors.AccessRefused` when the CONNACK refuses the client
+        (credentials, authorization), else :class:`MqttConnectionError`: when the
+        address cannot be reached, when it closes or resets the connection (or answers
+        with something that is not MQTT) instead of a CONNACK, which is reported at
+        once, or when no CONNACK came within ``connect_timeout``.
+        """
         s = self.settings
         self._first_connack = self._loop.create_future()
         clean_start: Any = (not self._persistent) if s.mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
@@ -203,8 +223,19 @@ class MqttConnection:
         except (OSError, TimeoutError, ValueError, ssl.SSLError) as exc:
             self._io.abandon()  # a connect still running in its thread is dropped
             self._io.drop_socket()
+            if isinstance(exc, DROPPED):
+                # The TCP connection was accepted, then dropped before paho was done
+                # connecting (a port that is not MQTT, or not TLS).
+                if s.tls:
+                    text = (
+                        f"{s.address} {dropped_how(exc)} the connection during the TLS "
+                        "handshake: is it an MQTT broker with TLS on that port?"
+                    )
+                else:
+                    text = connect_unanswered(self.settings, None, False, exc)
+                raise MqttConnectionError(text) from None
             raise MqttConnectionError(
-                f"cannot connect to the MQTT broker at {s.address}: {type(exc).__name__}: {exc}"
+                f"cannot connect to the MQTT broker at {s.address}: {describe_error(exc)}"
             ) from None
         try:
             await asyncio.wait_for(asyncio.shield(self._first_connack), s.connect_timeout)
@@ -212,8 +243,8 @@ class MqttConnection:
             await self._stop_client()
             if isinstance(exc, TimeoutError):
                 raise MqttConnectionError(
-                    f"the MQTT broker at {s.address} did not answer CONNECT within "
-                    f"{s.connect_timeout}s"
+                    f"{s.address} did not answer CONNECT within {s.connect_timeout}s: "
+                    "is it an MQTT broker?"
                 ) from None
             raise
         log.debug("%r connected", self)
@@ -250,7 +281,7 @@ class MqttConnection:
             try:
                 await asyncio.to_thread(self._client.reconnect)
             except (OSError, ValueError, ssl.SSLError) as exc:
-                log.debug("%r: reconnect failed: %s", self, type(exc).__name__)
+                log.debug("%r: reconnect failed: %s", self, describe_error(exc))
                 self._io.drop_socket()
                 continue
             finally:
@@ -264,11 +295,12 @@ class MqttConnection:
     ) -> None:
         if reason.is_failure:
             self._connected = False
-            text = _refusal(reason)
             if self._first_connack is not None and not self._first_connack.done():
-                self._fail_first(text)
+                where = f"the MQTT broker at {self.settings.address}"
+                self._fail_first(connect_refused(self.settings, reason, where))
             else:
-                log.error("%s", text.format(where=f"{self.label} {self.settings.address}"))
+                where = f"{self.label}: the MQTT broker at {self.settings.address}"
+                log.error("%s", connect_refused(self.settings, reason, where))
             return
         self._connected = True
         self._reconnect_failures = 0
@@ -309,25 +341,34 @@ class MqttConnection:
         if self._first_connack is not None and not self._first_connack.done():
             self._first_connack.set_result(None)
 
-    def _fail_first(self, text: str) -> None:
+    def _fail_first(self, error: BinderError) -> None:
         if self._first_connack is not None and not self._first_connack.done():
-            where = f"the MQTT broker at {self.settings.address}"
-            self._first_connack.set_exception(MqttConnectionError(text.format(where=where)))
+            self._first_connack.set_exception(error)
 
     def _on_disconnect(
-        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
-        self._io.call_soon(self._disconnected, reason)
+        from_broker = bool(getattr(flags, "is_disconnect_packet_from_server", False))
+        error = getattr(client, "socket_error", None)
+        self._io.call_soon(self._disconnected, reason, from_broker, error)
 
-    def _disconnected(self, reason: ReasonCode) -> None:
+    def _disconnected(self, reason: ReasonCode, from_broker: bool, error: OSError | None) -> None:
         self._connected = False
         self.ready.clear()
         self._unwritten.clear()  # paho drops unsent QoS 0 messages on reconnect
         if self._drained is not None:
             self._drained.set()
             self._drained = None
-        if self._closing or not self._ever_connected:
-            return  # closing, or a refused first CONNECT (open() reports that)
+        if self._closing:
+            return
+        if not self._ever_connected:
+            # A refused first CONNECT failed open() already; a connection that ended
+            # without any CONNACK (a port that is not MQTT) fails it now, not after
+            # connect_timeout.
+            self._fail_first(
+                MqttConnectionError(connect_unanswered(self.settings, reason, from_broker, error))
+            )
+            return
         if reason.value == _SESSION_TAKEN_OVER:
             log.error(
                 "%r: another client connected with the same client id and took the session "
@@ -337,7 +378,12 @@ class MqttConnection:
             )
         elif not self._lost_logged:
             self._lost_logged = True
-            log.warning("%r lost its connection (%s); reconnecting", self, reason)
+            loss = connection_loss(reason, from_broker, error)
+            log.warning("%r lost its connection (%s); reconnecting", self, loss)
+        else:
+            log.debug(
+                "%r: connection lost again (%s)", self, connection_loss(reason, from_broker, error)
+            )
         self._schedule_reconnect()
 
     def _on_publish(
@@ -373,7 +419,11 @@ class MqttConnection:
         if future is not None and not future.done():
             future.set_result(reasons)
         elif any(r.is_failure for r in reasons):
-            log.error("%r: the broker refused a re-subscription: %s", self, reasons)
+            log.error(
+                "%r: the broker refused a re-subscription: %s",
+                self,
+                ", ".join(reason_name(r) for r in reasons if r.is_failure),
+            )
 
     @property
     def persistent(self) -> bool:
@@ -436,8 +486,14 @@ class MqttConnection:
             return [(topic, SubscribeOptions(qos=qos)) for topic, qos in items]
         return list(items)
 
-    async def subscribe(self, topic_filter: str, qos: int) -> None:
-        """Subscribe and wait for the SUBACK; raise if the broker refused."""
+    async def subscribe(self, topic_filter: str, qos: int, *, binding: str | None = None) -> None:
+        """Subscribe and wait for the SUBACK; raise if the broker refused.
+
+        A SUBACK saying *not authorized* (MQTT 5) raises
+        :class:`~binder.errors.AccessRefused`, any other refusal (MQTT 3.1.1 gives no
+        reason) :class:`MqttConnectionError`; both name the topic filter and, when
+        given, the ``binding``.
+        """
         self._subscriptions[topic_filter] = qos
         rc, mid = self._client.subscribe(self._subscribe_args([(topic_filter, qos)]))
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -458,9 +514,7 @@ class MqttConnection:
         refused = [r for r in reasons if r.is_failure]
         if refused:
             self._subscriptions.pop(topic_filter, None)
-            raise MqttConnectionError(
-                f"the MQTT broker refused the subscription to {topic_filter!r}: {refused[0]}"
-            )
+            raise subscription_refused(self.settings, topic_filter, refused[0], binding)
 
     def ack(self, mid: int, qos: int, epoch: int) -> None:
         """Acknowledge a QoS 1 message received during connection ``epoch``.
@@ -518,12 +572,3 @@ class MqttConnection:
         self._io.sync()
         await self._io.wait_closed(_CLOSE_TIMEOUT)
         self._io.drop_socket()
-
-
-def _refusal(reason: ReasonCode) -> str:
-    """A sentence for a refused CONNECT; ``{where}`` is filled in by the caller."""
-    name = getattr(reason, "getName", lambda: str(reason))()
-    hint = ""
-    if reason.value in (0x86, 0x87, 4, 5):
-        hint = " (check the binder's username and password)"
-    return "{where} refused the connection: " + f"{name}{hint}"

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import paho.mqtt.client as mqtt
 
-from binder.errors import BinderError
+from binder.errors import BinderError, describe_error
 from binder.message import Message
 from binder.spi import ConsumerSpec, Delivery, DeliverySink, Failure
 from binders.mqtt.connection import MqttConnection
@@ -119,8 +119,14 @@ class MqttConsumerBinding:
             return  # not acknowledged: a persistent session redelivers it
         try:
             message = from_mqtt(msg)
-        except Exception:  # a topic that is not UTF-8, say: never drop silently
-            log.exception("%r cannot read a message (mid %s); acknowledging it", self, msg.mid)
+        except Exception as exc:  # a topic that is not UTF-8, say: never drop silently
+            log.error(
+                "%r cannot read a message (mid %s): %s; acknowledging it",
+                self,
+                msg.mid,
+                describe_error(exc),
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             connection.ack(msg.mid, msg.qos, connection.epoch)
             return
         self._intake.take()

@@ -142,7 +142,7 @@ class PahoLoop:
         self._sock, self._fd = sock, sock.fileno()
         self._socket_closed.clear()
         self._reading = self._writing = False
-        self.client.drop_buffer()  # bytes of a previous connection
+        self.client.new_socket()  # bytes and error of a previous connection
         self.sync()
         self._misc = self._loop.call_later(self.misc_interval, self._run_misc)
 

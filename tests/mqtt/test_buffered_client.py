@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import struct
+
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -56,3 +59,24 @@ def test_bytes_of_a_replaced_socket_are_never_served() -> None:
     client._sock = _Socket(b"new")  # type: ignore[assignment]  # paho reconnected
     assert not client.buffered()
     assert client._sock_recv(3) == b"new"
+
+
+def test_the_error_that_ended_a_socket_is_kept_until_a_new_socket() -> None:
+    """paho reports a reset socket as "connection lost"; the client keeps the error
+    (a real TCP connection, reset by its peer with SO_LINGER 0)."""
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id="eb-buffer-test")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        near = socket.create_connection(listener.getsockname())
+        far, _ = listener.accept()
+    with near:
+        far.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        far.close()  # sends RST
+        client._sock = near  # type: ignore[assignment]
+        with pytest.raises(ConnectionResetError):
+            client._sock_recv(1)  # blocking socket: returns once the RST arrived
+        assert isinstance(client.socket_error, ConnectionResetError)
+        with pytest.raises(OSError):
+            client._sock_send(b"x")  # later errors do not replace the first
+        assert isinstance(client.socket_error, ConnectionResetError)
+        client.new_socket()
+        assert client.socket_error is None

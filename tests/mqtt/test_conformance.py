@@ -6,6 +6,10 @@ import pytest
 
 from binder.testing.conformance import BinderConformance, ConformanceSettings
 
+from .conftest import AUTH_PORT, USER
+
+_WRONG_PASSWORD = "wrong-eventbinder-secret"
+
 pytestmark = pytest.mark.broker("mqtt")
 
 
@@ -19,6 +23,11 @@ class TestMqttConformance(BinderConformance):
     }
     # Mosquitto drops a client silent for 1.5 x keepalive (3 s here): the blocking
     # handler blocks longer than that, so a blocked event loop would lose the session.
+    # The password-protected listener refuses a wrong password ("not authorized").
     conformance = ConformanceSettings(
-        receive_timeout=10.0, session_settings={"keepalive": 2}, block_for=3.5
+        receive_timeout=10.0,
+        session_settings={"keepalive": 2},
+        block_for=3.5,
+        refused_settings={"port": AUTH_PORT, "username": USER, "password": _WRONG_PASSWORD},
+        refused_secret=_WRONG_PASSWORD,
     )

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from binder.app import App
-from binder.errors import ConfigError, UnsupportedFeature
+from binder.errors import AccessRefused, ConfigError, UnsupportedFeature
 from binder.message import Message
 from binder.spi import Delivery
 from binder.testing import Collector, run_app, wait_until
@@ -121,9 +125,12 @@ async def test_an_app_on_a_wildcard_destination_is_refused_at_start_without_a_dl
 
         return app
 
-    with pytest.raises(ConfigError, match="has wildcards"):
+    with pytest.raises(ConfigError, match="has wildcards") as refused:
         async with run_app(build(), _config({})):  # the start stops what it started
             pass
+    # The binder names no source; the core locates the error in the configuration.
+    assert refused.value.key == "bindings.reading-in-0.dead_letter"
+    assert refused.value.source is not None
     named = _config({"reading-in-0": {"dead_letter": f"{base}-dlq"}})
     async with run_app(build(), named) as harness:
         assert harness.runtime.status()["reading-in-0"] == "running"
@@ -222,25 +229,32 @@ async def test_a_message_from_eventbinder_is_read_by_mosquitto_sub(binder: MqttB
 # -- connection ---------------------------------------------------------------------------
 
 
-async def test_wrong_credentials_on_the_auth_listener_give_a_clear_error(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_wrong_credentials_on_the_auth_listener_are_refused_access(
+    protocol: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Mosquitto answers a wrong password with "not authorized" (MQTT 5 reason 0x87,
+    MQTT 3.1.1 return code 5): AccessRefused naming the reason and the user, at once."""
     caplog.set_level(logging.DEBUG)
     wrong = "not-the-password-42"
-    binder = MqttBinder(
-        "auth", {**BASE_SETTINGS, "port": AUTH_PORT, "username": USER, "password": wrong}
-    )
-    with pytest.raises(MqttConnectionError) as info:
+    settings = {**BASE_SETTINGS, "port": AUTH_PORT, "protocol": protocol, "connect_timeout": 10}
+    binder = MqttBinder("auth", {**settings, "username": USER, "password": wrong})
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(AccessRefused) as info:
         await binder.start()
+    assert asyncio.get_running_loop().time() - started < 2.0
     text = str(info.value)
-    assert f"{HOST}:{AUTH_PORT}" in text
-    assert "refused the connection" in text and "username and password" in text
-    assert wrong not in text and wrong not in caplog.text and wrong not in repr(binder)
+    assert text == (
+        f"the MQTT broker at {HOST}:{AUTH_PORT} refused the connection: Not authorized "
+        f"(user {USER!r}: check the binder's username and password)"
+    )
+    assert wrong not in caplog.text and wrong not in repr(binder)
     await binder.close()
 
-    anonymous = MqttBinder("auth", {**BASE_SETTINGS, "port": AUTH_PORT})
-    with pytest.raises(MqttConnectionError, match="refused the connection"):
+    anonymous = MqttBinder("auth", settings)
+    with pytest.raises(AccessRefused, match=r"Not authorized \(the binder sent no username"):
         await anonymous.start()
+    await anonymous.close()
 
 
 async def test_right_credentials_on_the_auth_listener_work(subscribe: Subscribe) -> None:
@@ -264,6 +278,98 @@ async def test_unreachable_broker_raises_at_start() -> None:
     binder = MqttBinder("down", {**BASE_SETTINGS, "port": 1})
     with pytest.raises(MqttConnectionError, match="cannot connect"):
         await binder.start()
+
+
+ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def _listener(handle: ConnectionHandler) -> AsyncIterator[int]:
+    """A local TCP listener serving every connection with ``handle``; yields its port
+    and, on leaving, waits (up to 5 s) for the connections it served to end."""
+    served: list[asyncio.Task[Any]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            served.append(task)
+        await handle(reader, writer)
+
+    server = await asyncio.start_server(serve, HOST, 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+        await asyncio.wait_for(asyncio.gather(*served), 5.0)
+
+
+async def _close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Close the connection (FIN) without a byte, reading what the client sent, so the
+    close is never turned into a reset by unread data."""
+    writer.write_eof()
+    await reader.read()
+    writer.close()
+
+
+async def _reset_at_once(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reset the connection (SO_LINGER 0: close sends RST)."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def _start_fails_at_once(port: int, caplog: pytest.LogCaptureFixture) -> str:
+    """Start a binder on ``port`` (connect_timeout 10 s); return its one-line error,
+    raised within two seconds with no other warning or error logged."""
+    caplog.set_level(logging.DEBUG)
+    binder = MqttBinder("wrong-port", {**BASE_SETTINGS, "port": port, "connect_timeout": 10})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(MqttConnectionError) as info:
+            await binder.start()
+    finally:
+        await binder.close()
+    assert loop.time() - started < 2.0, "reported after the close, not after connect_timeout"
+    noise = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith(("binder", "paho"))
+    ]
+    assert noise == [], "the error is the one line: nothing logged besides"
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+async def test_a_port_that_closes_the_connection_fails_the_start_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with _listener(_close_at_once) as port:
+        text = await _start_fails_at_once(port, caplog)
+    assert text == (
+        f"{HOST}:{port} closed the connection before answering CONNECT: is it an MQTT broker?"
+    )
+
+
+async def test_a_port_that_resets_the_connection_fails_the_start_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with _listener(_reset_at_once) as port:
+        text = await _start_fails_at_once(port, caplog)
+    assert text == (
+        f"{HOST}:{port} reset the connection before answering CONNECT: is it an MQTT broker?"
+    )
+
+
+@pytest.mark.broker("rabbit")
+async def test_rabbitmqs_port_fails_the_start_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    """RabbitMQ answers the CONNECT with its AMQP protocol header and drops the
+    connection (a reset, as the rest of the CONNECT is unread)."""
+    text = await _start_fails_at_once(5672, caplog)
+    assert text.startswith(f"{HOST}:5672 ")
+    assert text.endswith(" the connection before answering CONNECT: is it an MQTT broker?")
 
 
 # -- sessions, acknowledgement, backpressure ----------------------------------------------
@@ -582,6 +688,28 @@ async def test_mqtt311_carries_payload_only_and_refuses_dead_letters(
 
 
 # -- configuration ---------------------------------------------------------------------------
+
+
+async def test_required_groups_get_one_warning_per_binding_that_configures_them(
+    binder: MqttBinder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="binders")
+    await binder.bind_producer(producer_spec("plain-out", fresh("rg")))
+    assert [r for r in caplog.records if r.name.startswith("binders")] == []
+
+    await binder.bind_producer(
+        producer_spec("orders-out", fresh("rg"), required_groups=("billing", "mailer"))
+    )
+    [warning] = [r for r in caplog.records if r.name.startswith("binders")]
+    assert warning.levelno == logging.WARNING
+    text = warning.getMessage()
+    assert text.startswith("binding orders-out: required_groups billing, mailer cannot be")
+    assert "published before a group's first member subscribed reach nobody" in text
+
+    caplog.clear()
+    await binder.bind_producer(producer_spec("audit-out", fresh("rg"), required_groups=("a",)))
+    [again] = [r for r in caplog.records if r.name.startswith("binders")]
+    assert again.getMessage().startswith("binding audit-out: required_groups a cannot be")
 
 
 async def test_producer_refuses_wildcards_and_partitions(binder: MqttBinder) -> None:

@@ -85,6 +85,9 @@ class _Client:
     def drop_buffer(self) -> None:
         self.held = b""
 
+    def new_socket(self) -> None:
+        self.drop_buffer()
+
 
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
