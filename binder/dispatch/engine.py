@@ -15,7 +15,8 @@ A binder hands each fetched message to a :class:`Dispatcher` (its
 * retries a failing handler with jittered exponential backoff, in place (the lane
   waits), then dead-letters the message through the binding; an undecodable payload
   or a :class:`~binder.errors.PermanentError` is dead-lettered at once; an output the
-  broker refuses is published again under the same policy, then dead-lettered;
+  broker refuses is published again under the same policy (unless the binder raised
+  a ``PermanentError``, such as a record too large), then its input is dead-lettered;
 * runs ``async def`` handlers on the event loop
   (:class:`~binder.dispatch.loop_dispatcher.LoopDispatcher`) and plain ``def``
   handlers in worker threads
@@ -39,8 +40,8 @@ from collections.abc import Callable, Collection, Hashable
 
 from binder.dispatch.calls import HandlerCall
 from binder.dispatch.plan import BindingStats, DispatchPlan
-from binder.dispatch.retry import OutputFailed
-from binder.errors import DecodeError
+from binder.dispatch.retry import OutputFailed, is_permanent
+from binder.errors import DecodeError, describe_error
 from binder.message import Message
 from binder.spi import ConsumerBinding, Delivery, Failure
 
@@ -320,12 +321,12 @@ class Dispatcher:
                 "it is handed back unacknowledged",
                 self.name,
                 delivery.message.message_id,
-                describe(exc),
+                describe_error(exc),
             )
             self._finish(delivery, RELEASE)
             return
-        if failures >= self._policy.max_attempts:
-            error = OutputFailed(f"the broker did not accept the output: {describe(exc)}")
+        if failures >= self._policy.max_attempts or is_permanent(exc):
+            error = OutputFailed(f"the broker did not accept the output: {describe_error(exc)}")
             error.__cause__ = exc
             self._failed(delivery, error, failures)
             return
@@ -334,7 +335,7 @@ class Dispatcher:
             "%s: publishing the output of message %s failed (%s); trying again in %.2fs",
             self.name,
             delivery.message.message_id,
-            describe(exc),
+            describe_error(exc),
             delay,
         )
         self._republish[delivery] = self._loop.call_later(delay, self._publish_again, delivery)
@@ -376,7 +377,7 @@ class Dispatcher:
                 "unacknowledged",
                 self.name,
                 delivery.message.message_id,
-                describe(error),
+                describe_error(error),
             )
             self._finish(delivery, NACK)
             return
@@ -484,11 +485,6 @@ class Dispatcher:
             "%s: attempt %d failed (%s); retrying in %.2fs",
             self.name,
             attempt,
-            describe(exc),
+            describe_error(exc),
             delay,
         )
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

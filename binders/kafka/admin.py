@@ -20,6 +20,7 @@ from aiokafka.errors import for_code
 from aiokafka.protocol.metadata import MetadataRequest
 
 from binder.errors import BinderError
+from binders.kafka.errors import kafka_reason, refusal
 
 __all__ = ["TopicPlan", "TopicProvisioner"]
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 _TOPIC_ALREADY_EXISTS = 36
 _UNKNOWN_TOPIC = 3
 _LEADER_NOT_AVAILABLE = 5
+_TOPIC_AUTHORIZATION_FAILED = 29
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ class TopicProvisioner:
         for entry in response.to_object()["topics"]:
             if entry["topic"] != topic:
                 continue
+            if entry["error_code"] == _TOPIC_AUTHORIZATION_FAILED:
+                raise _refused(entry["error_code"], "", f"describing Kafka topic '{topic}'")
             if entry["error_code"] in (_UNKNOWN_TOPIC,) or not entry["partitions"]:
                 return None
             ready = all(p["leader"] >= 0 for p in entry["partitions"])
@@ -92,10 +96,7 @@ class TopicProvisioner:
             name, code = entry[0], entry[1]
             message = entry[2] if len(entry) > 2 else ""
             if code and code != _TOPIC_ALREADY_EXISTS:
-                raise BinderError(
-                    f"cannot create Kafka topic '{name}': {for_code(code).__name__}"
-                    f"{': ' + message if message else ''}"
-                )
+                raise _refused(code, message, f"creating Kafka topic '{name}'")
         log.info(
             "created Kafka topic %s (partitions=%d, replication_factor=%d, config=%s)",
             plan.name,
@@ -146,6 +147,16 @@ class TopicProvisioner:
                 raise BinderError(f"Kafka topic '{topic}' did not become ready in time")
             await asyncio.sleep(0.05)
 
+    async def message_limit(self, topic: str) -> int | None:
+        """The topic's ``max.message.bytes``, None when the broker does not say (the
+        client may not be allowed to describe configurations)."""
+        try:
+            value = (await self.describe_config(topic)).get("max.message.bytes")
+            return int(value) if value is not None else None
+        except Exception as exc:
+            log.debug("no max.message.bytes for Kafka topic %s: %s", topic, kafka_reason(exc))
+            return None
+
     async def describe_config(self, topic: str) -> dict[str, str]:
         """Return the topic's configuration as the broker reports it."""
         responses = await self._admin.describe_configs(
@@ -185,3 +196,13 @@ class TopicProvisioner:
             config=dict(options.get("config") or {}),
             auto_add_partitions=bool(pick("auto_add_partitions")),
         )
+
+
+def _refused(code: int, message: str, doing: str) -> BinderError:
+    """The error for a broker error ``code`` (with its ``message``) while ``doing``:
+    :class:`~binder.errors.AccessRefused` for an authorization error."""
+    error = for_code(code)(message) if message else for_code(code)()
+    refused = refusal(error, doing)
+    if refused is not None:
+        return refused
+    return BinderError(f"{doing}: {kafka_reason(error)}")

@@ -26,6 +26,7 @@ from binder.spi import (
 from binders.kafka.admin import TopicProvisioner
 from binders.kafka.client import client_kwargs, describe_connection
 from binders.kafka.consumer import KafkaConsumerBinding, dead_letter_topic
+from binders.kafka.errors import diagnose_connection, kafka_errors
 from binders.kafka.producer import KafkaProducerBinding, RecordSender
 from binders.kafka.settings import parse_reset_target
 
@@ -68,7 +69,13 @@ class KafkaBinder:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Connect the producer and the admin client; raise if Kafka is unreachable."""
+        """Connect the producer and the admin client.
+
+        Raises :class:`~binder.errors.AccessRefused` when a broker refuses the login
+        (wrong SASL user or password, a mechanism the listener does not offer), and
+        :class:`~binder.errors.BinderError` when Kafka cannot be reached; neither
+        message holds a secret.
+        """
         if self._producer is not None:
             return
         settings = self.settings
@@ -78,6 +85,9 @@ class KafkaBinder:
             enable_idempotence=settings["enable_idempotence"],
             linger_ms=settings["linger_ms"],
             max_batch_size=settings["max_batch_size"],
+            # Records go through send_batch, which aiokafka does not size-check: the
+            # RecordSender checks each binding's own max_request_size.
+            max_request_size=settings["max_request_size"],
             compression_type=settings["compression_type"],
         )
         admin = AIOKafkaAdminClient(**self._client_kwargs)
@@ -89,13 +99,7 @@ class KafkaBinder:
                 await producer.stop()
             with contextlib.suppress(Exception):
                 await admin.close()
-            reason = f"{type(exc).__name__}: {exc}"
-            for key in ("sasl_plain_password", "ssl_password"):
-                if settings[key]:
-                    reason = reason.replace(settings[key], "***")
-            raise BinderError(
-                f"cannot connect to Kafka at {describe_connection(settings)}: {reason}"
-            ) from None
+            raise await diagnose_connection(settings, self._client_kwargs, exc) from None
         self._producer, self._admin = producer, admin
         self._provisioner = TopicProvisioner(admin, settings["request_timeout_ms"] / 1000)
         self._closed = False
@@ -130,6 +134,9 @@ class KafkaBinder:
                 producer,
                 linger_ms=self.settings["linger_ms"],
                 max_batch_size=self.settings["max_batch_size"],
+                # A compressed batch may fit where its uncompressed records would not:
+                # the broker judges those.
+                check_topic_limits=self.settings["compression_type"] is None,
             )
         return self._sender
 
@@ -149,19 +156,21 @@ class KafkaBinder:
     async def _ensure_topic(self, topic: str, options: Mapping[str, Any], minimum: int) -> int:
         _, provisioner = self._started()
         plan = provisioner.plan(topic, options, self.settings, partitions=minimum)
-        if not self.settings["auto_create_topics"]:
-            count = await provisioner.partition_count(topic)
-            if count is None:
-                raise BinderError(
-                    f"Kafka topic '{topic}' does not exist and auto_create_topics is false"
-                )
-            return count
-        return await provisioner.ensure(plan)
+        with kafka_errors(f"provisioning Kafka topic '{topic}'"):
+            if not self.settings["auto_create_topics"]:
+                count = await provisioner.partition_count(topic)
+                if count is None:
+                    raise BinderError(
+                        f"Kafka topic '{topic}' does not exist and auto_create_topics is false"
+                    )
+                return count
+            return await provisioner.ensure(plan)
 
     async def topic_config(self, topic: str) -> dict[str, str]:
         """Return ``topic``'s configuration as the broker reports it."""
         _, provisioner = self._started()
-        return await provisioner.describe_config(topic)
+        with kafka_errors(f"describing Kafka topic '{topic}'"):
+            return await provisioner.describe_config(topic)
 
     # ------------------------------------------------------------------ binding
 
@@ -193,27 +202,34 @@ class KafkaBinder:
             provisioner=provisioner,
             partitions=partitions,
         )
-        await binding.start(self.settings["assignment_timeout"])
+        with kafka_errors(f"binding consumer '{spec.binding}' to Kafka topic '{spec.destination}'"):
+            await binding.start(self.settings["assignment_timeout"])
         self._consumers.append(binding)
         return binding
 
     async def bind_producer(self, spec: ProducerSpec) -> ProducerBinding:
-        """Provision the topic with at least ``spec.partition_count`` partitions."""
-        producer, _ = self._started()
+        """Provision the topic with at least ``spec.partition_count`` partitions.
+
+        The binding sends records up to its ``max_request_size`` option (default: the
+        binder's) and, without compression, up to the topic's ``max.message.bytes``.
+        """
+        producer, provisioner = self._started()
         if spec.partition_count > 1:
             require(self.capabilities, "partitioning", self.name, "partition_count > 1")
         partitions = await self._ensure_topic(spec.destination, spec.options, spec.partition_count)
-        if partitions < spec.partition_count:
-            # The core sends to partitions 0..partition_count-1, so the binding cannot
-            # work on fewer: grow the topic (logged as a warning) rather than fail.
-            _, provisioner = self._started()
-            partitions = await provisioner.grow(spec.destination, spec.partition_count)
-            for consumer in self._consumers:
-                if consumer.spec.destination == spec.destination:
-                    consumer.refresh_metadata()
         sender = self._sender_for(producer)
-        await sender.know(spec.destination, partitions)
-        binding = KafkaProducerBinding(spec, producer, sender, partitions)
+        with kafka_errors(f"binding producer '{spec.binding}' to Kafka topic '{spec.destination}'"):
+            if partitions < spec.partition_count:
+                # The core sends to partitions 0..partition_count-1, so the binding cannot
+                # work on fewer: grow the topic (logged as a warning) rather than fail.
+                partitions = await provisioner.grow(spec.destination, spec.partition_count)
+                for consumer in self._consumers:
+                    if consumer.spec.destination == spec.destination:
+                        consumer.refresh_metadata()
+            limit = await provisioner.message_limit(spec.destination)
+            await sender.know(spec.destination, partitions, message_limit=limit)
+        max_request_size = spec.options.get("max_request_size") or self.settings["max_request_size"]
+        binding = KafkaProducerBinding(spec, producer, sender, partitions, int(max_request_size))
         self._producers.append(binding)
         return binding
 
@@ -231,24 +247,28 @@ class KafkaBinder:
         """
         _, provisioner = self._started()
         target = parse_reset_target(to)
-        count = await provisioner.partition_count(destination)
-        if count is None:
-            raise BinderError(f"Kafka topic '{destination}' does not exist")
-        tps = [TopicPartition(destination, p) for p in range(count)]
-        consumer = AIOKafkaConsumer(**self._client_kwargs, group_id=group, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            consumer.assign(tps)
-            if target == "earliest":
-                offsets = await consumer.beginning_offsets(tps)
-            elif target == "latest":
-                offsets = await consumer.end_offsets(tps)
-            else:
-                found = await consumer.offsets_for_times(dict.fromkeys(tps, int(target * 1000)))
-                ends = await consumer.end_offsets(tps)
-                offsets = {tp: found[tp].offset if found[tp] else ends[tp] for tp in tps}
-            await consumer.commit(offsets)
-        finally:
-            await consumer.stop()
+        with kafka_errors(f"resetting group '{group}' on Kafka topic '{destination}'"):
+            count = await provisioner.partition_count(destination)
+            if count is None:
+                raise BinderError(f"Kafka topic '{destination}' does not exist")
+            tps = [TopicPartition(destination, p) for p in range(count)]
+            consumer = AIOKafkaConsumer(
+                **self._client_kwargs, group_id=group, enable_auto_commit=False
+            )
+            await consumer.start()
+            try:
+                consumer.assign(tps)
+                if target == "earliest":
+                    offsets = await consumer.beginning_offsets(tps)
+                elif target == "latest":
+                    offsets = await consumer.end_offsets(tps)
+                else:
+                    millis = int(target * 1000)
+                    found = await consumer.offsets_for_times(dict.fromkeys(tps, millis))
+                    ends = await consumer.end_offsets(tps)
+                    offsets = {tp: found[tp].offset if found[tp] else ends[tp] for tp in tps}
+                await consumer.commit(offsets)
+            finally:
+                await consumer.stop()
         log.info("reset group %s on %s to %s", group, destination, to)
         return {tp.partition: offset for tp, offset in offsets.items()}

@@ -42,6 +42,7 @@ from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ConsumerSpec, Delivery, DeliverySink, Failure
 from binders.kafka.admin import TopicProvisioner
+from binders.kafka.errors import kafka_errors, kafka_reason, refusal
 from binders.kafka.mapping import from_record
 from binders.kafka.producer import RecordSender
 
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 
 #: Waits between fetches that failed (the broker is restarting, say).
 _FETCH_BACKOFF = Backoff(0.1, 2.0, 5.0)
+
+#: Room a dead letter needs beyond its record: the failure headers (the stacktrace is
+#: cut to a few kilobytes).
+_DEAD_LETTER_HEADROOM = 65536
 
 
 def dead_letter_topic(destination: str, group: str | None) -> str:
@@ -159,6 +164,9 @@ class KafkaConsumerBinding:
             max_poll_interval_ms=settings["max_poll_interval_ms"],
             max_poll_records=min(self._max_records, self._bound),
             metadata_max_age_ms=settings["metadata_max_age_ms"],
+            max_partition_fetch_bytes=options.get("max_partition_fetch_bytes")
+            or settings["max_partition_fetch_bytes"],
+            fetch_max_bytes=options.get("fetch_max_bytes") or settings["fetch_max_bytes"],
         )
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._attempts: dict[tuple[TopicPartition, int], int] = {}
@@ -353,12 +361,15 @@ class KafkaConsumerBinding:
             except ConsumerStoppedError:
                 return
             except KafkaError as exc:
+                refused = refusal(exc, self._doing())
+                if refused is not None and not self._ready.is_set():
+                    raise refused from None  # bind_consumer raises it
                 failures += 1
                 delay = _FETCH_BACKOFF.delay(failures)
                 log.warning(
                     "Kafka fetch for %s failed: %s; retrying in %.1fs",
                     self.spec.binding,
-                    exc,
+                    refused if refused is not None else kafka_reason(exc),
                     delay,
                 )
                 await asyncio.sleep(delay)
@@ -366,6 +377,10 @@ class KafkaConsumerBinding:
             failures = 0
             for tp, records in batch.items():
                 self._distribute(tp, records)
+
+    def _doing(self) -> str:
+        group = f"group '{self.spec.group}'" if self.spec.group else "an anonymous group"
+        return f"consuming Kafka topic '{self.spec.destination}' in {group}"
 
     def _distribute(self, tp: TopicPartition, records: list[Any]) -> None:
         state = self._partitions.get(tp)
@@ -441,7 +456,7 @@ class KafkaConsumerBinding:
         try:
             await self._consumer.commit(offsets)
         except (KafkaError, IllegalStateError) as exc:
-            log.info("commit of %s deferred: %s", self.spec.binding, exc)
+            log.info("commit of %s deferred: %s", self.spec.binding, kafka_reason(exc))
             return
         for state in states:
             if state.tp in offsets:
@@ -467,12 +482,11 @@ class KafkaConsumerBinding:
     async def dead_letter(self, delivery: Delivery, failure: Failure) -> None:
         """Publish the record's message with the failure headers; return once acknowledged."""
         topic = self.dead_letter_destination()
-        if self._dlq_partitions is None:
-            plan = self._provisioner.plan(
-                topic, {}, self._settings, partitions=self._topic_partitions
-            )
-            self._dlq_partitions = await self._provisioner.ensure(plan)
-            await self._sender.know(topic, self._dlq_partitions)
+        partitions = self._dlq_partitions
+        if partitions is None:
+            with kafka_errors(f"provisioning dead-letter topic '{topic}'"):
+                partitions = await self._provision_dead_letters(topic)
+            self._dlq_partitions = partitions
         message = delivery.message
         origin = (message.destination or self.spec.destination, message.partition or 0, -1)
         if isinstance(delivery, KafkaDelivery):
@@ -488,5 +502,24 @@ class KafkaConsumerBinding:
         )
         # Same partition as the original when the dead-letter topic has it (Spring's
         # convention), else Kafka's key partitioner.
-        partition = origin[1] if origin[1] < self._dlq_partitions else None
+        partition = origin[1] if origin[1] < partitions else None
         await self._sender.send(topic, message.copy(partition=partition), headers)
+
+    async def _provision_dead_letters(self, topic: str) -> int:
+        """Create the dead-letter topic when missing, able to take every record of the
+        consumed topic: its ``max.message.bytes`` is the consumed topic's plus room for
+        the failure headers.  Dead letters are held to that limit only, not to a
+        ``max_request_size``: their record already went through Kafka.  Returns the
+        topic's partition count."""
+        config: dict[str, str] = {}
+        limit = await self._provisioner.message_limit(self.spec.destination)
+        if limit is not None:
+            config["max.message.bytes"] = str(limit + _DEAD_LETTER_HEADROOM)
+        plan = self._provisioner.plan(
+            topic, {"config": config}, self._settings, partitions=self._topic_partitions
+        )
+        partitions = await self._provisioner.ensure(plan)
+        await self._sender.know(
+            topic, partitions, message_limit=await self._provisioner.message_limit(topic)
+        )
+        return partitions

@@ -104,6 +104,13 @@ BINDER_SCHEMA: dict[str, Option] = {
     "linger_ms": Option(int, 5, check=non_negative),
     "max_batch_size": Option(int, 16384, check=positive),
     "compression_type": Option(str, None, choices=(None, "gzip", "snappy", "lz4", "zstd")),
+    "max_request_size": Option(
+        int,
+        1048576,
+        check=positive,
+        help="largest record in bytes (key, value, headers, batch overhead) a producer "
+        "binding sends; a producer binding's max_request_size overrides it",
+    ),
     # consumers
     "session_timeout_ms": Option(int, 10000, check=positive),
     "heartbeat_interval_ms": Option(int, 500, check=positive),
@@ -113,6 +120,18 @@ BINDER_SCHEMA: dict[str, Option] = {
         int, 30000, check=positive, help="how soon consumers see partitions added elsewhere"
     ),
     "commit_interval": Option(float, 0.5, check=positive, help="seconds between commits"),
+    "max_partition_fetch_bytes": Option(
+        int,
+        1048576,
+        check=positive,
+        help="bytes a fetch asks per partition (default of the consumer bindings)",
+    ),
+    "fetch_max_bytes": Option(
+        int,
+        52428800,
+        check=positive,
+        help="bytes a fetch asks in all (default of the consumer bindings)",
+    ),
     "assignment_timeout": Option(
         float, 30.0, check=positive, help="seconds bind_consumer waits for partitions"
     ),
@@ -144,6 +163,20 @@ CONSUMER_SCHEMA: dict[str, Option] = {
     "redelivery_delay": Option(
         float, 0.1, check=non_negative, help="seconds before a failed record is delivered again"
     ),
+    "max_partition_fetch_bytes": Option(
+        int, None, check=positive, help="bytes a fetch asks per partition (default: the binder's)"
+    ),
+    "fetch_max_bytes": Option(
+        int, None, check=positive, help="bytes a fetch asks in all (default: the binder's)"
+    ),
 }
 
-PRODUCER_SCHEMA: dict[str, Option] = dict(_TOPIC_OPTIONS)
+PRODUCER_SCHEMA: dict[str, Option] = {
+    **_TOPIC_OPTIONS,
+    "max_request_size": Option(
+        int,
+        None,
+        check=positive,
+        help="largest record in bytes this binding sends (default: the binder's)",
+    ),
+}

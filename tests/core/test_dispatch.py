@@ -57,18 +57,25 @@ class Recorded(Delivery):
 class Producer:
     """A producer whose confirmations the test gives (or refuses) one by one."""
 
-    def __init__(self, *, confirm_at_once: bool = False, failures: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        confirm_at_once: bool = False,
+        failures: int = 0,
+        error: Exception | None = None,
+    ) -> None:
         self.sent: list[Message] = []
         self.pending: list[asyncio.Future[None]] = []
         self.confirm_at_once = confirm_at_once
         self.failures = failures
+        self.error = error or ConnectionError("broker said no")
 
     def publish(self, message: Message) -> asyncio.Future[None]:
         self.sent.append(message)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.failures:
             self.failures -= 1
-            future.set_exception(ConnectionError("broker said no"))
+            future.set_exception(self.error)
         elif self.confirm_at_once:
             future.set_result(None)
         else:
@@ -387,6 +394,20 @@ async def test_an_output_refused_every_time_dead_letters_its_input() -> None:
     [(_, failure)] = binding.dead
     assert failure.exception_type == f"{OutputFailed.__module__}.OutputFailed"
     assert "broker said no" in failure.exception_message
+    await stop(dispatcher)
+
+
+async def test_an_output_refused_for_good_dead_letters_its_input_at_once() -> None:
+    producer = Producer(confirm_at_once=True, failures=99, error=PermanentError("too large"))
+    binding = Binding()
+    log: list[tuple[str, int]] = []
+    dispatcher = await started(plan(lambda payload: payload, output=port(producer)), binding)
+    dispatcher.deliver(Recorded(0, None, log))
+    await wait_until(lambda: log, 5, "settlement")
+    assert log == [("ack", 0)]
+    assert len(producer.sent) == 1, "a PermanentError is not published again"
+    [(_, failure)] = binding.dead
+    assert failure.exception_message == "the broker did not accept the output: too large"
     await stop(dispatcher)
 
 

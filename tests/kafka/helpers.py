@@ -16,6 +16,18 @@ SETTINGS: dict[str, Any] = {
     "commit_interval": 0.2,
 }
 
+#: The SASL listener of scripts/brokers (SASL_PLAINTEXT, mechanism PLAIN).
+SASL_BOOTSTRAP = "127.0.0.1:9094"
+SASL_PASSWORD = "eventbinder-secret"
+SASL_SETTINGS: dict[str, Any] = {
+    **SETTINGS,
+    "bootstrap_servers": SASL_BOOTSTRAP,
+    "security_protocol": "SASL_PLAINTEXT",
+    "sasl_mechanism": "PLAIN",
+    "sasl_plain_username": "eventbinder",
+    "sasl_plain_password": SASL_PASSWORD,
+}
+
 
 def unique(prefix: str) -> str:
     """A fresh, uuid-suffixed topic or group name."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from binder.app import App
+from binder.config import load_settings
 from binder.errors import ConfigError
 from binder.plugins import load_registry
+from binder.resolve import resolve_bindings
 from binders.kafka.plugin import KafkaBinderType
 from binders.kafka.settings import parse_reset_target
 
@@ -55,3 +58,68 @@ def test_replay_targets() -> None:
     assert parse_reset_target("2026-01-01T00:00:00") == 1767225600.0
     with pytest.raises(ValueError, match="ISO 8601"):
         parse_reset_target("yesterday")
+
+
+def test_size_settings_are_positive_ints_with_kafkas_defaults() -> None:
+    kind = KafkaBinderType()
+    settings = kind.validate_settings({})
+    assert settings["max_request_size"] == 1048576
+    assert settings["max_partition_fetch_bytes"] == 1048576
+    assert settings["fetch_max_bytes"] == 52428800
+    for key in ("max_request_size", "max_partition_fetch_bytes", "fetch_max_bytes"):
+        with pytest.raises(ConfigError, match="greater than 0") as raised:
+            kind.validate_settings({key: 0})
+        assert raised.value.key == key
+        with pytest.raises(ConfigError, match="expected int"):
+            kind.validate_settings({key: "5MB"})
+
+
+def test_size_options_belong_to_their_direction() -> None:
+    kind = KafkaBinderType()
+    producer = kind.validate_binding_options({"max_request_size": 8388608}, "producer")
+    assert producer["max_request_size"] == 8388608
+    consumer = kind.validate_binding_options(
+        {"max_partition_fetch_bytes": 8388608, "fetch_max_bytes": 16777216}, "consumer"
+    )
+    assert (consumer["max_partition_fetch_bytes"], consumer["fetch_max_bytes"]) == (
+        8388608,
+        16777216,
+    )
+    # Absent: None, so the binder's setting applies.
+    assert kind.validate_binding_options({}, "producer")["max_request_size"] is None
+    assert kind.validate_binding_options({}, "consumer")["fetch_max_bytes"] is None
+    with pytest.raises(ConfigError, match="max_request_size"):
+        kind.validate_binding_options({"max_request_size": 1}, "consumer")
+    with pytest.raises(ConfigError, match="fetch_max_bytes"):
+        kind.validate_binding_options({"fetch_max_bytes": 1}, "producer")
+    with pytest.raises(ConfigError, match="greater than 0"):
+        kind.validate_binding_options({"max_request_size": -1}, "producer")
+
+
+def test_bindings_default_takes_size_options_for_either_direction() -> None:
+    app = App("sizes")
+
+    @app.function(input="in", output="out", group="g")
+    def relay(payload: bytes) -> bytes:
+        return payload
+
+    settings = load_settings(
+        {
+            "binders": {"kafka": {"type": "kafka"}},
+            "bindings": {
+                "default": {
+                    "kafka": {"max_request_size": 8388608, "max_partition_fetch_bytes": 8388608}
+                },
+                "relay-out-0": {"kafka": {"max_request_size": 4194304}},
+            },
+        },
+        registry=load_registry(),
+        discover=False,
+        environ={},
+    )
+    bindings = resolve_bindings(app, settings)
+    consumer = bindings["relay-in-0"].options_for("kafka")
+    producer = bindings["relay-out-0"].options_for("kafka")
+    assert consumer["max_partition_fetch_bytes"] == 8388608
+    assert "max_request_size" not in consumer
+    assert producer["max_request_size"] == 4194304  # the binding overrides the default
