@@ -25,6 +25,7 @@ from binder.logs import RepeatFilter
 
 __all__ = ["TargetError", "load_app", "main"]
 
+DESCRIPTION = "Run an event-driven app; inspect its bindings, configuration and binders."
 USAGE_ERROR = 2
 APP_ERROR = 1
 #: Client libraries narrate group joins and reconnects at INFO; below DEBUG only their
@@ -58,7 +59,7 @@ def _reader_gone() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``binder`` command; return its exit code."""
-    args = build_parser(COMMANDS, __doc__.splitlines()[0]).parse_args(argv)
+    args = build_parser(COMMANDS, DESCRIPTION).parse_args(argv)
     try:
         level = log_level(args, os.environ)
     except ValueError as exc:

@@ -64,10 +64,18 @@ def log_level(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
     return value.upper()
 
 
+class _Version(argparse.Action):
+    """``--version`` on one line (argparse's own action wraps it to the terminal)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser(commands: Mapping[str, Command], description: str) -> argparse.ArgumentParser:
     """The parser; ``commands`` maps each command name to the function running it."""
     parser = argparse.ArgumentParser(prog="binder", description=description)
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the versions and exit")
     parser.add_argument(
         "--log-level",
         type=str.upper,

@@ -117,9 +117,10 @@ def test_a_bad_log_level_variable_is_one_line() -> None:
 
 
 def test_version_names_eventbinder_python_and_the_client_libraries() -> None:
-    result = binder("--version")
+    result = binder("--version", env={"COLUMNS": "40"})
     assert result.returncode == 0
     assert result.stdout.startswith("eventbinder 0.1.0 (Python 3.")
+    assert result.stdout.count("\n") == 1, "one line, however narrow the terminal"
     for library in ("kombu", "aiokafka", "paho-mqtt"):
         assert f"{library} " in result.stdout
 
