@@ -96,7 +96,13 @@ class RabbitBinder:
         return link
 
     async def start(self) -> None:
-        """Open the publishing connection; raise :class:`LinkError` if RabbitMQ is unreachable."""
+        """Open the publishing connection.
+
+        Raises :class:`~binder.errors.AccessRefused` when RabbitMQ refuses the login
+        (wrong user name or password), has no such virtual host or gives the user no
+        access to it, and :class:`~binders.rabbit.errors.LinkError` when it cannot be
+        reached; each error is one sentence naming the broker, never a password.
+        """
         if self._started:
             return
         self._loop = asyncio.get_running_loop()

@@ -1,4 +1,9 @@
-"""Turn validated binder settings into a kombu connection factory (failover, TLS)."""
+"""Turn validated binder settings into a kombu connection factory (failover, TLS).
+
+A connection attempt that fails raises one sentence: :class:`~binder.errors.AccessRefused`
+when RabbitMQ refused the login or the virtual host (not worth retrying), else
+:class:`~binders.rabbit.errors.LinkError` (unreachable: retried).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from binder.redaction import redact_url
+from binder.errors import AccessRefused
+from binders.rabbit.errors import LinkError, connect_failure, login_refusal
+from binders.rabbit.settings import URL_ENV
 
 __all__ = ["DEFAULT_URL", "connection_factory", "effective_urls"]
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672//"
-URL_ENV = "EVENTBINDER_RABBIT_URL"
 
 
 def _with_credentials(url: str, username: str | None, password: str | None) -> str:
@@ -55,7 +61,8 @@ def connection_factory(settings: Mapping[str, Any]) -> Callable[[], Any]:
     state = {"next": 0}
 
     def connect() -> Any:
-        errors: list[str] = []
+        refused: list[str] = []  # sentences of login_refusal
+        failed: list[str] = []  # sentences of connect_failure
         for attempt in range(len(urls)):
             index = (state["next"] + attempt) % len(urls)
             url = urls[index]
@@ -69,11 +76,19 @@ def connection_factory(settings: Mapping[str, Any]) -> Callable[[], Any]:
             try:
                 conn.ensure_connection(max_retries=0)
             except Exception as exc:
-                errors.append(f"{redact_url(url)}: {type(exc).__name__}: {redact_url(str(exc))}")
+                info = conn.info()
                 conn.release()
+                refusal = login_refusal(exc, info)
+                if refusal is not None:
+                    refused.append(refusal)
+                else:
+                    failed.append(connect_failure(exc, info))
                 continue
             state["next"] = index
             return conn
-        raise ConnectionError("cannot connect to RabbitMQ: " + "; ".join(errors))
+        if refused:
+            # The broker answered and said no: other URLs failing does not change that.
+            raise AccessRefused("; ".join(refused + failed))
+        raise LinkError("; ".join(failed))
 
     return connect

@@ -19,6 +19,7 @@ from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ConsumerSpec, Delivery, DeliverySink, Failure
 from binders.rabbit.confirms import Publish
+from binders.rabbit.errors import describe
 from binders.rabbit.link import ConsumerHandle, Link
 from binders.rabbit.mapping import from_amqp, to_amqp
 from binders.rabbit.topology import DLX, Decl, dead_letter_target, dead_letter_topology
@@ -182,11 +183,11 @@ class RabbitConsumerBinding:
                 if self._link.connected:
                     await self._link.cancel_consumer(self.handle)
             except Exception as exc:  # the connection may be gone; RabbitMQ requeues
-                log.debug("%s: cancel failed: %s", self.spec.binding, exc)
+                log.debug("%s: cancel failed: %s", self.spec.binding, describe(exc))
             try:
                 await self._link.close_consumer(self.handle)
             except Exception as exc:
-                log.debug("%s: closing the channel failed: %s", self.spec.binding, exc)
+                log.debug("%s: closing the channel failed: %s", self.spec.binding, describe(exc))
             self._on_closed(self)
         finally:
             self._closing.set_result(None)

@@ -48,7 +48,14 @@ The design:
   was not confirmed (at-least-once: a publish is reported done only after its confirm;
   one not confirmed within ``publish_timeout`` fails).  Unacked deliveries are
   redelivered by RabbitMQ; acks for deliveries of a dead channel are dropped (tracked
-  with an epoch per consumer).
+  with an epoch per consumer).  Every failed attempt logs one line saying why (a
+  refused login at ERROR, naming the user) and when the next one is; the wait between
+  attempts is only cut short by :meth:`Link.close`, never by publishes or acks queued
+  meanwhile, so an app that keeps publishing does not turn the backoff into a tight
+  loop of logins.
+* Errors are one sentence (:mod:`binders.rabbit.errors`): what RabbitMQ refused to a
+  caller of the link is :class:`~binder.errors.AccessRefused` (login, virtual host,
+  permissions) or :class:`LinkError`, never a chain of py-amqp exception names.
 """
 
 from __future__ import annotations
@@ -68,10 +75,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from binder.backoff import Backoff
-from binder.errors import BinderError
-from binder.redaction import redact_url
+from binder.errors import AccessRefused
 from binders.rabbit.acks import AckCoalescer
 from binders.rabbit.confirms import ConfirmTracker, Publish, PublishFailed
+from binders.rabbit.errors import LinkError, as_error, describe, translate
 from binders.rabbit.socket_io import SocketIO
 from binders.rabbit.topology import BindDecl, Decl, ExchangeDecl, QueueDecl
 
@@ -82,10 +89,6 @@ log = logging.getLogger("binders.rabbit")
 _MAX_FRAMES_PER_TURN = 1536
 #: The reconnect backoff when none is given.
 DEFAULT_BACKOFF = Backoff(initial=0.2, multiplier=2.0, maximum=10.0)
-
-
-class LinkError(BinderError):
-    """The connection to RabbitMQ failed or is closed."""
 
 
 @dataclass(slots=True, eq=False)
@@ -172,8 +175,16 @@ class Link:
 
     # ------------------------------------------------------------------ event loop side
 
+    @property
+    def _closed_text(self) -> str:
+        return f"the RabbitMQ connection {self.label} is closed"
+
     async def start(self) -> None:
-        """Start the thread and wait for the first connection (raise if it fails)."""
+        """Start the thread and wait for the first connection.
+
+        Raises :class:`~binder.errors.AccessRefused` when RabbitMQ refused the login or
+        the virtual host (or a declaration of the first connection), else
+        :class:`LinkError` when it cannot be reached."""
         self._started = self._loop.create_future()
         self._thread = threading.Thread(
             target=self._run, name=f"eventbinder-rabbit-{self.label}", daemon=True
@@ -181,8 +192,8 @@ class Link:
         self._thread.start()
         await self._started
 
-    def _wake(self) -> None:
-        if not self._wake_pending:
+    def _wake(self, force: bool = False) -> None:
+        if force or not self._wake_pending:
             self._wake_pending = True
             with contextlib.suppress(BlockingIOError, OSError):
                 os.write(self._wake_w, b"x")
@@ -190,7 +201,7 @@ class Link:
     def publish(self, pub: Publish) -> None:
         """Queue ``pub``; its future resolves on confirm (or fails)."""
         if self._stopping:
-            pub.future.set_exception(LinkError(f"{self.label}: connection is closed"))
+            pub.future.set_exception(LinkError(self._closed_text))
             return
         pub.deadline = time.monotonic() + self._publish_timeout
         self._outbox.append(pub)
@@ -208,16 +219,22 @@ class Link:
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the I/O thread (once connected) and return its result."""
         if self._stopping:
-            raise LinkError(f"{self.label}: connection is closed")
+            raise LinkError(self._closed_text)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._calls.add(future)
         future.add_done_callback(self._calls.discard)
 
         def run() -> None:
+            from amqp.exceptions import ChannelError
+
             try:
                 result = fn()
+            except ChannelError as exc:
+                # The caller is told (in one sentence); the channel is repaired quietly.
+                self._post(_set_exception, future, translate(exc))
+                self._repair_channels(exc, reported=True)
             except BaseException as exc:
-                self._post(_set_exception, future, exc)
+                self._post(_set_exception, future, translate(exc))
                 raise
             else:
                 self._post(_set_result, future, result)
@@ -249,6 +266,10 @@ class Link:
                 self._open_consumer(handle)
             except BaseException:
                 self._consumers.remove(handle)
+                channel, handle.channel = handle.channel, None
+                if channel is not None:  # e.g. basic.consume refused: py-amqp reopened it
+                    with contextlib.suppress(Exception):
+                        channel.close()
                 raise
 
         await self.call(run)
@@ -287,13 +308,13 @@ class Link:
         if self._thread is None:
             return
         self._stopping = True
-        self._wake()
+        self._wake(force=True)  # also ends a wait between connection attempts
         while not self._stopped.is_set():
             await asyncio.sleep(0.005)
         thread, self._thread = self._thread, None
         await asyncio.to_thread(thread.join, 5)
         for future in list(self._calls):  # queued while disconnected, never run
-            _set_exception(future, LinkError(f"{self.label}: connection closed"))
+            _set_exception(future, LinkError(self._closed_text))
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -308,7 +329,6 @@ class Link:
         backoff = self._backoff
         failures = 0  # consecutive failed or short-lived connections
         first = True
-        served_from = time.monotonic()
         try:
             while not self._stopping:
                 try:
@@ -316,21 +336,17 @@ class Link:
                     self._conn = self._kconn.connection
                 except Exception as exc:
                     if first:
-                        self._post(_set_exception, self._started, LinkError(_describe(exc)))
+                        self._post(_set_exception, self._started, as_error(exc))
                         return
                     failures += 1
-                    delay = backoff.delay(failures)
-                    log.warning(
-                        "%s: reconnect failed (%s); next attempt in %.1fs",
-                        self.label,
-                        _describe(exc),
-                        delay,
-                    )
-                    self._sleep(delay)
-                    self._expire_publishes()
+                    self._retry_later("cannot reconnect", exc, backoff.delay(failures))
                     continue
+                served = 0.0
+                restored = False
+                lost: Exception | None = None
                 try:
                     self._restore()
+                    restored = True
                     self.connected = True
                     if first:
                         first = False
@@ -338,33 +354,58 @@ class Link:
                     else:
                         self.reconnects += 1
                         log.warning("%s: reconnected", self.label)
-                    served_from = time.monotonic()
-                    self._serve()
+                    since = time.monotonic()
+                    try:
+                        self._serve()
+                    finally:
+                        served = time.monotonic() - since
                 except Exception as exc:
-                    if self._stopping:
-                        break
-                    if first:
-                        self._post(_set_exception, self._started, LinkError(_describe(exc)))
-                        return
-                    log.warning(
-                        "%s: connection lost (%s); reconnecting", self.label, _describe(exc)
-                    )
+                    lost = exc
                 finally:
                     self.connected = False
                     self._drop_connection()
-                if not self._stopping:
-                    # a connection that dies at once must not make a busy reconnect loop;
-                    # one that served a while starts the backoff over
-                    if time.monotonic() - served_from > backoff.maximum:
-                        failures = 0
-                    failures += 1
-                    self._sleep(backoff.delay(failures))
+                if self._stopping or lost is None:
+                    break
+                if first:
+                    self._post(_set_exception, self._started, as_error(lost))
+                    return
+                # A connection that dies at once must not make a busy reconnect loop;
+                # one that served a while starts the backoff over.
+                if served > backoff.maximum:
+                    failures = 0
+                failures += 1
+                what = "connection lost" if restored else "cannot restore after reconnecting"
+                self._retry_later(what, lost, backoff.delay(failures))
         finally:
             self._shutdown()
 
+    def _retry_later(self, what: str, exc: BaseException, delay: float) -> None:
+        """Log one line (why, and when the next attempt is), then wait ``delay``."""
+        error = as_error(exc)
+        level = logging.ERROR if isinstance(error, AccessRefused) else logging.WARNING
+        log.log(level, "%s: %s: %s; next attempt in %.1fs", self.label, what, error, delay)
+        self._sleep(delay)
+
     def _sleep(self, seconds: float) -> None:
-        select.select([self._wake_r], [], [], seconds)
-        self._drain_wake()
+        """Wait between connection attempts; only :meth:`close` cuts the wait short.
+
+        Publishes and acks queued meanwhile write no wake-up byte (the flag says one is
+        pending), so they cannot hurry the next attempt; publishes past their deadline
+        still fail on time.
+        """
+        deadline = time.monotonic() + seconds
+        self._wake_pending = True
+        try:
+            while not self._stopping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                select.select([self._wake_r], [], [], min(remaining, 0.25))
+                with contextlib.suppress(BlockingIOError, OSError):
+                    os.read(self._wake_r, 4096)  # a stray byte must not make a busy loop
+                self._expire_publishes()
+        finally:
+            self._drain_wake()
 
     def _drain_wake(self) -> None:
         # Empty the pipe *before* clearing the flag: the other order can swallow the
@@ -524,7 +565,7 @@ class Link:
         except Exception as exc:
             if _is_connection_error(exc):
                 raise
-            log.debug("%s: command failed: %s", self.label, _describe(exc))
+            log.debug("%s: command failed: %s", self.label, describe(exc))
 
     def _settle(self, acks: list[tuple[ConsumerHandle, int, int, bool]]) -> None:
         """Send acks and rejects; those of a channel that died since are dropped."""
@@ -583,7 +624,8 @@ class Link:
                 send(method, "Bssbb", (0, pub.exchange, pub.routing_key, False, False), pub.message)
             except Exception as exc:
                 if not _is_connection_error(exc):  # e.g. a header py-amqp cannot encode
-                    confirms.fail(pub.future, PublishFailed(_describe(exc)))
+                    text = f"cannot send the message: {describe(exc)}"
+                    confirms.fail(pub.future, PublishFailed(text))
                     continue
                 outbox.appendleft(pub)
                 raise
@@ -611,15 +653,20 @@ class Link:
                 batch, handle.batch = handle.batch, []
                 self._post(handle.deliver, batch, handle.epoch)
 
-    def _repair_channels(self, exc: BaseException) -> None:
-        """A channel was closed by the broker (py-amqp reopened it): restore its role."""
+    def _repair_channels(self, exc: BaseException, *, reported: bool = False) -> None:
+        """A channel was closed by the broker (py-amqp reopened it): restore its role.
+
+        ``reported``: the caller of the failed command was told, so only a debug line.
+        """
         broken, self._broken_channels = self._broken_channels, set()
-        log.warning("%s: channel error: %s", self.label, _describe(exc))
+        level = logging.DEBUG if reported else logging.WARNING
+        log.log(level, "%s: channel error: %s", self.label, describe(exc))
         # py-amqp has already reopened a broken admin channel in place: nothing to restore.
         if self._control in broken:
             # Which publish caused it is unknown: fail every unconfirmed one rather than
             # resend a poison publish forever; none of them is reported as sent.
-            self._confirms.fail_unconfirmed(lambda: PublishFailed(f"channel closed: {exc}"))
+            failure = as_error(exc)
+            self._confirms.fail_unconfirmed(lambda: PublishFailed(str(failure)))
             with contextlib.suppress(Exception):
                 self._control.close()
             self._open_control()
@@ -637,7 +684,7 @@ class Link:
                         "%s: cannot resume consuming %s: %s",
                         self.label,
                         handle.queue,
-                        _describe(again),
+                        describe(again),
                     )
         self._flush()
 
@@ -670,7 +717,7 @@ class Link:
         self._flush()
 
     def _shutdown(self) -> None:
-        error = LinkError(f"{self.label}: connection closed")
+        error = LinkError(self._closed_text)
         self._confirms.fail_unconfirmed(lambda: error)
         for pub in list(self._outbox):
             self._confirms.fail(pub.future, error)
@@ -684,12 +731,6 @@ def _is_connection_error(exc: BaseException) -> bool:
     from amqp.exceptions import RecoverableConnectionError
 
     return isinstance(exc, AMQPConnectionError | RecoverableConnectionError | OSError)
-
-
-def _describe(exc: BaseException) -> str:
-    """An exception as text with any URL password masked."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return str(redact_url(text))
 
 
 def _set_result(future: asyncio.Future[Any] | None, result: Any) -> None:

@@ -20,7 +20,7 @@ class RabbitBinderType:
     description = "RabbitMQ (kombu): topic exchanges, group queues, DLX dead letters, confirms"
     requires = {"kombu": "eventbinder[rabbit]"}
     """The client library, imported only by :meth:`create`, and what installs it."""
-    environment_defaults = {"url": "EVENTBINDER_RABBIT_URL"}
+    environment_defaults = {"url": rabbit_settings.URL_ENV}
     """Settings that, left unset, are read from an environment variable when the
     binder connects (``binder config`` shows them)."""
 

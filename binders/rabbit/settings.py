@@ -16,11 +16,14 @@ __all__ = [
     "PRODUCER_OPTIONS",
     "SETTINGS",
     "SSL_OPTIONS",
+    "URL_ENV",
     "validate_binding_options",
     "validate_settings",
 ]
 
 EXCHANGE_TYPES = ("topic", "direct", "fanout", "headers")
+#: The environment variable giving the URL when the ``url`` setting is unset.
+URL_ENV = "EVENTBINDER_RABBIT_URL"
 
 
 def _urls(value: Any) -> list[str]:

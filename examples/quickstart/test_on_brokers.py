@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,16 @@ ROOT = Path(__file__).resolve().parents[2]
     [pytest.param(name, marks=pytest.mark.broker(name)) for name in ("rabbit", "kafka", "mqtt")],
 )
 def test_quickstart_runs_with_the_config_file_only(broker: str) -> None:
+    # Fresh destinations per run, through environment overrides of the file's values:
+    # what an earlier run left in `orders` would otherwise be handled first and use up
+    # --max-messages before any invoice is printed.
+    tag = uuid.uuid4().hex[:10]
+    fresh = {
+        "EVENTBINDER_BINDINGS__NEW_ORDER_OUT_0__DESTINATION": f"orders-{tag}",
+        "EVENTBINDER_BINDINGS__PRICE_IN_0__DESTINATION": f"orders-{tag}",
+        "EVENTBINDER_BINDINGS__PRICE_OUT_0__DESTINATION": f"invoices-{tag}",
+        "EVENTBINDER_BINDINGS__PRINT_INVOICE_IN_0__DESTINATION": f"invoices-{tag}",
+    }
     result = subprocess.run(
         [
             sys.executable,
@@ -29,6 +41,7 @@ def test_quickstart_runs_with_the_config_file_only(broker: str) -> None:
             "20",
         ],
         cwd=ROOT,
+        env={**os.environ, **fresh},
         capture_output=True,
         text=True,
         timeout=120,

@@ -8,7 +8,14 @@ import pytest
 import pytest_asyncio
 
 from binders.rabbit.binder import RabbitBinder
-from tests.rabbit.support import close_consumers, delete_tracked, make_binder
+from tests.rabbit.support import (
+    RabbitUser,
+    add_user,
+    close_consumers,
+    delete_tracked,
+    delete_user,
+    make_binder,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -27,3 +34,14 @@ async def binder() -> AsyncIterator[RabbitBinder]:
     finally:
         await close_consumers()
         await instance.close()
+
+
+@pytest.fixture
+def rabbit_user() -> Iterator[RabbitUser]:
+    """A throwaway RabbitMQ user without permissions (grant them with ``allow``),
+    created with rabbitmqctl and deleted after the test, its connections closed."""
+    user = add_user()
+    try:
+        yield user
+    finally:
+        delete_user(user)

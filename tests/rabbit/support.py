@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Collection, Hashable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any
+
+import pytest
 
 from binder.app import App
 from binder.message import Message
 from binder.spi import ConsumerSpec, Delivery, Handler
 from binder.testing import BoundConsumer, Collector, Harness, consume, run_app, wait_until
+from binder.testing.brokers import in_ci
 from binders.rabbit.binder import RabbitBinder
 from binders.rabbit.settings import validate_binding_options, validate_settings
 from binders.rabbit.topology import ExchangeDecl, QueueDecl
@@ -222,3 +230,108 @@ async def wait_until_ready(
             )
         await asyncio.sleep(0.01)
         ready = await ready_count(binder, queue)
+
+
+# -- rabbitmqctl: the local node's administration (users, permissions, restarts) -----
+
+
+def _ctl_env() -> dict[str, str]:
+    path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
+    return {**os.environ, "PATH": path}
+
+
+@functools.cache
+def _ctl_problem() -> str | None:
+    """Why ``rabbitmqctl`` cannot administer the local node, or ``None`` when it can."""
+    env = _ctl_env()
+    exe = shutil.which("rabbitmqctl", path=env["PATH"])
+    if exe is None:
+        return "rabbitmqctl is not installed"
+    try:
+        probe = subprocess.run(
+            [exe, "-q", "list_vhosts"], env=env, timeout=60, capture_output=True, text=True
+        )
+    except subprocess.TimeoutExpired:
+        return "rabbitmqctl did not answer within 60 s"
+    if probe.returncode != 0:
+        # e.g. not root, so no access to the node's Erlang cookie
+        return f"rabbitmqctl cannot reach the node: {probe.stderr.strip()[:200]}"
+    return None
+
+
+def require_rabbitmqctl() -> None:
+    """Skip the calling test on a laptop where rabbitmqctl cannot administer the local
+    node; fail it in CI (where ``scripts/brokers`` started RabbitMQ as root), like a
+    test whose broker is missing."""
+    problem = _ctl_problem()
+    if problem is not None:
+        reason = f"{problem}; this test administers the local RabbitMQ node"
+        if in_ci():
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl -q ARGS`` against the node ``scripts/brokers up rabbit`` started
+    (its ``/etc/rabbitmq/rabbitmq-env.conf`` names it) and return what it printed.
+
+    Calls :func:`require_rabbitmqctl` first.  A failed command fails the test, naming
+    the command only (a password given to ``add_user`` is never shown).
+    """
+    require_rabbitmqctl()
+    env = _ctl_env()
+    exe = shutil.which("rabbitmqctl", path=env["PATH"]) or "rabbitmqctl"
+    done = subprocess.run([exe, "-q", *args], env=env, timeout=120, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise AssertionError(
+            f"rabbitmqctl {args[0]} failed (exit {done.returncode}): {done.stderr.strip()}"
+        )
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class RabbitUser:
+    """A throwaway RabbitMQ user (see the ``rabbit_user`` fixture)."""
+
+    name: str
+    password: str
+
+    def url(self, password: str | None = None, vhost: str = "") -> str:
+        """The AMQP URL of this user on the local broker (virtual host ``/`` by default)."""
+        secret = self.password if password is None else password
+        return f"amqp://{self.name}:{secret}@127.0.0.1:5672/{vhost}"
+
+    async def allow(self, configure: str, write: str, read: str) -> None:
+        """``set_permissions`` on virtual host ``/``: one regular expression each."""
+        await asyncio.to_thread(
+            rabbitmqctl, "set_permissions", "-p", "/", self.name, configure, write, read
+        )
+
+    async def set_password(self, password: str) -> None:
+        """Change the user's password (its open connections stay open)."""
+        await asyncio.to_thread(rabbitmqctl, "change_password", self.name, password)
+
+    async def limit_connections(self, count: int) -> None:
+        """``set_user_limits``: at most ``count`` connections."""
+        limits = f'{{"max-connections": {count}}}'
+        await asyncio.to_thread(rabbitmqctl, "set_user_limits", self.name, limits)
+
+    async def disconnect(self) -> None:
+        """Make RabbitMQ close every connection of this user."""
+        await asyncio.to_thread(
+            rabbitmqctl, "close_all_user_connections", self.name, "closed by a test"
+        )
+
+
+def add_user() -> RabbitUser:
+    """Create a user without any permissions; :func:`delete_user` removes it."""
+    user = RabbitUser(fresh("user"), uuid.uuid4().hex)
+    rabbitmqctl("add_user", user.name, user.password)
+    return user
+
+
+def delete_user(user: RabbitUser) -> None:
+    """Close the user's connections and delete it."""
+    with contextlib.suppress(AssertionError):
+        rabbitmqctl("close_all_user_connections", user.name, "eventbinder test over")
+    rabbitmqctl("delete_user", user.name)

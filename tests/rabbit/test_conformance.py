@@ -22,8 +22,13 @@ class TestRabbitConformance(BinderConformance):
     # The blocking-handler test: RabbitMQ closes a connection that missed two
     # heartbeats; with a 2 s heartbeat a handler blocking 3.5 s on the event loop would
     # cost the session (it runs in a worker thread, so it must not).
+    # The refused-credentials test: the ``password`` setting overrides the URL's.
     conformance = ConformanceSettings(
-        receive_timeout=10.0, session_settings={"heartbeat": 2.0}, block_for=3.5
+        receive_timeout=10.0,
+        session_settings={"heartbeat": 2.0},
+        block_for=3.5,
+        refused_settings={"password": "conformance-wrong-password"},
+        refused_secret="conformance-wrong-password",
     )
 
     @pytest.fixture

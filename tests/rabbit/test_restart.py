@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import subprocess
 
 import pytest
 
@@ -26,6 +23,8 @@ from tests.rabbit.support import (
     fresh,
     make_binder,
     producer_options,
+    rabbitmqctl,
+    require_rabbitmqctl,
 )
 
 pytestmark = pytest.mark.broker("rabbit")
@@ -35,22 +34,15 @@ RESTART_AFTER = 600
 HOLD_FROM = 400
 
 
-def _rabbitmqctl(*args: str) -> None:
-    env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"}
-    exe = shutil.which("rabbitmqctl", path=env["PATH"])
-    if exe is None:
-        pytest.skip("rabbitmqctl not found (the restart test needs the local broker)")
-    subprocess.run([exe, "-q", *args], check=True, env=env, timeout=120, capture_output=True)
-
-
 def _restart_app() -> None:
-    _rabbitmqctl("stop_app")
-    _rabbitmqctl("start_app")
-    _rabbitmqctl("await_startup")
+    rabbitmqctl("stop_app")
+    rabbitmqctl("start_app")
+    rabbitmqctl("await_startup")
 
 
 async def test_stream_survives_a_broker_restart() -> None:
     """Half the stream before the restart (with deliveries in flight), half during it."""
+    require_rabbitmqctl()
     destination, group = fresh("restart"), fresh("g")
     binder = await make_binder(reconnect_initial=0.1, reconnect_max=0.5, publish_timeout=60.0)
     seen: dict[int, int] = {}
@@ -117,7 +109,7 @@ async def test_stream_survives_a_broker_restart() -> None:
             with contextlib.suppress(Exception):
                 await restart
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(_rabbitmqctl, "start_app")
+                await asyncio.to_thread(rabbitmqctl, "start_app")
         await close_consumers()
         await binder.close()
 
@@ -125,6 +117,7 @@ async def test_stream_survives_a_broker_restart() -> None:
 async def test_publish_during_an_outage_fails_instead_of_reporting_sent() -> None:
     """With the broker app down past ``publish_timeout`` a publish raises, and the
     binder is back to normal once the broker is."""
+    require_rabbitmqctl()
     from binder.errors import BinderError
 
     destination = fresh("outage")
@@ -134,13 +127,13 @@ async def test_publish_during_an_outage_fails_instead_of_reporting_sent() -> Non
         producer = await binder.bind_producer(
             ProducerSpec("out", destination, options=producer_options())
         )
-        await asyncio.to_thread(_rabbitmqctl, "stop_app")
+        await asyncio.to_thread(rabbitmqctl, "stop_app")
         stopped = True
         await wait_until(lambda: not binder._publisher.connected, 30.0, "the connection to drop")
         with pytest.raises(BinderError):
             await producer.publish(Message(b"lost?", content_type="text/plain"))
-        await asyncio.to_thread(_rabbitmqctl, "start_app")
-        await asyncio.to_thread(_rabbitmqctl, "await_startup")
+        await asyncio.to_thread(rabbitmqctl, "start_app")
+        await asyncio.to_thread(rabbitmqctl, "await_startup")
         stopped = False
         received: list[Message] = []
 
@@ -154,6 +147,6 @@ async def test_publish_during_an_outage_fails_instead_of_reporting_sent() -> Non
     finally:
         if stopped:
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(_rabbitmqctl, "start_app")
+                await asyncio.to_thread(rabbitmqctl, "start_app")
         await close_consumers()
         await binder.close()
