@@ -147,30 +147,27 @@ class Runtime:
         while True:
             try:
                 await binder.start()
-            except AccessRefused as exc:
+            except Exception as exc:
                 reason = redact_url(describe_error(exc))
-                if not self.settings.runtime["retry_access_refused"]:
+                refused = isinstance(exc, AccessRefused)
+                if refused and not self.settings.runtime["retry_access_refused"]:
                     raise ConnectError(
                         f"binder {name!r}: the broker refused access: {reason}"
                     ) from None
-                attempt += 1
-                delay = self._connect_backoff.delay(attempt)
-                self._set_status(name, f"refused by broker (attempt {attempt}): {reason}")
-                log.warning(
-                    "binder %s: refused by broker (%s); retrying in %.1fs", name, reason, delay
-                )
-                await asyncio.sleep(delay)
-            except Exception as exc:
-                reason = redact_url(describe_error(exc))
-                if self.fail_fast:
+                if not refused and self.fail_fast:
                     raise ConnectError(
                         f"binder {name!r} cannot reach its broker: {reason}"
                     ) from None
                 attempt += 1
                 delay = self._connect_backoff.delay(attempt)
-                self._set_status(name, f"waiting for broker (attempt {attempt}): {reason}")
+                state = "refused by broker" if refused else "waiting for broker"
+                self._set_status(name, f"{state} (attempt {attempt}): {reason}")
                 log.warning(
-                    "binder %s: cannot reach broker (%s); retrying in %.1fs", name, reason, delay
+                    "binder %s: %s (%s); retrying in %.1fs",
+                    name,
+                    "refused by broker" if refused else "cannot reach broker",
+                    reason,
+                    delay,
                 )
                 await asyncio.sleep(delay)
             else:

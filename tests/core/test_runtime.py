@@ -12,6 +12,7 @@ import pytest
 from binder import App, ConfigError, Message, NotRunningError, UnsupportedFeature
 from binder.backoff import Backoff
 from binder.config import BinderConfig, load_settings
+from binder.errors import AccessRefused
 from binder.plugins import load_registry
 from binder.runtime import ConnectError, Runtime
 from binder.spi import Capabilities
@@ -148,16 +149,20 @@ async def test_max_messages_sets_done() -> None:
 
 
 class FlakyBinder(MemoryBinder):
-    """Refuses to connect a given number of times, like a broker still starting."""
+    """Refuses to connect a given number of times, like a broker still starting (or,
+    with ``refused``, like one refusing the credentials)."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, refused: bool = False) -> None:
         super().__init__("flaky")
         self.failures = failures
+        self.refused = refused
         self.attempts = 0
 
     async def start(self) -> None:
         self.attempts += 1
         if self.attempts <= self.failures:
+            if self.refused:
+                raise AccessRefused("the broker refused the login of user 'app'")
             raise ConnectionRefusedError("[Errno 111] connect to amqp://app:s3cret@127.0.0.1")
         await super().start()
 
@@ -202,6 +207,40 @@ async def test_fail_fast_raises_a_connect_error_without_secrets() -> None:
         await runtime.start()
     assert "cannot reach its broker" in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+async def test_refused_access_fails_at_once_even_without_fail_fast() -> None:
+    refusing = FlakyBinder(failures=1, refused=True)
+    factory = lambda _: refusing  # noqa: E731
+    runtime = Runtime(App("refused"), settings(), load_registry(), binder_factory=factory)
+    with pytest.raises(ConnectError) as caught:
+        await runtime.start()
+    assert str(caught.value) == (
+        "binder 'memory': the broker refused access: the broker refused the login of user 'app'"
+    )
+    assert refusing.attempts == 1
+
+
+async def test_refused_access_is_retried_when_configured(caplog: pytest.LogCaptureFixture) -> None:
+    app = App("patient")
+
+    @app.consumer("things", group="g")
+    def handle(payload: dict) -> None:
+        return None
+
+    refusing = FlakyBinder(failures=2, refused=True)
+    runtime = Runtime(
+        app,
+        settings({"runtime": {"retry_access_refused": True}}),
+        load_registry(),
+        binder_factory=lambda _: refusing,
+        connect_backoff=Backoff(0.001, 2.0, 0.01),
+    )
+    caplog.set_level(logging.WARNING, "binder.runtime")
+    await asyncio.wait_for(runtime.start(), 2)
+    assert refusing.attempts == 3
+    assert "binder memory: refused by broker (the broker refused the login" in caplog.text
+    await runtime.stop()
 
 
 class GrouplessBinder(MemoryBinder):
