@@ -5,6 +5,7 @@
 """
 
 from binder.app import App
+from binder.dead_letters import DeadLetter
 from binder.errors import (
     BinderError,
     ConfigError,
@@ -19,6 +20,7 @@ __all__ = [
     "App",
     "BinderError",
     "ConfigError",
+    "DeadLetter",
     "DecodeError",
     "Message",
     "NotRunningError",

@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from binder.dead_letters import DeadLetter, dead_letter_of
+
 __all__ = [
     "CONTENT_TYPE_HEADER",
     "CORRELATION_ID",
@@ -87,6 +89,14 @@ class Message:
     def correlation_id(self) -> str | None:
         """The correlation id header, if any."""
         return self.headers.get(CORRELATION_ID)
+
+    @property
+    def dead_letter(self) -> DeadLetter | None:
+        """Where this dead letter came from and why it failed; None for other messages.
+
+        Reads the headers eventbinder and Spring (Cloud Stream, Kafka, AMQP) write.
+        """
+        return dead_letter_of(self.headers)
 
     def copy(self, **changes: Any) -> Message:
         """Return a copy with ``changes`` applied; headers are copied, not shared."""

@@ -508,6 +508,11 @@ class BinderConformance:
             assert headers["x-original-destination"] == destination
             assert headers["x-original-group"] == (group or "")
             assert headers["x-delivery-attempts"] == "3"
+            origin = dead.dead_letter
+            assert origin is not None
+            assert (origin.destination, origin.group, origin.attempts) == (destination, group, 3)
+            assert origin.exception_type == "builtins.ValueError"
+            assert origin.exception_message == "payment service said no"
             if binder.capabilities.native_headers:
                 assert headers["tenant"] == "acme"
 

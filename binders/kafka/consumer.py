@@ -42,6 +42,8 @@ from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ConsumerSpec, Delivery, DeliverySink, Failure
 from binders.kafka.admin import TopicProvisioner
+from binders.kafka.assignment import assignors, parse_strategies
+from binders.kafka.dead_letters import spring_headers
 from binders.kafka.errors import kafka_errors, kafka_reason, refusal
 from binders.kafka.mapping import from_record
 from binders.kafka.producer import RecordSender
@@ -167,6 +169,12 @@ class KafkaConsumerBinding:
             max_partition_fetch_bytes=options.get("max_partition_fetch_bytes")
             or settings["max_partition_fetch_bytes"],
             fetch_max_bytes=options.get("fetch_max_bytes") or settings["fetch_max_bytes"],
+            partition_assignment_strategy=assignors(
+                parse_strategies(
+                    options.get("partition_assignment_strategy")
+                    or settings["partition_assignment_strategy"]
+                )
+            ),
         )
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._attempts: dict[tuple[TopicPartition, int], int] = {}
@@ -488,21 +496,33 @@ class KafkaConsumerBinding:
                 partitions = await self._provision_dead_letters(topic)
             self._dlq_partitions = partitions
         message = delivery.message
-        origin = (message.destination or self.spec.destination, message.partition or 0, -1)
+        topic_of_origin = message.destination or self.spec.destination
+        partition_of_origin, offset, timestamp_ms, timestamp_type = (
+            message.partition or 0,
+            -1,
+            None,
+            None,
+        )
         if isinstance(delivery, KafkaDelivery):
             record = delivery.record
-            origin = (record.topic, record.partition, record.offset)
-        headers = failure.headers()
+            topic_of_origin, partition_of_origin = record.topic, record.partition
+            offset, timestamp_ms = record.offset, record.timestamp
+            timestamp_type = record.timestamp_type
+        headers: dict[str, str | bytes] = dict(failure.headers())
         headers.update(
-            {
-                "x-original-topic": origin[0],
-                "x-original-partition": str(origin[1]),
-                "x-original-offset": str(origin[2]) if origin[2] >= 0 else "",
-            }
+            spring_headers(
+                topic=topic_of_origin,
+                partition=partition_of_origin,
+                offset=offset,
+                timestamp_ms=timestamp_ms,
+                timestamp_type=timestamp_type,
+                group=self.spec.group,
+                failure=failure,
+            )
         )
         # Same partition as the original when the dead-letter topic has it (Spring's
         # convention), else Kafka's key partitioner.
-        partition = origin[1] if origin[1] < partitions else None
+        partition = partition_of_origin if partition_of_origin < partitions else None
         await self._sender.send(topic, message.copy(partition=partition), headers)
 
     async def _provision_dead_letters(self, topic: str) -> int:

@@ -7,10 +7,12 @@ message id in the ``contentType`` and ``messageId`` headers (Spring Cloud Stream
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from binder.message import CONTENT_TYPE_HEADER, MESSAGE_ID_HEADER, Message
+from binders.kafka.dead_letters import decode_header
 
 __all__ = ["OutgoingRecord", "from_record", "to_record"]
 
@@ -28,14 +30,22 @@ class OutgoingRecord:
     partition: int | None
 
 
-def to_record(message: Message, extra_headers: dict[str, str] | None = None) -> OutgoingRecord:
-    """Build the record for ``message`` (``extra_headers`` override message headers)."""
+def to_record(
+    message: Message, extra_headers: Mapping[str, str | bytes] | None = None
+) -> OutgoingRecord:
+    """Build the record for ``message`` (``extra_headers`` override message headers;
+    bytes values go out as they are)."""
     encoded: list[tuple[str, bytes]] = []
     if message.headers or extra_headers:
-        headers = {k: v for k, v in message.headers.items() if k not in _RESERVED}
+        headers: dict[str, str | bytes] = {
+            k: v for k, v in message.headers.items() if k not in _RESERVED
+        }
         if extra_headers:
             headers.update(extra_headers)
-        encoded = [(name, str(value).encode()) for name, value in headers.items()]
+        encoded = [
+            (name, value if isinstance(value, bytes) else str(value).encode())
+            for name, value in headers.items()
+        ]
     if message.content_type is not None:
         encoded.append((CONTENT_TYPE_HEADER, message.content_type.encode()))
     encoded.append((MESSAGE_ID_HEADER, message.message_id.encode()))
@@ -50,10 +60,7 @@ def to_record(message: Message, extra_headers: dict[str, str] | None = None) -> 
 
 def from_record(record: Any, delivery_attempt: int = 1) -> Message:
     """Build the message for an aiokafka ``ConsumerRecord`` with raw bytes key/value."""
-    headers = {
-        name: value.decode("utf-8", "replace") if value is not None else ""
-        for name, value in record.headers or ()
-    }
+    headers = {name: decode_header(name, value) for name, value in record.headers or ()}
     content_type = headers.pop(CONTENT_TYPE_HEADER, None)
     if content_type and content_type[0] == '"' == content_type[-1] and len(content_type) > 1:
         # Spring Kafka's JSON header mapper writes header strings JSON-quoted.

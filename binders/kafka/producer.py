@@ -7,6 +7,7 @@ import copy
 import functools
 import logging
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import (
@@ -154,7 +155,7 @@ class RecordSender:
         self,
         topic: str,
         message: Message,
-        extra_headers: dict[str, str] | None = None,
+        extra_headers: Mapping[str, str | bytes] | None = None,
         *,
         max_request_size: int | None = None,
         binding: str | None = None,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from binder.schema import Option, non_negative, positive
+from binders.kafka.assignment import DEFAULT_STRATEGIES, parse_strategies
 
 __all__ = [
     "BINDER_SCHEMA",
@@ -132,6 +133,14 @@ BINDER_SCHEMA: dict[str, Option] = {
         check=positive,
         help="bytes a fetch asks in all (default of the consumer bindings)",
     ),
+    "partition_assignment_strategy": Option(
+        (str, list),
+        list(DEFAULT_STRATEGIES),
+        check=parse_strategies,
+        help="assignment protocols consumers offer, preferred first (Java's "
+        "partition.assignment.strategy: range, roundrobin, sticky or the Java class names); "
+        "every member of a group must offer one in common",
+    ),
     "assignment_timeout": Option(
         float, 30.0, check=positive, help="seconds bind_consumer waits for partitions"
     ),
@@ -165,6 +174,12 @@ CONSUMER_SCHEMA: dict[str, Option] = {
     ),
     "max_partition_fetch_bytes": Option(
         int, None, check=positive, help="bytes a fetch asks per partition (default: the binder's)"
+    ),
+    "partition_assignment_strategy": Option(
+        (str, list),
+        None,
+        check=parse_strategies,
+        help="assignment protocols this binding's consumer offers (default: the binder's)",
     ),
     "fetch_max_bytes": Option(
         int, None, check=positive, help="bytes a fetch asks in all (default: the binder's)"

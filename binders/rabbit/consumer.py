@@ -148,7 +148,7 @@ class RabbitConsumerBinding:
         if self.spec.dead_letter is None:
             raise BinderError(f"binding {self.spec.binding!r} has dead letters turned off")
         if not self._dlq_declared:
-            if self._options["declare"] and self._options["auto_bind_dlq"]:
+            if self._options["declare"]:
                 await self._publisher.declare(dead_letter_topology(self._dlq_name, self._dlq_key))
             self._dlq_declared = True
         if isinstance(delivery, RabbitDelivery):

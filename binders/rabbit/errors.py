@@ -84,6 +84,47 @@ def _reply(exc: BaseException) -> str:
     return _REPLY_PREFIX.sub("", text).strip()
 
 
+#: Queue arguments eventbinder sets, and the ``rabbit:`` option that sets each.
+_ARGUMENT_OPTIONS = {
+    "x-dead-letter-exchange": "auto_bind_dlq",
+    "x-dead-letter-routing-key": "auto_bind_dlq",
+    "x-queue-type": "queue_type",
+    "x-message-ttl": "ttl",
+    "x-max-length": "max_length",
+}
+_INEQUIVALENT = re.compile(r"inequivalent arg '(?P<arg>[^']+)' for queue '(?P<queue>[^']*)'")
+
+
+def _inequivalent_hint(reply: str) -> str:
+    """What to change when a queue exists with other arguments than a binding declares.
+
+    The usual cause is another app declaring the queue first: a Spring Cloud Stream
+    consumer with its default ``autoBindDlq: false`` declares group queues without a
+    dead-letter exchange, eventbinder with one.
+    """
+    found = _INEQUIVALENT.search(reply)
+    if found is None or found["arg"] not in _ARGUMENT_OPTIONS:
+        return ""
+    option = _ARGUMENT_OPTIONS[found["arg"]]
+    if option != "auto_bind_dlq":
+        return (
+            f"; the queue exists with other arguments: make the binding's rabbit option "
+            f"'{option}' match them, or delete the queue so it is declared anew"
+        )
+    if "but current is none" in reply:
+        return (
+            "; the queue exists without a dead-letter exchange (a Spring Cloud Stream "
+            "consumer declares it so with its default autoBindDlq: false): set the "
+            "binding's rabbit option auto_bind_dlq: false to share it, or set autoBindDlq: "
+            "true in the Spring app and delete the queue"
+        )
+    return (
+        "; the queue exists with a dead-letter exchange (declared by eventbinder's default "
+        "or by Spring's autoBindDlq: true): set the binding's rabbit option "
+        "auto_bind_dlq: true"
+    )
+
+
 def _method(exc: BaseException) -> str:
     """The AMQP method a refusal answers, as the spec spells it (``queue.declare``)."""
     name = getattr(exc, "method_name", None)
@@ -128,7 +169,7 @@ def describe(exc: BaseException) -> str:
         if isinstance(exc, AMQPConnectionError) and method in ("", "connection.close"):
             return f"RabbitMQ closed the connection: {_reply(exc)}"
         if method:
-            return f"RabbitMQ refused {method}: {_reply(exc)}"
+            return f"RabbitMQ refused {method}: {_reply(exc)}{_inequivalent_hint(_reply(exc))}"
         return f"RabbitMQ closed the channel: {_reply(exc)}"
     cause: BaseException = exc
     # kombu wraps socket errors (OperationalError from ConnectionRefusedError...)

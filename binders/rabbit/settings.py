@@ -111,7 +111,12 @@ BINDING_OPTIONS: dict[str, Option] = {
     "queue_type": Option(str, "classic", choices=("classic", "quorum")),
     "ttl": Option(int, None, check=positive, help="x-message-ttl of group queues (ms)"),
     "max_length": Option(int, None, check=positive, help="x-max-length of group queues"),
-    "auto_bind_dlq": Option(bool, True, help="declare DLX and <queue>.dlq for group queues"),
+    "auto_bind_dlq": Option(
+        bool,
+        True,
+        help="give group queues x-dead-letter arguments pointing at DLX and <queue>.dlq "
+        "(Spring's autoBindDlq); the DLQ itself is declared whenever dead letters are on",
+    ),
 }
 
 #: Consumers have no options of their own: the ``basic.qos`` prefetch is the binding's

@@ -228,9 +228,10 @@ def consumer_topology(
 ) -> Topology:
     """What a consumer declares; anonymous consumers get an exclusive auto-delete queue.
 
-    With a group, a ``dead_letter`` queue name (``None``: dead letters off) and
-    ``auto_bind_dlq`` the consumer's DLQ is declared too, so its dead letters never go
-    to an unbound routing key.
+    With a group and a ``dead_letter`` queue name (``None``: dead letters off) the
+    consumer's DLQ is declared too, so its dead letters never go to an unbound routing
+    key -- also with ``auto_bind_dlq: false``, which only leaves the group queue's
+    ``x-dead-letter-*`` arguments out (as Spring's ``autoBindDlq: false`` does).
     """
     if group is not None or options["default_exchange"]:
         top = group_queue_topology(destination, group or "", options, partition=partition)
@@ -238,7 +239,7 @@ def consumer_topology(
         top = _anonymous_topology(destination, options, partition)
     # An anonymous consumer's DLQ is declared on its first dead letter instead: anonymous
     # consumers come and go, and a durable queue each would pile up on the broker.
-    if group is not None and dead_letter is not None and options["auto_bind_dlq"]:
+    if group is not None and dead_letter is not None:
         top.add(*dead_letter_topology(*dead_letter_target(destination, group, dead_letter)))
     return top
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import struct
+import time
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from binder import App
 from binder.errors import BinderError
 from binder.message import Message
 from binder.testing import consume, run_app, wait_until
 
-from .helpers import SETTINGS, consumer_spec, make_binder, producer_spec, unique
+from .helpers import BOOTSTRAP, SETTINGS, consumer_spec, make_binder, producer_spec, unique
 
 pytestmark = pytest.mark.broker("kafka")
 
@@ -73,6 +77,44 @@ async def test_group_members_share_and_groups_each_get_a_copy(binder: Any) -> No
     )
     assert sorted(seen["a1"] + seen["a2"]) == list(range(100))
     assert sorted(seen["b"]) == list(range(100))
+
+
+async def test_a_group_is_shared_with_a_member_offering_only_javas_range(binder: Any) -> None:
+    """Java clients offer range and cooperative-sticky by default; range is common ground."""
+    topic, group = unique("t"), unique("g")
+    await binder.provision(topic, group, {"partitions": 4})
+    ours: list[int] = []
+
+    async def handler(message: Message) -> None:
+        ours.append(int(message.payload))
+
+    await consume(binder, consumer_spec(topic, group), handler)
+    other = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=BOOTSTRAP,
+        group_id=group,
+        auto_offset_reset="earliest",
+        partition_assignment_strategy=(RangePartitionAssignor,),
+    )
+    await other.start()
+    theirs: list[int] = []
+    try:
+        await wait_until(lambda: len(other.assignment()) == 2, 30, "the rebalance to range")
+        producer = await binder.bind_producer(producer_spec(topic))
+        await asyncio.gather(
+            *(producer.publish(Message(payload=str(i).encode(), key=f"k{i}")) for i in range(100))
+        )
+
+        async def drain() -> None:
+            while len(ours) + len(theirs) < 100:
+                batch = await other.getmany(timeout_ms=100)
+                theirs.extend(int(r.value) for records in batch.values() for r in records)
+
+        await asyncio.wait_for(drain(), 30)
+    finally:
+        await other.stop()
+    assert ours and theirs
+    assert sorted(ours + theirs) == list(range(100))
 
 
 async def test_handler_failure_is_redelivered_in_order(binder: Any, topic: str) -> None:
@@ -155,6 +197,51 @@ async def test_dead_letter_has_kafka_and_failure_headers(binder: Any, topic: str
     assert letter.headers["x-exception-message"] == "bad order"
     assert "ValueError" in letter.headers["x-exception-stacktrace"]
     assert letter.headers["x-original-group"] == group
+    origin = letter.dead_letter
+    assert origin is not None
+    assert (origin.destination, origin.group, origin.partition, origin.offset) == (
+        topic,
+        group,
+        0,
+        0,
+    )
+    assert origin.exception_type == "builtins.ValueError"
+    assert origin.attempts == 1
+    assert origin.timestamp is not None and abs(origin.timestamp - time.time()) < 120
+
+
+async def test_dead_letter_headers_are_in_spring_cloud_streams_binary_format(
+    binder: Any, topic: str
+) -> None:
+    """Read raw: the record a Spring tool would read from the dead-letter topic."""
+    group = unique("g")
+    app = App("kafka-dead-letters")
+
+    @app.consumer(topic, group=group, max_attempts=1)
+    async def reject(order: dict) -> None:
+        raise ValueError("bad order")
+
+    async with run_app(app, {"binders": {"kafka": SETTINGS}}) as harness:
+        producer = await binder.bind_producer(producer_spec(topic))
+        await producer.publish(Message(payload=b"{}", content_type="application/json"))
+        await harness.wait_handled(1, timeout=15)
+    reader = AIOKafkaConsumer(
+        f"error.{topic}.{group}", bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest"
+    )
+    await reader.start()
+    try:
+        record = await asyncio.wait_for(reader.getone(), 15)
+    finally:
+        await reader.stop()
+    headers = dict(record.headers)
+    assert headers["x-original-topic"] == topic.encode()
+    assert headers["x-original-partition"] == struct.pack(">i", 0)
+    assert headers["x-original-offset"] == struct.pack(">q", 0)
+    assert len(headers["x-original-timestamp"]) == 8
+    assert headers["x-original-timestamp-type"] == b"CreateTime"
+    assert headers["x-exception-fqcn"] == b"builtins.ValueError"
+    assert headers["x-exception-message"] == b"bad order"
+    assert headers["kafka_dlt-original-consumer-group"] == group.encode()
 
 
 async def test_anonymous_consumer_starts_at_latest(binder: Any, topic: str) -> None:

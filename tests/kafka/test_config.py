@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+from typing import Any
+
 import pytest
 
 from binder.app import App
@@ -123,3 +126,57 @@ def test_bindings_default_takes_size_options_for_either_direction() -> None:
     assert consumer["max_partition_fetch_bytes"] == 8388608
     assert "max_request_size" not in consumer
     assert producer["max_request_size"] == 4194304  # the binding overrides the default
+
+
+# -- Spring's dead-letter header format and assignment strategies ------------------------
+
+
+def test_spring_binary_integers_decode_to_decimal_text() -> None:
+    from binders.kafka.dead_letters import decode_header
+
+    assert decode_header("x-original-partition", struct.pack(">i", 3)) == "3"
+    assert decode_header("x-original-offset", struct.pack(">q", 12345678)) == "12345678"
+    assert decode_header("kafka_dlt-original-timestamp", struct.pack(">q", 17)) == "17"
+    # eventbinder's older decimal text, even when it is 4 or 8 bytes long, stays as it is
+    assert decode_header("x-original-offset", b"12345678") == "12345678"
+    assert decode_header("x-original-partition", b"1234") == "1234"
+    assert decode_header("tenant", struct.pack(">i", 3)) == "\x00\x00\x00\x03"
+    assert decode_header("x-original-topic", None) == ""
+
+
+@pytest.mark.parametrize(
+    ("written", "offered"),
+    [
+        (None, ["roundrobin", "range"]),
+        ("range", ["range"]),
+        ("range, roundrobin", ["range", "roundrobin"]),
+        (
+            [
+                "org.apache.kafka.clients.consumer.StickyAssignor",
+                "org.apache.kafka.clients.consumer.RangeAssignor",
+                "range",
+            ],
+            ["sticky", "range"],
+        ),
+    ],
+)
+def test_assignment_strategies_take_java_names(written: Any, offered: list[str]) -> None:
+    settings = {} if written is None else {"partition_assignment_strategy": written}
+    assert KafkaBinderType().validate_settings(settings)["partition_assignment_strategy"] == (
+        offered
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "says"),
+    [
+        ("cooperative-sticky", "cooperative rebalancing"),
+        ("org.apache.kafka.clients.consumer.CooperativeStickyAssignor", "aiokafka"),
+        ("rangee", "unknown assignor 'rangee'"),
+        ([], "at least one"),
+    ],
+)
+def test_unsupported_assignment_strategies_are_config_errors(written: Any, says: str) -> None:
+    with pytest.raises(ConfigError, match="partition_assignment_strategy") as caught:
+        KafkaBinderType().validate_settings({"partition_assignment_strategy": written})
+    assert says in str(caught.value)

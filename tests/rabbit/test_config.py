@@ -8,6 +8,7 @@ from binder.errors import ConfigError
 from binder.plugins import load_registry
 from binders.rabbit.client import effective_urls
 from binders.rabbit.topology import (
+    BindDecl,
     QueueDecl,
     consumer_topology,
     dead_letter_target,
@@ -95,6 +96,15 @@ def test_a_consumer_without_dead_letters_declares_no_dlq_of_its_own() -> None:
     assert QueueDecl("parking") not in off.decls
     # the group queue's own broker-side dead letters still have their DLQ
     assert QueueDecl("orders.billing.dlq") in off.decls
+
+
+def test_without_auto_bind_dlq_the_group_queue_has_no_dead_letter_arguments_but_a_dlq() -> None:
+    """Spring's autoBindDlq: false layout, while eventbinder's own dead letters still land."""
+    options = _type().validate_binding_options({"auto_bind_dlq": False}, "consumer")
+    top = consumer_topology("orders", "billing", options, dead_letter="orders.billing.dlq")
+    assert QueueDecl("orders.billing") in top.decls
+    assert QueueDecl("orders.billing.dlq") in top.decls
+    assert BindDecl("orders.billing.dlq", "DLX", "orders.billing") in top.decls
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ broker needed; ``test_access.py`` meets the same refusals on the real broker).""
 
 from __future__ import annotations
 
+import pytest
 from amqp import exceptions as amqp_errors
 from kombu.exceptions import OperationalError
 
@@ -64,8 +65,29 @@ def test_other_refusals_are_link_errors_in_one_sentence() -> None:
     assert type(error) is LinkError
     assert str(error) == (
         "RabbitMQ refused queue.declare: inequivalent arg 'x-message-ttl' for queue 'q' in "
-        "vhost '/'"
+        "vhost '/'; the queue exists with other arguments: make the binding's rabbit option "
+        "'ttl' match them, or delete the queue so it is declared anew"
     )
+
+
+@pytest.mark.parametrize(
+    ("current", "advice"),
+    [
+        ("but current is none", "auto_bind_dlq: false to share it"),
+        ("but current is the value 'DLX' of type 'longstr'", "auto_bind_dlq: true"),
+    ],
+)
+def test_a_group_queue_declared_with_other_dead_letter_arguments_names_the_option(
+    current: str, advice: str
+) -> None:
+    exc = _refusal(
+        406,
+        "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-exchange' for queue "
+        f"'orders.billing' in vhost '/': received the value 'DLX' of type 'longstr' {current}",
+        (50, 10),
+    )
+    assert advice in str(translate(exc))
+    assert "autoBindDlq" in str(translate(exc))
 
 
 def test_a_connection_closed_by_the_broker() -> None:

@@ -12,6 +12,7 @@ import kombu
 import pytest
 
 from binder.app import App
+from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ProducerSpec
 from binder.testing import run_app, wait_until
@@ -116,3 +117,44 @@ async def test_plain_kombu_consumer_reads_an_eventbinder_message(binder) -> None
     assert got.properties["message_id"] == sent.message_id
     assert got.properties["delivery_mode"] == 2
     assert got.delivery_info["routing_key"] == destination
+
+
+def _declare_without_dead_letters(destination: str, queue_name: str) -> None:
+    """The group queue as a Spring Cloud Stream consumer declares it by default
+    (``autoBindDlq: false``): durable, bound with ``#``, no ``x-dead-letter-*``."""
+    with kombu.Connection(URL) as conn:
+        exchange = kombu.Exchange(destination, "topic", durable=True)
+        kombu.Queue(queue_name, exchange, routing_key="#", durable=True, auto_delete=False)(
+            conn.default_channel
+        ).declare()
+
+
+async def test_a_group_queue_declared_without_dead_letter_exchange(binder) -> None:  # type: ignore[no-untyped-def]
+    """The default fails naming the option; auto_bind_dlq: false shares the queue and
+    still dead-letters to the conventional DLQ."""
+    destination, group = fresh("nodlx"), "billing"
+    queue_name = f"{destination}.{group}"
+    delete_later(exchanges=(destination,), queues=(queue_name, f"{queue_name}.dlq"))
+    await asyncio.to_thread(_declare_without_dead_letters, destination, queue_name)
+
+    app = App("interop")
+
+    @app.consumer(destination, group=group, max_attempts=1)
+    def bill(order: dict[str, Any]) -> None:
+        raise ValueError(f"cannot bill {order['id']}")
+
+    config: dict[str, Any] = {
+        "binders": {"rabbit": {"type": "rabbit", "url": URL}},
+        "default_binder": "rabbit",
+    }
+    with pytest.raises(BinderError, match="auto_bind_dlq: false to share it"):
+        async with run_app(app, config):
+            pass
+
+    config["bindings"] = {"bill-in-0": {"rabbit": {"auto_bind_dlq": False}}}
+    async with run_app(app, config) as harness:
+        await asyncio.to_thread(_kombu_publish, destination, {"id": 3, "item": "tea"}, {})
+        await harness.wait_handled(1, timeout=10)
+        dead = await asyncio.to_thread(_kombu_get, f"{queue_name}.dlq", 10.0)
+    assert dead.headers["x-exception-message"] == "cannot bill 3"
+    assert dead.headers["x-original-exchange"] == destination
