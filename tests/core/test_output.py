@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import zlib
 from typing import Any
 
 import pytest
@@ -11,7 +10,7 @@ from binder import App
 from binder.bindings import BindingSettings
 from binder.message import Message
 from binder.output import OutputPort, propagate_headers
-from binder.partitioning import partition_for
+from binder.partitioning import java_string_hash, partition_for
 from binder.spi import ProducerSpec
 from binder.testing import run_app
 
@@ -162,10 +161,21 @@ def test_partition_count_picks_a_stable_partition(count: int) -> None:
     assert len(set(first)) > 1, "keys are spread over partitions"
 
 
-def test_partition_for_is_crc32_based_and_stable_across_processes() -> None:
-    # fixed values: hash() is salted per process, CRC-32 is not
-    assert partition_for("a", 10) == zlib.crc32(b"a") % 10 == 7
-    assert partition_for(b"a", 10) == 7
+def test_partition_for_is_spring_cloud_streams_default_selector() -> None:
+    """abs(key.hashCode()) % count, with Java's String.hashCode (fixed values: hash()
+    is salted per process, hashCode is not)."""
+    assert java_string_hash("hello") == 99162322
+    assert java_string_hash("") == 0
+    # values printed by Java 17's String.hashCode()
+    assert java_string_hash("héllo") == 103094734  # UTF-16 code units, not UTF-8 bytes
+    assert java_string_hash("\U0001f600") == 1772899  # a surrogate pair
+    assert java_string_hash("customer-42") == -1772111155  # overflows to negative
+    assert partition_for("hello", 10) == 2
+    assert partition_for(b"hello", 10) == 2
+    assert partition_for("customer-42", 7) == 1772111155 % 7
+    # Integer.MIN_VALUE has no absolute value in Java; Spring takes it as 0
+    assert java_string_hash("polygenelubricants") == -(2**31)
+    assert partition_for("polygenelubricants", 3) == 0
     assert partition_for("customer-42", 1) == 0
 
 
