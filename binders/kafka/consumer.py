@@ -44,7 +44,7 @@ from binder.spi import ConsumerSpec, Delivery, DeliverySink, Failure
 from binders.kafka.admin import TopicProvisioner
 from binders.kafka.assignment import assignors, parse_strategies
 from binders.kafka.dead_letters import spring_headers
-from binders.kafka.errors import kafka_errors, kafka_reason, refusal
+from binders.kafka.errors import group_protocol_mismatch, kafka_errors, kafka_reason, refusal
 from binders.kafka.mapping import from_record
 from binders.kafka.producer import RecordSender
 
@@ -156,6 +156,10 @@ class KafkaConsumerBinding:
         self._reset_target_once: str | float = "earliest"
         self._commit_interval = float(settings["commit_interval"])
         self._revoke_timeout = settings["max_poll_interval_ms"] / 1000
+        self._strategies = parse_strategies(
+            options.get("partition_assignment_strategy")
+            or settings["partition_assignment_strategy"]
+        )
         self._consumer = AIOKafkaConsumer(
             **client_kwargs,
             group_id=self.group_id,
@@ -169,12 +173,7 @@ class KafkaConsumerBinding:
             max_partition_fetch_bytes=options.get("max_partition_fetch_bytes")
             or settings["max_partition_fetch_bytes"],
             fetch_max_bytes=options.get("fetch_max_bytes") or settings["fetch_max_bytes"],
-            partition_assignment_strategy=assignors(
-                parse_strategies(
-                    options.get("partition_assignment_strategy")
-                    or settings["partition_assignment_strategy"]
-                )
-            ),
+            partition_assignment_strategy=assignors(self._strategies),
         )
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._attempts: dict[tuple[TopicPartition, int], int] = {}
@@ -372,6 +371,11 @@ class KafkaConsumerBinding:
                 refused = refusal(exc, self._doing())
                 if refused is not None and not self._ready.is_set():
                     raise refused from None  # bind_consumer raises it
+                mismatch = group_protocol_mismatch(
+                    exc, binding=self.spec.binding, group=self.group_id, offered=self._strategies
+                )
+                if mismatch is not None and not self._ready.is_set():
+                    raise mismatch from None
                 failures += 1
                 delay = _FETCH_BACKOFF.delay(failures)
                 log.warning(

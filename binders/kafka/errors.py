@@ -25,6 +25,7 @@ from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     IllegalSaslStateError,
+    InconsistentGroupProtocolError,
     KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailed,
@@ -39,6 +40,7 @@ from binders.kafka.client import describe_connection
 __all__ = [
     "RecordTooLarge",
     "diagnose_connection",
+    "group_protocol_mismatch",
     "kafka_errors",
     "kafka_reason",
     "redact",
@@ -92,6 +94,23 @@ def refusal(exc: BaseException, where: str) -> AccessRefused | None:
     if isinstance(exc, SaslAuthenticationFailed):
         return AccessRefused(f"{where}: the SASL login failed ({_args(exc)})")
     return None
+
+
+def group_protocol_mismatch(
+    exc: BaseException, *, binding: str, group: str, offered: list[str]
+) -> BinderError | None:
+    """A sentence for a group whose members offer no assignment protocol in common
+    (``InconsistentGroupProtocol``), else None.  Retrying cannot help while the other
+    members stay as they are."""
+    if not isinstance(exc, InconsistentGroupProtocolError):
+        return None
+    return BinderError(
+        f"Kafka consumer group '{group}' refused consumer '{binding}': its members offer "
+        f"no partition assignment protocol in common; this consumer offers "
+        f"{', '.join(offered)} (partition_assignment_strategy), Java clients offer range "
+        "and cooperative-sticky by default: list a protocol the other members offer, "
+        "such as range"
+    )
 
 
 @contextlib.contextmanager

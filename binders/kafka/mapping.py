@@ -3,10 +3,17 @@
 The record key is the message key; the record timestamp carries the message timestamp
 (millisecond precision); headers travel as record headers, with the content type and
 message id in the ``contentType`` and ``messageId`` headers (Spring Cloud Stream names).
+
+Text headers go out as raw UTF-8 and are listed as ``java.lang.String`` in Spring
+Kafka's ``spring_json_header_types`` header: without that list a Spring Cloud Stream
+app reads them as ``byte[]`` and refuses the record ("Unknown type for contentType
+header value").  On receipt the list is dropped from ``Message.headers``.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +23,15 @@ from binders.kafka.dead_letters import decode_header
 
 __all__ = ["OutgoingRecord", "from_record", "to_record"]
 
-_RESERVED = (CONTENT_TYPE_HEADER, MESSAGE_ID_HEADER)
+#: Spring Kafka's header naming the Java type of each header it should decode.
+SPRING_TYPES_HEADER = "spring_json_header_types"
+_RESERVED = (CONTENT_TYPE_HEADER, MESSAGE_ID_HEADER, SPRING_TYPES_HEADER)
+
+
+@functools.lru_cache(maxsize=512)
+def _spring_types(names: tuple[str, ...]) -> bytes:
+    """``spring_json_header_types`` declaring headers ``names`` as Java Strings."""
+    return json.dumps(dict.fromkeys(names, "java.lang.String"), separators=(",", ":")).encode()
 
 
 @dataclass(slots=True)
@@ -46,9 +61,15 @@ def to_record(
             (name, value if isinstance(value, bytes) else str(value).encode())
             for name, value in headers.items()
         ]
+        texts = [name for name, value in headers.items() if not isinstance(value, bytes)]
+    else:
+        texts = []
     if message.content_type is not None:
         encoded.append((CONTENT_TYPE_HEADER, message.content_type.encode()))
+        texts.append(CONTENT_TYPE_HEADER)
     encoded.append((MESSAGE_ID_HEADER, message.message_id.encode()))
+    texts.append(MESSAGE_ID_HEADER)
+    encoded.append((SPRING_TYPES_HEADER, _spring_types(tuple(texts))))
     return OutgoingRecord(
         value=message.payload,
         key=message.key.encode() if message.key is not None else None,
@@ -61,6 +82,7 @@ def to_record(
 def from_record(record: Any, delivery_attempt: int = 1) -> Message:
     """Build the message for an aiokafka ``ConsumerRecord`` with raw bytes key/value."""
     headers = {name: decode_header(name, value) for name, value in record.headers or ()}
+    headers.pop(SPRING_TYPES_HEADER, None)
     content_type = headers.pop(CONTENT_TYPE_HEADER, None)
     if content_type and content_type[0] == '"' == content_type[-1] and len(content_type) > 1:
         # Spring Kafka's JSON header mapper writes header strings JSON-quoted.

@@ -117,6 +117,32 @@ async def test_a_group_is_shared_with_a_member_offering_only_javas_range(binder:
     assert sorted(ours + theirs) == list(range(100))
 
 
+async def test_a_group_without_a_common_assignment_protocol_is_one_clear_error(
+    binder: Any,
+) -> None:
+    topic, group = unique("t"), unique("g")
+    await binder.provision(topic, group, {"partitions": 2})
+    other = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=BOOTSTRAP,
+        group_id=group,
+        partition_assignment_strategy=(RangePartitionAssignor,),
+    )
+    await other.start()
+    try:
+        await wait_until(lambda: other.assignment(), 30, "the range-only member's partitions")
+
+        async def handler(message: Message) -> None:
+            pass
+
+        spec = consumer_spec(topic, group, options={"partition_assignment_strategy": "roundrobin"})
+        with pytest.raises(BinderError, match="no partition assignment protocol in common") as err:
+            await consume(binder, spec, handler)
+        assert "offers roundrobin (partition_assignment_strategy)" in str(err.value)
+    finally:
+        await other.stop()
+
+
 async def test_handler_failure_is_redelivered_in_order(binder: Any, topic: str) -> None:
     attempts: list[tuple[int, int]] = []
 

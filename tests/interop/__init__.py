@@ -1,0 +1,1 @@
+"""Interoperability tests of eventbinder with apps built on other frameworks."""

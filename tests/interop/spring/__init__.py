@@ -1,0 +1,1 @@
+"""eventbinder and a real Spring Cloud Stream app (built with Maven) on the same brokers."""
