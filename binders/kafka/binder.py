@@ -137,6 +137,7 @@ class KafkaBinder:
                 # A compressed batch may fit where its uncompressed records would not:
                 # the broker judges those.
                 check_topic_limits=self.settings["compression_type"] is None,
+                spring_header_types=self.settings["spring_header_types"],
             )
         return self._sender
 

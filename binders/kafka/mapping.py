@@ -4,10 +4,12 @@ The record key is the message key; the record timestamp carries the message time
 (millisecond precision); headers travel as record headers, with the content type and
 message id in the ``contentType`` and ``messageId`` headers (Spring Cloud Stream names).
 
-Text headers go out as raw UTF-8 and are listed as ``java.lang.String`` in Spring
-Kafka's ``spring_json_header_types`` header: without that list a Spring Cloud Stream
-app reads them as ``byte[]`` and refuses the record ("Unknown type for contentType
-header value").  On receipt the list is dropped from ``Message.headers``.
+Text headers go out as raw UTF-8, and the content type and custom text headers are
+listed as ``java.lang.String`` in Spring Kafka's ``spring_json_header_types`` header:
+without that list a Spring Cloud Stream app reads them as ``byte[]`` and refuses the
+record ("Unknown type for contentType header value").  (``messageId`` is left out of
+the list: Spring needs no type for it, and every byte counts per record.)  On receipt
+the list is dropped from ``Message.headers``.
 """
 
 from __future__ import annotations
@@ -46,10 +48,14 @@ class OutgoingRecord:
 
 
 def to_record(
-    message: Message, extra_headers: Mapping[str, str | bytes] | None = None
+    message: Message,
+    extra_headers: Mapping[str, str | bytes] | None = None,
+    *,
+    spring_header_types: bool = True,
 ) -> OutgoingRecord:
     """Build the record for ``message`` (``extra_headers`` override message headers;
-    bytes values go out as they are)."""
+    bytes values go out as they are), with ``spring_json_header_types`` unless
+    ``spring_header_types`` is false."""
     encoded: list[tuple[str, bytes]] = []
     if message.headers or extra_headers:
         headers: dict[str, str | bytes] = {
@@ -68,8 +74,8 @@ def to_record(
         encoded.append((CONTENT_TYPE_HEADER, message.content_type.encode()))
         texts.append(CONTENT_TYPE_HEADER)
     encoded.append((MESSAGE_ID_HEADER, message.message_id.encode()))
-    texts.append(MESSAGE_ID_HEADER)
-    encoded.append((SPRING_TYPES_HEADER, _spring_types(tuple(texts))))
+    if texts and spring_header_types:
+        encoded.append((SPRING_TYPES_HEADER, _spring_types(tuple(texts))))
     return OutgoingRecord(
         value=message.payload,
         key=message.key.encode() if message.key is not None else None,

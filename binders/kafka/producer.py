@@ -102,8 +102,10 @@ class RecordSender:
         linger_ms: int,
         max_batch_size: int,
         check_topic_limits: bool = True,
+        spring_header_types: bool = True,
     ) -> None:
         self._producer = producer
+        self._spring_header_types = spring_header_types
         self._linger = linger_ms / 1000
         self._max_batch_size = max_batch_size
         self._check_topic_limits = check_topic_limits
@@ -171,7 +173,7 @@ class RecordSender:
         """
         if self._closed:
             raise BinderError("the Kafka binder is closed")
-        record = to_record(message, extra_headers)
+        record = to_record(message, extra_headers, spring_header_types=self._spring_header_types)
         estimate = DefaultRecordBatchBuilder.estimate_size_in_bytes(
             record.key, record.value, record.headers
         )

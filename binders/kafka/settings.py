@@ -105,6 +105,12 @@ BINDER_SCHEMA: dict[str, Option] = {
     "linger_ms": Option(int, 5, check=non_negative),
     "max_batch_size": Option(int, 16384, check=positive),
     "compression_type": Option(str, None, choices=(None, "gzip", "snappy", "lz4", "zstd")),
+    "spring_header_types": Option(
+        bool,
+        True,
+        help="list text headers as Java Strings in spring_json_header_types, which "
+        "Spring Cloud Stream consumers need to read eventbinder's records",
+    ),
     "max_request_size": Option(
         int,
         1048576,

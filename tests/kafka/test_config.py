@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import Any
 
@@ -180,3 +181,43 @@ def test_unsupported_assignment_strategies_are_config_errors(written: Any, says:
     with pytest.raises(ConfigError, match="partition_assignment_strategy") as caught:
         KafkaBinderType().validate_settings({"partition_assignment_strategy": written})
     assert says in str(caught.value)
+
+
+def test_text_headers_are_listed_as_java_strings_for_spring() -> None:
+    from binder.message import Message
+    from binders.kafka.mapping import to_record
+
+    message = Message(b"{}", {"tenant": "acme"}, content_type="application/json")
+    headers = dict(to_record(message, {"x-original-partition": b"\x00\x00\x00\x01"}).headers)
+    assert json.loads(headers["spring_json_header_types"]) == {
+        "tenant": "java.lang.String",
+        "contentType": "java.lang.String",
+    }
+    assert headers["contentType"] == b"application/json"  # raw, not JSON-quoted
+    plain = dict(to_record(message, spring_header_types=False).headers)
+    assert "spring_json_header_types" not in plain
+    bare = dict(to_record(Message(b"x")).headers)
+    assert set(bare) == {"messageId"}
+
+
+def test_spring_header_types_are_not_passed_on_as_a_header() -> None:
+    from types import SimpleNamespace
+
+    from binders.kafka.mapping import from_record
+
+    record = SimpleNamespace(
+        topic="t",
+        partition=0,
+        offset=3,
+        key=None,
+        value=b"{}",
+        timestamp=1,
+        headers=[
+            ("contentType", b'"application/json"'),
+            ("tenant", b"acme"),
+            ("spring_json_header_types", b'{"contentType":"java.lang.String"}'),
+        ],
+    )
+    message = from_record(record)
+    assert message.headers == {"tenant": "acme"}
+    assert message.content_type == "application/json"
