@@ -149,7 +149,9 @@ class RabbitConsumerBinding:
             raise BinderError(f"binding {self.spec.binding!r} has dead letters turned off")
         if not self._dlq_declared:
             if self._options["declare"]:
-                await self._publisher.declare(dead_letter_topology(self._dlq_name, self._dlq_key))
+                await self._publisher.declare(
+                    dead_letter_topology(self._dlq_name, self._dlq_key, self._options)
+                )
             self._dlq_declared = True
         if isinstance(delivery, RabbitDelivery):
             exchange, routing_key = delivery.exchange, delivery.routing_key

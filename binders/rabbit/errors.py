@@ -106,6 +106,12 @@ def _inequivalent_hint(reply: str) -> str:
     if found is None or found["arg"] not in _ARGUMENT_OPTIONS:
         return ""
     option = _ARGUMENT_OPTIONS[found["arg"]]
+    if option == "queue_type" and found["queue"].endswith(".dlq"):
+        return (
+            "; a dead-letter queue has its group queue's type (queue_type), and this one "
+            "exists with another: empty and delete it so it is declared anew (a Spring "
+            "app sharing it sets dlq-quorum.enabled to match)"
+        )
     if option != "auto_bind_dlq":
         return (
             f"; the queue exists with other arguments: make the binding's rabbit option "

@@ -80,6 +80,7 @@ from binders.rabbit.acks import AckCoalescer
 from binders.rabbit.confirms import ConfirmTracker, Publish, PublishFailed
 from binders.rabbit.errors import LinkError, as_error, describe, translate
 from binders.rabbit.socket_io import SocketIO
+from binders.rabbit.stalled import Stalled
 from binders.rabbit.topology import BindDecl, Decl, ExchangeDecl, QueueDecl
 
 __all__ = ["ConsumerHandle", "Link", "LinkError"]
@@ -87,6 +88,8 @@ __all__ = ["ConsumerHandle", "Link", "LinkError"]
 log = logging.getLogger("binders.rabbit")
 
 _MAX_FRAMES_PER_TURN = 1536
+#: At most one fresh publishing channel per this many seconds after rejected publishes.
+_RENEW_CONTROL_EVERY = 1.0
 #: The reconnect backoff when none is given.
 DEFAULT_BACKOFF = Backoff(initial=0.2, multiplier=2.0, maximum=10.0)
 
@@ -168,6 +171,11 @@ class Link:
         self._consumers: list[ConsumerHandle] = []
         self._decls: dict[Decl, None] = {}
         self._broken_channels: set[Any] = set()
+        self._stalled = Stalled(label, backoff)
+        self._control_suspect = False  # the broker rejected a publish on it
+        self._control_renewed_at = -_RENEW_CONTROL_EVERY
+        self.control_channels = 0
+        """How many publishing channels were opened (for tests)."""
         self.connected = False
         self.reconnects = 0
         self.declared: set[Decl] = set()
@@ -293,6 +301,7 @@ class Link:
         def run() -> None:
             if handle in self._consumers:
                 self._consumers.remove(handle)
+            self._stalled.forget_consumer(handle)
             channel, handle.channel = handle.channel, None
             handle.epoch += 1
             if channel is not None and channel.is_open:
@@ -427,9 +436,41 @@ class Link:
         self._watch(channel)
         channel.confirm_select()
         channel.events["basic_ack"].add(self._confirms.confirm)
-        channel.events["basic_nack"].add(self._confirms.reject)
+        channel.events["basic_nack"].add(self._on_nack)
         self._control = channel
         self._confirms.channel_opened()
+        self.control_channels += 1
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        self._confirms.reject(tag, multiple)
+        self._control_suspect = True
+
+    def _renew_control(self) -> None:
+        """Publish on a fresh channel after the broker rejected publishes.
+
+        A rejection (``basic.nack``) means a queue process failed to take the message;
+        after a quorum queue changed leader in a cluster, a publishing channel opened
+        meanwhile was seen to have every later publish rejected for minutes, while a
+        fresh channel had them confirmed.  So the channel is replaced (at most once a
+        second); the rejected publishes are retried by the engine, the unconfirmed
+        ones are sent again on the new channel.
+        """
+        now = time.monotonic()
+        if now < self._control_renewed_at + _RENEW_CONTROL_EVERY:
+            return  # still suspect: looked at again on a later turn
+        self._control_suspect = False
+        self._control_renewed_at = now
+        pending = self._confirms.take_unconfirmed()
+        old, self._control = self._control, None
+        try:
+            old.close()
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise
+        self._open_control()
+        for pub in reversed(pending):
+            self._outbox.appendleft(pub)
+        log.warning("%s: RabbitMQ rejected publishes; publishing on a fresh channel", self.label)
 
     def _watch(self, channel: Any) -> None:
         """Note which channel the broker closed (py-amqp reopens it in place)."""
@@ -446,22 +487,69 @@ class Link:
     def _restore(self) -> None:
         """After (re)connecting: control channel, topology, consumers, unconfirmed publishes."""
         self._io = SocketIO.install(self._conn.transport)
+        self._stalled.clear()
         self._open_control()
         for decl in list(self._decls):
-            self._declare(decl)
+            self._declare_or_stall(decl)
         for handle in list(self._consumers):
             if not handle.cancelled:
-                self._open_consumer(handle)
+                self._open_consumer_or_stall(handle)
         self._republish_unconfirmed()
+        if self._stalled:
+            self._stalled.schedule()
+
+    def _declare_or_stall(self, decl: Decl) -> None:
+        """Declare ``decl``; if RabbitMQ refuses, note it for a later attempt."""
+        from amqp.exceptions import ChannelError
+
+        try:
+            self._declare(decl)
+        except ChannelError as exc:
+            self._broken_channels.discard(self._admin)  # py-amqp reopened it in place
+            self._stalled.declaration_failed(decl, _reason(exc))
+
+    def _open_consumer_or_stall(self, handle: ConsumerHandle) -> None:
+        """Resume ``handle``; if RabbitMQ refuses its queue, note it for a later attempt
+        (the other declarations it needs, a DLQ say, may wait without stopping it)."""
+        from amqp.exceptions import ChannelError
+
+        try:
+            self._open_consumer(handle, stall_others=True)
+        except ChannelError as exc:
+            self._broken_channels.discard(self._admin)
+            channel, handle.channel = handle.channel, None
+            if channel is not None:
+                self._broken_channels.discard(channel)
+                with contextlib.suppress(Exception):
+                    channel.close()
+            self._stalled.consumer_failed(handle, _reason(exc))
+
+    def _retry_stalled(self) -> None:
+        """Try again what the last reconnect could not restore."""
+        stalled = self._stalled
+        decls, handles = list(stalled.declarations), list(stalled.consumers)
+        stalled.declarations.clear()
+        stalled.consumers.clear()
+        for decl in decls:
+            self._declare_or_stall(decl)
+        for handle in handles:
+            if handle in self._consumers and not handle.cancelled:
+                self._open_consumer_or_stall(handle)
+        if not stalled:
+            log.warning("%s: restored everything the reconnect had left out", self.label)
+        stalled.schedule()
 
     def _republish_unconfirmed(self) -> None:
         """Queue the unconfirmed publishes again, in their order, before the others."""
         for pub in reversed(self._confirms.take_unconfirmed()):
             self._outbox.appendleft(pub)
 
-    def _open_consumer(self, handle: ConsumerHandle) -> None:
+    def _open_consumer(self, handle: ConsumerHandle, *, stall_others: bool = False) -> None:
         for decl in handle.decls:
-            self._declare(decl)
+            if stall_others and not (isinstance(decl, QueueDecl) and decl.name == handle.queue):
+                self._declare_or_stall(decl)
+            else:
+                self._declare(decl)
         channel = self._conn.channel()
         self._watch(channel)
         channel.basic_qos(0, handle.prefetch, False)
@@ -504,12 +592,16 @@ class Link:
                 self._drain_wake()
             if sock in readable:
                 self._read_frames()
+            if self._control_suspect:
+                self._renew_control()
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + tick
                 if heartbeat:
                     conn.heartbeat_tick()
                 self._expire_publishes()
+                if self._stalled.due(now):
+                    self._retry_stalled()
         self._close_gracefully()
 
     def _read_frames(self) -> None:
@@ -724,6 +816,12 @@ class Link:
         self._outbox.clear()
         self._flush()
         self._stopped.set()
+
+
+def _reason(exc: BaseException) -> str:
+    """RabbitMQ's reason for a refusal, without the method (the log line names it)."""
+    text = describe(exc)
+    return text.split(": ", 1)[1] if text.startswith("RabbitMQ refused ") else text
 
 
 def _is_connection_error(exc: BaseException) -> bool:

@@ -120,11 +120,19 @@ def dead_letter_target(
     return dead_letter, dead_letter
 
 
-def dead_letter_topology(queue: str, routing_key: str) -> list[Decl]:
-    """The DLX exchange and a durable DLQ bound to it with ``routing_key``."""
+def dead_letter_topology(
+    queue: str, routing_key: str, options: Mapping[str, Any] | None = None
+) -> list[Decl]:
+    """The DLX exchange and a durable DLQ bound to it with ``routing_key``.
+
+    The DLQ has the group queue's type (``options["queue_type"]``): a quorum group
+    queue gets a quorum DLQ, so losing the node a classic DLQ lives on cannot stop its
+    consumers (Spring's equivalent: ``dlqQuorum.enabled: true``).
+    """
+    quorum = options is not None and options["queue_type"] == "quorum"
     return [
         ExchangeDecl(DLX, "direct"),
-        QueueDecl(queue),
+        QueueDecl(queue, arguments=(("x-queue-type", "quorum"),) if quorum else ()),
         BindDecl(queue, DLX, routing_key),
     ]
 
@@ -204,7 +212,7 @@ def group_queue_topology(
     dlq_key: str | None = None
     if options["auto_bind_dlq"]:
         dlq_name, dlq_key = dead_letter_target(destination, group)
-        top.add(*dead_letter_topology(dlq_name, dlq_key))
+        top.add(*dead_letter_topology(dlq_name, dlq_key, options))
     top.queue = queue
     top.add(*destination_topology(destination, options))
     top.add(
@@ -240,7 +248,9 @@ def consumer_topology(
     # An anonymous consumer's DLQ is declared on its first dead letter instead: anonymous
     # consumers come and go, and a durable queue each would pile up on the broker.
     if group is not None and dead_letter is not None:
-        top.add(*dead_letter_topology(*dead_letter_target(destination, group, dead_letter)))
+        top.add(
+            *dead_letter_topology(*dead_letter_target(destination, group, dead_letter), options)
+        )
     return top
 
 

@@ -148,3 +148,17 @@ def test_anonymous_queues_are_exclusive_auto_delete_classic() -> None:
     assert top.queue.startswith("orders.anonymous.")
     assert (queue.exclusive, queue.auto_delete, queue.durable) == (True, True, False)
     assert "x-queue-type" not in dict(queue.arguments)
+
+
+def test_a_quorum_group_queue_has_a_quorum_dead_letter_queue() -> None:
+    """A classic DLQ lives on one node: losing that node stopped the re-declaration of
+    the quorum group queue's consumer in a cluster."""
+    options = _type().validate_binding_options({"queue_type": "quorum"}, "consumer")
+    top = consumer_topology("orders", "billing", options, dead_letter="parking")
+    quorum = (("x-queue-type", "quorum"),)
+    assert QueueDecl("orders.billing.dlq", arguments=quorum) in top.decls
+    assert QueueDecl("parking", arguments=quorum) in top.decls
+    classic = consumer_topology(
+        "orders", "billing", _type().validate_binding_options({}, "consumer"), dead_letter=None
+    )
+    assert QueueDecl("orders.billing.dlq") in classic.decls

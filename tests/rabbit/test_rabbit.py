@@ -221,6 +221,15 @@ async def test_quorum_queue_redelivers_with_delivery_count(binder: RabbitBinder)
     [got] = await received.wait_for(1)
     assert [m.delivery_attempt for m in received.attempts] == [1, 2, 3]
     assert got.json() == {"n": 1}
+    # Its DLQ is a quorum queue too: an equivalent declaration is accepted.
+    await binder._publisher.call(
+        lambda: binder._publisher._admin.queue_declare(
+            f"{destination}.{group}.dlq",
+            durable=True,
+            auto_delete=False,
+            arguments={"x-queue-type": "quorum"},
+        )
+    )
 
 
 async def test_pre_existing_topology_is_used_as_is_with_declare_false(
