@@ -77,8 +77,9 @@ from typing import Any
 from binder.backoff import Backoff
 from binder.errors import AccessRefused
 from binders.rabbit.acks import AckCoalescer
-from binders.rabbit.confirms import ConfirmTracker, Publish, PublishFailed
+from binders.rabbit.confirms import Publish
 from binders.rabbit.errors import LinkError, as_error, describe, translate
+from binders.rabbit.publishing import Publishing
 from binders.rabbit.socket_io import SocketIO
 from binders.rabbit.stalled import Stalled
 from binders.rabbit.topology import BindDecl, Decl, ExchangeDecl, QueueDecl
@@ -88,8 +89,6 @@ __all__ = ["ConsumerHandle", "Link", "LinkError"]
 log = logging.getLogger("binders.rabbit")
 
 _MAX_FRAMES_PER_TURN = 1536
-#: At most one fresh publishing channel per this many seconds after rejected publishes.
-_RENEW_CONTROL_EVERY = 1.0
 #: The reconnect backoff when none is given.
 DEFAULT_BACKOFF = Backoff(initial=0.2, multiplier=2.0, maximum=10.0)
 
@@ -146,8 +145,7 @@ class Link:
         self._connect_fn = connect
         self._loop = loop
         self._backoff = backoff
-        self._publish_timeout = publish_timeout
-        self._outbox: deque[Publish] = deque()
+        self._publishing = Publishing(label, publish_timeout, _is_connection_error)
         # Commands for the I/O thread, in order: callables, and acks as
         # (handle, epoch, delivery tag, ok) tuples (no closure per ack).
         self._commands: deque[Any] = deque()
@@ -164,18 +162,12 @@ class Link:
         self._kconn: Any = None
         self._io: SocketIO | None = None
         self._conn: Any = None
-        self._control: Any = None  # publishes, in confirm mode
         self._admin: Any = None  # declarations: an error there must not hit publishes
-        self._confirms = ConfirmTracker()
         self._ready: list[ConsumerHandle] = []
         self._consumers: list[ConsumerHandle] = []
         self._decls: dict[Decl, None] = {}
         self._broken_channels: set[Any] = set()
         self._stalled = Stalled(label, backoff)
-        self._control_suspect = False  # the broker rejected a publish on it
-        self._control_renewed_at = -_RENEW_CONTROL_EVERY
-        self.control_channels = 0
-        """How many publishing channels were opened (for tests)."""
         self.connected = False
         self.reconnects = 0
         self.declared: set[Decl] = set()
@@ -211,8 +203,7 @@ class Link:
         if self._stopping:
             pub.future.set_exception(LinkError(self._closed_text))
             return
-        pub.deadline = time.monotonic() + self._publish_timeout
-        self._outbox.append(pub)
+        self._publishing.queue(pub)
         self._wake()
 
     def ack(self, handle: ConsumerHandle, epoch: int, tag: int, ok: bool) -> None:
@@ -432,45 +423,7 @@ class Link:
         if self._admin is None:
             self._admin = self._conn.channel()
             self._watch(self._admin)
-        channel = self._conn.channel()
-        self._watch(channel)
-        channel.confirm_select()
-        channel.events["basic_ack"].add(self._confirms.confirm)
-        channel.events["basic_nack"].add(self._on_nack)
-        self._control = channel
-        self._confirms.channel_opened()
-        self.control_channels += 1
-
-    def _on_nack(self, tag: int, multiple: bool) -> None:
-        self._confirms.reject(tag, multiple)
-        self._control_suspect = True
-
-    def _renew_control(self) -> None:
-        """Publish on a fresh channel after the broker rejected publishes.
-
-        A rejection (``basic.nack``) means a queue process failed to take the message;
-        after a quorum queue changed leader in a cluster, a publishing channel opened
-        meanwhile was seen to have every later publish rejected for minutes, while a
-        fresh channel had them confirmed.  So the channel is replaced (at most once a
-        second); the rejected publishes are retried by the engine, the unconfirmed
-        ones are sent again on the new channel.
-        """
-        now = time.monotonic()
-        if now < self._control_renewed_at + _RENEW_CONTROL_EVERY:
-            return  # still suspect: looked at again on a later turn
-        self._control_suspect = False
-        self._control_renewed_at = now
-        pending = self._confirms.take_unconfirmed()
-        old, self._control = self._control, None
-        try:
-            old.close()
-        except Exception as exc:
-            if _is_connection_error(exc):
-                raise
-        self._open_control()
-        for pub in reversed(pending):
-            self._outbox.appendleft(pub)
-        log.warning("%s: RabbitMQ rejected publishes; publishing on a fresh channel", self.label)
+        self._publishing.open(self._conn, self._watch)
 
     def _watch(self, channel: Any) -> None:
         """Note which channel the broker closed (py-amqp reopens it in place)."""
@@ -494,7 +447,7 @@ class Link:
         for handle in list(self._consumers):
             if not handle.cancelled:
                 self._open_consumer_or_stall(handle)
-        self._republish_unconfirmed()
+        self._publishing.requeue_unconfirmed()
         if self._stalled:
             self._stalled.schedule()
 
@@ -539,11 +492,6 @@ class Link:
             log.warning("%s: restored everything the reconnect had left out", self.label)
         stalled.schedule()
 
-    def _republish_unconfirmed(self) -> None:
-        """Queue the unconfirmed publishes again, in their order, before the others."""
-        for pub in reversed(self._confirms.take_unconfirmed()):
-            self._outbox.appendleft(pub)
-
     def _open_consumer(self, handle: ConsumerHandle, *, stall_others: bool = False) -> None:
         for decl in handle.decls:
             if stall_others and not (isinstance(decl, QueueDecl) and decl.name == handle.queue):
@@ -582,7 +530,7 @@ class Link:
         io = self._io
         while not self._stopping:
             self._run_commands()
-            self._send_publishes()
+            self._publishing.send(self._io)
             self._flush()
             if (io is not None and io.frame_ready()) or (ssl_sock and sock.pending()):
                 readable: list[Any] = [sock]  # frames already buffered
@@ -592,8 +540,7 @@ class Link:
                 self._drain_wake()
             if sock in readable:
                 self._read_frames()
-            if self._control_suspect:
-                self._renew_control()
+            self._publishing.renew_if_rejected(conn, self._watch)
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + tick
@@ -679,60 +626,12 @@ class Link:
             for handle, settled in channels.items():
                 handle.acks.settle(handle.channel, settled)
 
-    def _send_publishes(self) -> None:
-        if not self._outbox:
-            return
-        written: list[Publish] = []  # sent without confirms: done once written
-        if self._io is None:
-            self._send_queued(written)
-        else:
-            try:
-                with self._io.batched():
-                    self._send_queued(written)
-            except BaseException:
-                # The connection failed with them (maybe) still in the buffer: send them
-                # again after the reconnect, like the unconfirmed ones.
-                for pub in reversed(written):
-                    self._outbox.appendleft(pub)
-                raise
-        self._confirms.written(written)
-
-    def _send_queued(self, written: list[Publish]) -> None:
-        from amqp import spec
-
-        outbox = self._outbox
-        # basic.publish as py-amqp's basic_publish sends it, without the poll of the
-        # socket it makes first on every call (for connection.blocked notifications,
-        # which this thread reads with every other frame anyway).
-        send = self._control.send_method
-        method = spec.Basic.Publish
-        confirms = self._confirms
-        sent = confirms.sent
-        while outbox:
-            pub = outbox.popleft()
-            if pub.expired or pub.future.done():  # reported failed, or cancelled
-                continue
-            try:
-                send(method, "Bssbb", (0, pub.exchange, pub.routing_key, False, False), pub.message)
-            except Exception as exc:
-                if not _is_connection_error(exc):  # e.g. a header py-amqp cannot encode
-                    text = f"cannot send the message: {describe(exc)}"
-                    confirms.fail(pub.future, PublishFailed(text))
-                    continue
-                outbox.appendleft(pub)
-                raise
-            sent(pub)
-            if not pub.confirm:
-                written.append(pub)
-
     def _expire_publishes(self) -> None:
-        # A copy of the outbox: the event loop appends to it meanwhile.
-        self._confirms.expire(time.monotonic(), list(self._outbox))
-        if self._confirms.failed:
+        if self._publishing.expire(time.monotonic()):
             self._flush()
 
     def _flush(self) -> None:
-        confirms = self._confirms
+        confirms = self._publishing.confirms
         done = confirms.take_done()
         if done:
             self._post(_resolve_all, done)
@@ -754,14 +653,8 @@ class Link:
         level = logging.DEBUG if reported else logging.WARNING
         log.log(level, "%s: channel error: %s", self.label, describe(exc))
         # py-amqp has already reopened a broken admin channel in place: nothing to restore.
-        if self._control in broken:
-            # Which publish caused it is unknown: fail every unconfirmed one rather than
-            # resend a poison publish forever; none of them is reported as sent.
-            failure = as_error(exc)
-            self._confirms.fail_unconfirmed(lambda: PublishFailed(str(failure)))
-            with contextlib.suppress(Exception):
-                self._control.close()
-            self._open_control()
+        if self._publishing.channel in broken:
+            self._publishing.reopen_after_channel_error(self._conn, self._watch, as_error(exc))
         for handle in self._consumers:
             if handle.channel in broken and not handle.cancelled:
                 with contextlib.suppress(Exception):
@@ -784,9 +677,9 @@ class Link:
         """Stopping: flush queued acks and publishes, wait briefly for confirms."""
         with contextlib.suppress(Exception):
             self._run_commands()
-            self._send_publishes()
+            self._publishing.send(self._io)
             deadline = time.monotonic() + 5.0
-            while self._confirms.pending and time.monotonic() < deadline:
+            while self._publishing.confirms.pending and time.monotonic() < deadline:
                 with contextlib.suppress(socket.timeout):
                     self._conn.drain_events(timeout=0.1)
             self._flush()
@@ -799,7 +692,7 @@ class Link:
             handle.batch = []
         self._ready.clear()
         self._broken_channels.clear()
-        self._control = None
+        self._publishing.channel = None
         self._admin = None
         self._io = None
         kconn, self._kconn, self._conn = self._kconn, None, None
@@ -809,11 +702,7 @@ class Link:
         self._flush()
 
     def _shutdown(self) -> None:
-        error = LinkError(self._closed_text)
-        self._confirms.fail_unconfirmed(lambda: error)
-        for pub in list(self._outbox):
-            self._confirms.fail(pub.future, error)
-        self._outbox.clear()
+        self._publishing.fail_all(LinkError(self._closed_text))
         self._flush()
         self._stopped.set()
 

@@ -134,10 +134,10 @@ async def test_rejected_publishes_get_a_fresh_channel() -> None:
 
     await asyncio.to_thread(declare_full_queue)
     link = binder._publisher
-    opened = link.control_channels
+    opened = link._publishing.opened
     await producer.publish(_json(1))
     with pytest.raises(PublishFailed, match="rejected"):
         await producer.publish(_json(2))
-    await wait_until(lambda: link.control_channels > opened, 5.0, "a fresh publishing channel")
+    await wait_until(lambda: link._publishing.opened > opened, 5.0, "a fresh publishing channel")
     await asyncio.to_thread(_delete, queue)
     await producer.publish(_json(3))  # confirmed on the new channel

@@ -71,13 +71,13 @@ async def test_a_reconnect_sends_the_unconfirmed_publishes_first_in_their_order(
     _links.append(link)
     sent = [_publish(loop, name) for name in "abc"]
     for pub in sent:
-        link._confirms.sent(pub)
-    link._confirms.confirm(2, False)
+        link._publishing.confirms.sent(pub)
+    link._publishing.confirms.confirm(2, False)
     queued = _publish(loop, "d")
     link.publish(queued)
-    link._republish_unconfirmed()
-    assert list(link._outbox) == [sent[0], sent[2], queued]
-    assert link._confirms.pending == 0
+    link._publishing.requeue_unconfirmed()
+    assert list(link._publishing.outbox) == [sent[0], sent[2], queued]
+    assert link._publishing.confirms.pending == 0
 
 
 async def test_publishes_not_sent_in_time_fail_and_are_never_sent() -> None:
@@ -99,13 +99,13 @@ async def test_shutting_down_fails_unconfirmed_then_queued_publishes() -> None:
     link = Link("unit", lambda: None, loop)
     _links.append(link)
     unconfirmed, queued = _publish(loop, "sent"), _publish(loop, "queued")
-    link._confirms.sent(unconfirmed)
+    link._publishing.confirms.sent(unconfirmed)
     link.publish(queued)
     link._shutdown()
     for pub in (unconfirmed, queued):
         with pytest.raises(LinkError, match=r"^the RabbitMQ connection unit is closed$"):
             await asyncio.wait_for(pub.future, 5.0)
-    assert not link._outbox and link._confirms.pending == 0
+    assert not link._publishing.outbox and link._publishing.confirms.pending == 0
 
 
 # -- buffered socket I/O ----------------------------------------------------------------
