@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,24 +26,31 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
-BROKERS = REPO / "scripts" / "brokers"
 POM = REPO / "scripts" / "kafka" / "pom.xml"
+# scripts/brokers is the Python package scripts/brokerctl: its values are read from it.
+if str(REPO / "scripts") not in sys.path:
+    sys.path.insert(0, str(REPO / "scripts"))
+
+from brokerctl import cli, common, kafka, mqtt  # noqa: E402
+from brokerctl.base import Broker as Ours  # noqa: E402
+
+SETTINGS = common.Settings(state=Path("/state"), cache=Path("/cache"), timeout=90)
 
 
 @dataclass(frozen=True)
 class Broker:
     """A compose service and what it mirrors in scripts/brokers."""
 
-    prefix: str  # of scripts/brokers' variables: RABBIT_PORT, MQTT_AUTH_PORT, ...
+    ours: str  # the broker's name in scripts/brokers: rabbit, mqtt, kafka
     image: str  # the image repository
     debian: str | None  # the Debian package scripts/brokers installs, if any
     template: str | None  # the configuration template the container fills in
 
 
 SERVICES = {
-    "rabbitmq": Broker("RABBIT", "rabbitmq", "rabbitmq-server", None),
-    "mosquitto": Broker("MQTT", "eclipse-mosquitto", "mosquitto", "scripts/mosquitto.conf"),
-    "kafka": Broker("KAFKA", "apache/kafka", None, "scripts/kafka/server.properties"),
+    "rabbitmq": Broker("rabbit", "rabbitmq", "rabbitmq-server", None),
+    "mosquitto": Broker("mqtt", "eclipse-mosquitto", "mosquitto", "scripts/mosquitto.conf"),
+    "kafka": Broker("kafka", "apache/kafka", None, "scripts/kafka/server.properties"),
 }
 # Template placeholders whose value differs in a container by design (paths, the address
 # to listen on, the user to run as); every other one must get scripts/brokers' value.
@@ -73,23 +81,23 @@ def command(name: str) -> str:
     return script.replace("$$", "$").replace("\\\n", " ")
 
 
-def brokers_script() -> str:
-    """scripts/brokers with continued lines joined."""
-    return BROKERS.read_text(encoding="utf-8").replace("\\\n", " ")
+def ours(name: str) -> Ours:
+    """scripts/brokers' broker ``name`` (rabbit, mqtt, kafka)."""
+    return cli.BROKERS[name](SETTINGS)
 
 
-def brokers_variables() -> dict[str, str]:
-    """scripts/brokers' plain assignments (NAME=value, no expansion in the value)."""
-    found = re.findall(r"^([A-Z][A-Z0-9_]*)=([^\s$\"'`(]+)$", brokers_script(), re.M)
-    return dict(found)
-
-
-def brokers_ports(prefix: str) -> set[int]:
-    """The ports scripts/brokers gives one broker (RABBIT_PORT, KAFKA_SASL_PORT, ...)."""
-    pattern = re.compile(rf"^{prefix}_(?:[A-Z]+_)?PORT$")
-    ports = {int(v) for k, v in brokers_variables().items() if pattern.match(k)}
-    assert ports, f"scripts/brokers defines no {prefix}_*PORT"
+def brokers_ports(name: str) -> set[int]:
+    """The ports scripts/brokers gives one broker."""
+    ports = set(ours(name).ports)
+    assert ports, f"scripts/brokers gives {name} no ports"
     return ports
+
+
+def brokers_template_values(name: str) -> dict[str, str]:
+    """What scripts/brokers puts for each placeholder of the broker's template."""
+    broker = ours(name)
+    assert isinstance(broker, mqtt.Mqtt | kafka.Kafka), f"{name} has no template"
+    return broker.template_values()
 
 
 def kafka_version() -> str:
@@ -241,15 +249,15 @@ def test_image_runs_the_version_scripts_brokers_runs(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_ports_are_those_of_scripts_brokers(name: str) -> None:
     broker = SERVICES[name]
-    host = brokers_variables()["HOST"]
+    host = common.HOST
     ports = published_ports(name)
     for address, outside, inside in ports:
         assert address == host, f"{name}: port {outside} bound to {address}, not {host}"
         assert outside == inside, f"{name}: host port {outside} maps to container port {inside}"
     published = {outside for _, outside, _ in ports}
-    assert published == brokers_ports(broker.prefix), (
+    assert published == brokers_ports(broker.ours), (
         f"{name} publishes {sorted(published)}; scripts/brokers uses "
-        f"{sorted(brokers_ports(broker.prefix))}"
+        f"{sorted(brokers_ports(broker.ours))}"
     )
 
 
@@ -263,8 +271,7 @@ def test_container_fills_in_the_template_as_scripts_brokers_does(name: str) -> N
     ours = placeholder_values(
         sed_expressions(script, f"/eventbinder/{Path(template).name}.in", shell_assignments(script))
     )
-    in_brokers = f'"$SCRIPT_DIR/{template.removeprefix("scripts/")}"'
-    theirs = placeholder_values(sed_expressions(brokers_script(), in_brokers, brokers_variables()))
+    theirs = brokers_template_values(SERVICES[name].ours)
     needed = set(PLACEHOLDER.findall((REPO / template).read_text(encoding="utf-8")))
     assert set(theirs) == needed, f"scripts/brokers fills in {sorted(theirs)} of {sorted(needed)}"
     assert set(ours) == needed, f"{name} fills in {sorted(ours)} of {template}'s {sorted(needed)}"
@@ -290,8 +297,7 @@ def test_mosquitto_config_listens_and_logs_as_meant() -> None:
     assert ports == {p for _, _, p in published_ports("mosquitto")}, f"listeners {ports}"
     logs = [line for line in lines if line.startswith("log_dest ")]
     assert logs == ["log_dest stdout"], f"Mosquitto's log goes to {logs} in its container"
-    variables = brokers_variables()
-    credentials = f"{variables['MQTT_USER']} {variables['MQTT_PASSWORD']}"
+    credentials = f"{mqtt.USER} {mqtt.PASSWORD}"
     assert re.search(rf"mosquitto_passwd .* {re.escape(credentials)}$", script, re.M), (
         f"the mosquitto service must create the user {credentials} of scripts/brokers"
     )
@@ -304,12 +310,7 @@ def test_kafka_config_is_that_of_scripts_brokers_listening_in_the_container() ->
         render(template, sed_expressions(script, "server.properties.in", shell_assignments(script)))
     )
     theirs = properties(
-        render(
-            template,
-            sed_expressions(
-                brokers_script(), '"$SCRIPT_DIR/kafka/server.properties"', brokers_variables()
-            ),
-        )
+        common.render(REPO / template, brokers_template_values("kafka")).splitlines()
     )
     left = [f"{k}={v}" for k, v in ours.items() if PLACEHOLDER.search(k + v)]
     assert not left, f"the kafka service leaves placeholders: {left}"
@@ -327,7 +328,7 @@ def test_kafka_config_is_that_of_scripts_brokers_listening_in_the_container() ->
         f"the kafka service's server.properties differs from scripts/brokers' in {sorted(differ)}"
     )
     features = re.compile(r"--feature\s+(\S+)")
-    assert set(features.findall(script)) == set(features.findall(brokers_script())), (
+    assert set(features.findall(script)) == set(kafka.FEATURES), (
         "the kafka service must format its storage with the features scripts/brokers uses"
     )
 
