@@ -10,6 +10,7 @@ __all__ = [
     "MissingDependency",
     "NotRunningError",
     "PermanentError",
+    "TlsRefused",
     "UnsupportedFeature",
     "describe_error",
 ]
@@ -57,6 +58,16 @@ class AccessRefused(BinderError):
     of a connection error. It is not transient: the runtime fails at once rather than
     retrying, unless ``runtime.retry_access_refused`` is true. The message names what
     was refused and never holds a secret.
+    """
+
+
+class TlsRefused(AccessRefused):
+    """A TLS handshake failed for a reason retrying cannot fix: the broker's
+    certificate is not signed by a trusted CA, has expired or names another host, or
+    the broker refused the client's certificate.
+
+    Like :class:`AccessRefused` it ends the start at once; the message says which of
+    these it was (:func:`binder.tls.describe_tls_failure`).
     """
 
 
