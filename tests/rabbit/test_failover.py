@@ -24,6 +24,7 @@ from tests.rabbit.support import (
     URL,
     RabbitUser,
     bind,
+    close_consumers,
     consumer_options,
     delete_later,
     fresh,
@@ -58,6 +59,16 @@ async def test_a_queue_that_cannot_be_redeclared_waits_while_the_rest_flows(
     binder = await make_binder(
         url=rabbit_user.url(), reconnect_initial=0.1, reconnect_multiplier=2.0, reconnect_max=0.5
     )
+    try:
+        await _stall_and_restore(binder, rabbit_user, caplog)
+    finally:
+        await close_consumers()
+        await binder.close()
+
+
+async def _stall_and_restore(
+    binder: Any, rabbit_user: RabbitUser, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="binders.rabbit")
     first, second, group = fresh("stall-a"), fresh("stall-b"), "g"
     delete_later(
@@ -115,6 +126,13 @@ async def test_rejected_publishes_get_a_fresh_channel() -> None:
     """A queue that refuses overflow (``reject-publish``) makes RabbitMQ nack: the link
     replaces its publishing channel, and later publishes are confirmed on the new one."""
     binder = await make_binder()
+    try:
+        await _reject_then_renew(binder)
+    finally:
+        await binder.close()
+
+
+async def _reject_then_renew(binder: Any) -> None:
     destination = fresh("nack")
     queue = f"{destination}.full"
     delete_later(exchanges=(destination,), queues=(queue,))
