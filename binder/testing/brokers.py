@@ -14,7 +14,7 @@ import pytest
 __all__ = ["BROKER_PORTS", "broker_available", "broker_port", "in_ci", "require_broker"]
 
 #: Loopback ports ``scripts/brokers up`` starts the brokers on.
-BROKER_PORTS = {"rabbit": 5672, "kafka": 9092, "mqtt": 1883}
+BROKER_PORTS = {"rabbit": 5672, "kafka": 9092, "mqtt": 1883, "rabbit-cluster": 5681}
 
 
 def in_ci() -> bool:
@@ -27,7 +27,8 @@ def broker_port(name: str) -> int:
     if name not in BROKER_PORTS:
         known = ", ".join(sorted(BROKER_PORTS))
         raise ValueError(f"unknown broker {name!r} in a broker marker; known: {known}")
-    return int(os.environ.get(f"EVENTBINDER_{name.upper()}_PORT", BROKER_PORTS[name]))
+    variable = f"EVENTBINDER_{name.upper().replace('-', '_')}_PORT"
+    return int(os.environ.get(variable, BROKER_PORTS[name]))
 
 
 def broker_available(name: str, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:

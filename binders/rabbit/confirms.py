@@ -48,6 +48,8 @@ class Publish:
     """When it fails unless confirmed (``time.monotonic()`` seconds)."""
     tag: int = 0
     """Its number on the publishing channel once sent (confirms only)."""
+    rejections: int = 0
+    """How often the broker rejected it (``basic.nack``)."""
     expired: bool = False
     """Set by the I/O thread: reported failed, so never sent."""
 
@@ -120,14 +122,17 @@ class ConfirmTracker:
             while order and order[0].tag not in unconfirmed:
                 order.popleft()
 
-    def reject(self, tag: int, multiple: bool) -> None:
+    def reject(
+        self, tag: int, multiple: bool, retry: Callable[[Publish], bool] | None = None
+    ) -> None:
         """``basic.nack``: the publish ``tag`` (with ``multiple``, every one up to it)
-        was refused; it fails with :class:`PublishFailed`."""
+        was refused; it fails with :class:`PublishFailed` unless ``retry(pub)`` takes
+        it (to send it again)."""
         unconfirmed = self._unconfirmed
         tags = [t for t in unconfirmed if t <= tag] if multiple else [tag]
         for t in tags:
             pub = unconfirmed.pop(t, None)
-            if pub is not None:
+            if pub is not None and not (retry is not None and retry(pub)):
                 self.failed.append((pub.future, PublishFailed("the broker rejected the message")))
 
     def expire(self, now: float, queued: Iterable[Publish] = ()) -> int:

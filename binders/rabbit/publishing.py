@@ -21,8 +21,23 @@ __all__ = ["Publishing"]
 
 log = logging.getLogger("binders.rabbit")
 
+
+class _ClosingChannelNoise(logging.Filter):
+    """py-amqp warns once per frame that reaches a channel while it closes.  Replacing
+    a publishing channel closes it with confirms still arriving (they are no longer
+    waited for: the publishes went out again on the new channel), so each would be a
+    WARNING line; only those are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "during closing channel" not in str(record.msg)
+
+
+logging.getLogger("amqp").addFilter(_ClosingChannelNoise())
+
 #: At most one fresh publishing channel per this many seconds after rejected publishes.
 RENEW_EVERY = 1.0
+#: A rejected publish is sent again (on a fresh channel) this many times before it fails.
+RETRIES_AFTER_REJECTION = 3
 
 
 class Publishing:
@@ -45,6 +60,7 @@ class Publishing:
         self._is_connection_error = is_connection_error
         self._rejected = False
         self._renewed_at = -RENEW_EVERY
+        self._held: list[Publish] = []  # rejected, to send again on the fresh channel
 
     # ------------------------------------------------------------------ event loop side
 
@@ -67,8 +83,18 @@ class Publishing:
         self.opened += 1
 
     def _on_nack(self, tag: int, multiple: bool) -> None:
-        self.confirms.reject(tag, multiple)
+        self.confirms.reject(tag, multiple, self._hold)
         self._rejected = True
+
+    def _hold(self, pub: Publish) -> bool:
+        """Keep a rejected publish to send it again on the fresh channel (a publish the
+        broker rejected was not stored, so sending it again loses nothing; duplicates
+        only where it was rejected by some of several queues)."""
+        pub.rejections += 1
+        if pub.rejections > RETRIES_AFTER_REJECTION:
+            return False
+        self._held.append(pub)
+        return True
 
     def renew_if_rejected(self, conn: Any, watch: Callable[[Any], None]) -> None:
         """Publish on a fresh channel after the broker rejected publishes.
@@ -95,9 +121,14 @@ class Publishing:
             if self._is_connection_error(exc):
                 raise
         self.open(conn, watch)
-        for pub in reversed(pending):
+        held, self._held = self._held, []
+        for pub in reversed(sorted(held + pending, key=lambda p: p.tag)):
             self.outbox.appendleft(pub)
-        log.warning("%s: RabbitMQ rejected publishes; publishing on a fresh channel", self.label)
+        log.warning(
+            "%s: RabbitMQ rejected publishes; sending %d again on a fresh channel",
+            self.label,
+            len(held),
+        )
 
     def reopen_after_channel_error(
         self, conn: Any, watch: Callable[[Any], None], error: BaseException
@@ -114,9 +145,10 @@ class Publishing:
         self.open(conn, watch)
 
     def requeue_unconfirmed(self) -> None:
-        """Queue the unconfirmed publishes again, in their order, before the others
-        (after a reconnect: at-least-once)."""
-        for pub in reversed(self.confirms.take_unconfirmed()):
+        """Queue the unconfirmed (and held rejected) publishes again, in their order,
+        before the others (after a reconnect: at-least-once)."""
+        held, self._held = self._held, []
+        for pub in reversed(sorted(held + self.confirms.take_unconfirmed(), key=lambda p: p.tag)):
             self.outbox.appendleft(pub)
 
     def send(self, io: SocketIO | None) -> None:
@@ -170,12 +202,14 @@ class Publishing:
         """Fail the publishes past their deadline; whether any failed publish waits to
         be reported."""
         # A copy of the outbox: the event loop appends to it meanwhile.
-        self.confirms.expire(now, list(self.outbox))
+        self.confirms.expire(now, [*self._held, *self.outbox])
+        self._held = [pub for pub in self._held if not pub.expired]
         return bool(self.confirms.failed)
 
     def fail_all(self, error: BaseException) -> None:
-        """Stopping: fail the unconfirmed publishes, then the queued ones."""
+        """Stopping: fail the unconfirmed publishes, then the held and queued ones."""
         self.confirms.fail_unconfirmed(lambda: error)
-        for pub in list(self.outbox):
+        held, self._held = self._held, []
+        for pub in [*held, *self.outbox]:
             self.confirms.fail(pub.future, error)
         self.outbox.clear()

@@ -15,6 +15,7 @@ from .kafka import Kafka
 from .mqtt import Mqtt
 from .procs import kill_children
 from .rabbit import Rabbit
+from .rabbit_cluster import NODES, RabbitCluster
 
 USAGE = """\
 Real message brokers for local runs and CI, on loopback only.
@@ -25,7 +26,8 @@ Real message brokers for local runs and CI, on loopback only.
   scripts/brokers status  [rabbit|mqtt|kafka ...]   one line each; exit 3 when one is down
   scripts/brokers kafka-run CLASS [ARGS...]         run a Kafka tool class with the broker's jars,
                                                     e.g. org.apache.kafka.tools.TopicCommand
-No names means all three. See docs/brokers.md.
+  scripts/brokers rabbit-cluster-node stop|kill|start N   stop (kill: SIGKILL) or start node N (1-3)
+No names means rabbit, mqtt and kafka. See docs/brokers.md.
 
   rabbit  RabbitMQ (Debian rabbitmq-server)  127.0.0.1:5672, guest/guest, node rabbit@localhost
   mqtt    Mosquitto (Debian mosquitto)       127.0.0.1:1883 anonymous,
@@ -33,6 +35,8 @@ No names means all three. See docs/brokers.md.
   kafka   Apache Kafka 4.x, KRaft, 1 node    127.0.0.1:9092 anonymous (controller 127.0.0.1:9093),
                                              127.0.0.1:9094 SASL_PLAINTEXT, PLAIN eventbinder/eventbinder-secret;
           jars from Maven Central via scripts/kafka/pom.xml, cached
+  rabbit-cluster  3 RabbitMQ nodes, one cluster   127.0.0.1:5681-5683 (rabbit-c1..3@localhost), guest/guest;
+                  not started unless named
 
 Environment:
   EVENTBINDER_STATE   pid files, data, logs, generated configs (default /tmp/eventbinder-brokers)
@@ -42,7 +46,12 @@ Environment:
 
 #: The brokers by command-line name. A new broker (or cluster) is a module with a
 #: Broker subclass and a line here.
-BROKERS: dict[str, type[Broker]] = {"rabbit": Rabbit, "mqtt": Mqtt, "kafka": Kafka}
+BROKERS: dict[str, type[Broker]] = {
+    "rabbit": Rabbit,
+    "mqtt": Mqtt,
+    "kafka": Kafka,
+    "rabbit-cluster": RabbitCluster,
+}
 #: What no names means.
 DEFAULT = ("rabbit", "mqtt", "kafka")
 #: Names people try, and the one to say instead.
@@ -107,6 +116,8 @@ def command(argv: Sequence[str]) -> int:
         if not names:
             raise UsageError
         Kafka(settings).run_tool(names)
+    if verb == "rabbit-cluster-node":
+        return _cluster_node(names, settings)
     chosen = brokers(names, settings)
     if verb == "up":
         need_root(" (it installs packages and writes /etc/rabbitmq)")
@@ -133,6 +144,22 @@ def command(argv: Sequence[str]) -> int:
     else:
         err(f"unknown command '{verb}'")
         raise UsageError
+    return 0
+
+
+def _cluster_node(args: list[str], settings: Settings) -> int:
+    """``rabbit-cluster-node stop|kill|start N``: one node of the running cluster."""
+    if len(args) != 2 or args[0] not in ("stop", "kill", "start") or not args[1].isdigit():
+        raise UsageError
+    index = int(args[1])
+    if not 1 <= index <= NODES:
+        raise BrokerError(f"rabbit-cluster has nodes 1 to {NODES}, not {index}")
+    need_root("")
+    cluster = RabbitCluster(settings)
+    if args[0] == "start":
+        cluster.start_node(index)
+    else:
+        cluster.stop_node(index, kill=args[0] == "kill")
     return 0
 
 

@@ -151,11 +151,17 @@ async def _reject_then_renew(binder: Any) -> None:
             )(conn.default_channel).declare()
 
     await asyncio.to_thread(declare_full_queue)
-    link = binder._publisher
-    opened = link._publishing.opened
+    publishing = binder._publisher._publishing
+    opened = publishing.opened
     await producer.publish(_json(1))
-    with pytest.raises(PublishFailed, match="rejected"):
-        await producer.publish(_json(2))
-    await wait_until(lambda: link._publishing.opened > opened, 5.0, "a fresh publishing channel")
+    # Rejected: sent again on a fresh channel, and confirmed once the cause is gone.
+    second = asyncio.ensure_future(producer.publish(_json(2)))
+    await wait_until(lambda: publishing.opened > opened, 5.0, "a fresh publishing channel")
+    assert not second.done()
     await asyncio.to_thread(_delete, queue)
-    await producer.publish(_json(3))  # confirmed on the new channel
+    await asyncio.wait_for(second, 10.0)
+    # Rejected every time: it fails after a few attempts, in one sentence.
+    await asyncio.to_thread(declare_full_queue)
+    await producer.publish(_json(3))
+    with pytest.raises(PublishFailed, match="the broker rejected the message"):
+        await asyncio.wait_for(producer.publish(_json(4)), 15.0)
