@@ -185,7 +185,8 @@ class MqttBinder:
         base = group_client_id(
             self.settings.client_id, spec.group, spec.destination, spec.instance_index
         )
-        return claim_client_id(base, self.settings.address)
+        # Keyed by every broker of the list (one broker: its address, as always).
+        return claim_client_id(base, ",".join(self.settings.addresses))
 
     async def bind_consumer(self, spec: ConsumerSpec, sink: DeliverySink) -> MqttConsumerBinding:
         """Subscribe (shared for a group) on a connection of the binding's own.

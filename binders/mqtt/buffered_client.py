@@ -1,4 +1,5 @@
-"""paho's MQTT client reading its socket in large chunks (fewer system calls).
+"""paho's MQTT client reading its socket in large chunks (fewer system calls), and
+reading to the end of a connection whose sending side broke.
 
 It overrides paho's private ``_sock_recv`` and ``_sock_send``: where a paho release
 renames them, the overrides are simply not called and paho reads as it always did
@@ -15,6 +16,8 @@ __all__ = ["BufferedClient"]
 
 #: Bytes read from the socket at once (paho reads packet by packet from that buffer).
 _READ_CHUNK = 65536
+#: Send errors of a connection the peer ended: what it sent before may still be unread.
+_PEER_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 class BufferedClient(mqtt.Client):
@@ -33,17 +36,39 @@ class BufferedClient(mqtt.Client):
     #: The error that ended the current socket (a reset, say), if reading or writing
     #: failed; paho only reports "connection lost".  Cleared by :meth:`new_socket`.
     socket_error: OSError | None = None
+    _broken_sock: Any = None  # the socket whose sending side broke
 
     def new_socket(self) -> None:
         """A socket was attached: forget the bytes and the error of the previous one."""
         self.drop_buffer()
         self.socket_error = None
+        self._broken_sock = None
+
+    @property
+    def send_broken(self) -> bool:
+        """True once sending on the current socket failed because the peer is gone:
+        nothing more is written to it (there is no point in waiting to write)."""
+        return self._broken_sock is not None and self._broken_sock is self._sock
 
     def _sock_send(self, buf: bytes | bytearray) -> int:
+        """Send; when the peer is gone (reset, broken pipe) say "not now" instead.
+
+        paho closes the socket on a send error, discarding what the broker sent before
+        it went away and this client has not read yet: QoS 1 messages it delivered, and
+        PUBACKs (a broker killed right after writing them).  So the error is kept, paho
+        is told the socket takes nothing now, and the loss is reported by the reader,
+        which reads to the end of the connection first (its end of stream, or error).
+        """
+        if self.send_broken:
+            raise BlockingIOError
         try:
             return super()._sock_send(buf)
         except BlockingIOError:
             raise
+        except _PEER_GONE as exc:
+            self.socket_error = self.socket_error or exc
+            self._broken_sock = self._sock
+            raise BlockingIOError from None
         except OSError as exc:
             self.socket_error = self.socket_error or exc
             raise

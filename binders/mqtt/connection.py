@@ -15,9 +15,12 @@ paho does not reconnect without its own loop, so this class does: after an unexp
 disconnect it reconnects with the core's jittered exponential backoff
 (:class:`binder.backoff.Backoff`) between the configured delays; paho
 re-sends unacknowledged QoS 1 publishes after the CONNACK, and this class
-re-subscribes.  Reading can be paused (``pause_reading``): a consumer holding its
-prefetch of unsettled messages stops reading the socket, and TCP pushes back on the
-broker.
+re-subscribes.  With several brokers (the ``url`` setting lists them) every opening
+and every reconnect tries them in turn from the first (:mod:`binders.mqtt.dialer`): a
+reconnect may land on another broker, where a persistent session starts anew.
+
+Reading can be paused (``pause_reading``): a consumer holding its prefetch of unsettled
+messages stops reading the socket, and TCP pushes back on the broker.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -36,16 +39,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from binder.backoff import Backoff
-from binder.errors import BinderError, describe_error
 from binder.schema import defaults
 from binders.mqtt.buffered_client import BufferedClient
+from binders.mqtt.dialer import Dialer, ReconnectGate
 from binders.mqtt.errors import (
-    DROPPED,
     MqttConnectionError,
     connect_refused,
     connect_unanswered,
     connection_loss,
-    dropped_how,
     reason_name,
     subscription_refused,
 )
@@ -84,7 +85,6 @@ _DEFAULT_MAX_INFLIGHT = 20
 
 
 OnMessage = Callable[[mqtt.MQTTMessage], None]
-ReconnectGate = Callable[[], Awaitable[None]]
 
 
 class MqttConnection:
@@ -103,13 +103,12 @@ class MqttConnection:
         with_will: bool = False,
         label: str = "connection",
     ) -> None:
-        self.settings = settings
         self.client_id = client_id
         self.label = label
         self._persistent = persistent
         self._reconnect_gate = reconnect_gate
         self._resubscribe_mid: int | None = None
-        self._ever_connected = False
+        self._session_present = False
         #: Incremented on every accepted (re)connection; see :meth:`ack`.
         self.epoch = 0
         #: Set while connected with every subscription in place.
@@ -120,13 +119,11 @@ class MqttConnection:
         self._subscriptions: dict[str, int] = {}
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
-        self._first_connack: asyncio.Future[None] | None = None
         self._connected = False
         self._closing = False
         self._closed = False
         self._lost_logged = False
         self._reconnect_task: asyncio.Task[None] | None = None
-        self._reconnecting_in_thread = False
         # Mids of QoS 0 messages queued in paho and not written to the socket yet.
         self._unwritten: set[int] = set()
         self._drained: asyncio.Event | None = None
@@ -135,18 +132,32 @@ class MqttConnection:
             multiplier=2.0,
             maximum=max(float(settings.reconnect_max_delay), float(settings.reconnect_min_delay)),
         )
-        #: Reconnect attempts since the connection was last accepted.
-        self._reconnect_failures = 0
-        self._client = self._make_client(on_message, with_will)
+        self._client = self._make_client(settings, on_message, with_will)
         self._io = PahoLoop(self._client, keepalive=settings.keepalive)
+        clean_start: Any = (not persistent) if settings.mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        self._dialer = Dialer(
+            self._client,
+            self._io,
+            settings,
+            self._backoff,
+            label=label,
+            clean_start=clean_start,
+            properties=self._connect_properties,
+        )
 
     def __repr__(self) -> str:
         return f"<MqttConnection {self.label} {self.client_id!r} to {self.settings.address}>"
 
     # -- set-up -----------------------------------------------------------------------
 
-    def _make_client(self, on_message: OnMessage | None, with_will: bool) -> BufferedClient:
-        s = self.settings
+    @property
+    def settings(self) -> ConnectionSettings:
+        """The settings, with the broker being tried or connected to as host and port."""
+        return self._dialer.current
+
+    def _make_client(
+        self, s: ConnectionSettings, on_message: OnMessage | None, with_will: bool
+    ) -> BufferedClient:
         client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -155,6 +166,7 @@ class MqttConnection:
             manual_ack=True,
         )
         client.suppress_exceptions = True
+        client.connect_timeout = s.connect_timeout  # the TCP/TLS connect in its thread
         client.enable_logger(_paho_log)
         client.max_inflight_messages_set(s.max_inflight or _DEFAULT_MAX_INFLIGHT)
         client.max_queued_messages_set(0)
@@ -197,55 +209,24 @@ class MqttConnection:
         return props
 
     async def open(self) -> None:
-        """Connect and wait for a successful CONNACK.
+        """Connect to the first broker that accepts the client (trying them in turn).
 
-        Raises :class:`~binder.errors.AccessRefused` when the CONNACK refuses the client
+        Raises :class:`~binder.errors.AccessRefused` when a CONNACK refuses the client
         (credentials, authorization), else :class:`MqttConnectionError`: when the
         address cannot be reached, when it closes or resets the connection (or answers
         with something that is not MQTT) instead of a CONNACK, which is reported at
-        once, or when no CONNACK came within ``connect_timeout``.
+        once, or when no CONNACK came within ``connect_timeout``.  With several
+        brokers the error holds each one's sentence (see
+        :func:`~binders.mqtt.dialer.no_broker_accepted`).
         """
-        s = self.settings
-        self._first_connack = self._loop.create_future()
-        clean_start: Any = (not self._persistent) if s.mqtt5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(
-                    self._client.connect,
-                    s.host,
-                    s.port,
-                    s.keepalive,
-                    clean_start=clean_start,
-                    properties=self._connect_properties(),
-                ),
-                s.connect_timeout,
-            )
-        except (OSError, TimeoutError, ValueError, ssl.SSLError) as exc:
-            self._io.abandon()  # a connect still running in its thread is dropped
+            await self._dialer.open()
+        except BaseException:
+            # Nothing to close: every failed attempt closed its socket, and one still
+            # connecting in its thread never gets attached.
+            self._io.abandon()
             self._io.drop_socket()
-            if isinstance(exc, DROPPED):
-                # The TCP connection was accepted, then dropped before paho was done
-                # connecting (a port that is not MQTT, or not TLS).
-                if s.tls:
-                    text = (
-                        f"{s.address} {dropped_how(exc)} the connection during the TLS "
-                        "handshake: is it an MQTT broker with TLS on that port?"
-                    )
-                else:
-                    text = connect_unanswered(self.settings, None, False, exc)
-                raise MqttConnectionError(text) from None
-            raise MqttConnectionError(
-                f"cannot connect to the MQTT broker at {s.address}: {describe_error(exc)}"
-            ) from None
-        try:
-            await asyncio.wait_for(asyncio.shield(self._first_connack), s.connect_timeout)
-        except BaseException as exc:
-            await self._stop_client()
-            if isinstance(exc, TimeoutError):
-                raise MqttConnectionError(
-                    f"{s.address} did not answer CONNECT within {s.connect_timeout}s: "
-                    "is it an MQTT broker?"
-                ) from None
+            self._closing = self._closed = True
             raise
         log.debug("%r connected", self)
 
@@ -267,26 +248,30 @@ class MqttConnection:
         )
 
     async def _reconnect(self) -> None:
-        """Reconnect with jittered exponential backoff until connected or closing."""
-        while not self._closing:
-            self._reconnect_failures += 1
-            await asyncio.sleep(self._backoff.delay(self._reconnect_failures))
-            if self._reconnect_gate is not None:
-                # paho re-sends unconfirmed publishes right after the CONNACK, from
-                # inside its read call: hold the connect itself (bounded by the gate).
-                await self._reconnect_gate()
-            if self._closing:
+        """Reconnect (see :meth:`Dialer.reconnect`), then say where and with what session."""
+        lost = self.settings.address
+        while not self._connected:  # lost again right after its CONNACK: go on
+            if not await self._dialer.reconnect(lambda: self._closing, self._reconnect_gate):
                 return
-            self._reconnecting_in_thread = True
-            try:
-                await asyncio.to_thread(self._client.reconnect)
-            except (OSError, ValueError, ssl.SSLError) as exc:
-                log.debug("%r: reconnect failed: %s", self, describe_error(exc))
-                self._io.drop_socket()
-                continue
-            finally:
-                self._reconnecting_in_thread = False
-            return  # CONNECT sent; a refusal or a drop schedules the next attempt
+        where = self.settings.address
+        moved = where != lost
+        if self._lost_logged or moved:
+            self._lost_logged = False
+            log.info(
+                "%r reconnected%s (session present: %s)",
+                self,
+                f", failing over from {lost}" if moved else "",
+                self._session_present,
+            )
+        if self._persistent and not self._session_present:
+            log.warning(
+                "%r: the broker had no session for client id %r, so a new one started: QoS "
+                "1 messages queued in the previous session%s are not delivered here; the "
+                "subscriptions were sent again",
+                self,
+                self.client_id,
+                f" (on {lost})" if moved else "",
+            )
 
     # -- paho callbacks (event loop thread) -------------------------------------------
 
@@ -295,15 +280,11 @@ class MqttConnection:
     ) -> None:
         if reason.is_failure:
             self._connected = False
-            if self._first_connack is not None and not self._first_connack.done():
-                where = f"the MQTT broker at {self.settings.address}"
-                self._fail_first(connect_refused(self.settings, reason, where))
-            else:
-                where = f"{self.label}: the MQTT broker at {self.settings.address}"
-                log.error("%s", connect_refused(self.settings, reason, where))
+            where = f"the MQTT broker at {self.settings.address}"
+            self._dialer.failed(connect_refused(self.settings, reason, where))
             return
         self._connected = True
-        self._reconnect_failures = 0
+        self._session_present = bool(flags.session_present)
         self._adopt_receive_maximum(client, props)
         self.epoch += 1
         if self._subscriptions:
@@ -315,11 +296,7 @@ class MqttConnection:
             )
         else:
             self.ready.set()
-        self._ever_connected = True
-        if self._lost_logged:
-            self._lost_logged = False
-            log.info("%r reconnected (session present: %s)", self, flags.session_present)
-        self._succeed_first()
+        self._dialer.accepted()
 
     def _adopt_receive_maximum(self, client: mqtt.Client, props: Any) -> None:
         """Send as many unconfirmed QoS 1 publishes as the broker's CONNACK allows.
@@ -337,14 +314,6 @@ class MqttConnection:
         limit = min(self.settings.max_inflight or 65535, int(announced))
         client._max_inflight_messages = limit
 
-    def _succeed_first(self) -> None:
-        if self._first_connack is not None and not self._first_connack.done():
-            self._first_connack.set_result(None)
-
-    def _fail_first(self, error: BinderError) -> None:
-        if self._first_connack is not None and not self._first_connack.done():
-            self._first_connack.set_exception(error)
-
     def _on_disconnect(
         self, client: mqtt.Client, _userdata: Any, flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
@@ -353,7 +322,7 @@ class MqttConnection:
         self._io.call_soon(self._disconnected, reason, from_broker, error)
 
     def _disconnected(self, reason: ReasonCode, from_broker: bool, error: OSError | None) -> None:
-        self._connected = False
+        was_connected, self._connected = self._connected, False
         self.ready.clear()
         self._unwritten.clear()  # paho drops unsent QoS 0 messages on reconnect
         if self._drained is not None:
@@ -361,13 +330,13 @@ class MqttConnection:
             self._drained = None
         if self._closing:
             return
-        if not self._ever_connected:
-            # A refused first CONNECT failed open() already; a connection that ended
-            # without any CONNACK (a port that is not MQTT) fails it now, not after
-            # connect_timeout.
-            self._fail_first(
-                MqttConnectionError(connect_unanswered(self.settings, reason, from_broker, error))
-            )
+        if not was_connected:
+            # An attempt's connection ended: a refused CONNECT failed the attempt
+            # already; one that ended without any CONNACK (a port that is not MQTT)
+            # fails it now, not after connect_timeout.
+            if self._dialer.waiting:
+                text = connect_unanswered(self.settings, reason, from_broker, error)
+                self._dialer.failed(MqttConnectionError(text))
             return
         if reason.value == _SESSION_TAKEN_OVER:
             log.error(
@@ -560,7 +529,7 @@ class MqttConnection:
             self._drained.set()
         task = self._reconnect_task
         if task is not None and not task.done():
-            if self._reconnecting_in_thread:
+            if self._dialer.in_thread:
                 await asyncio.wait([task])  # a connect in a worker thread cannot be cancelled
             else:
                 task.cancel()

@@ -177,7 +177,10 @@ class PahoLoop:
         """
         if self._sock is None:
             return
-        read = not self._read_paused
+        broken = self.client.send_broken
+        # A socket whose sending side broke (the broker is gone) is read to its end even
+        # while paused: what the broker sent before is delivered, the loss reported now.
+        read = not self._read_paused or broken
         if read != self._reading:
             if read:
                 self._loop.add_reader(self._fd, self._readable)
@@ -186,7 +189,7 @@ class PahoLoop:
             else:
                 self._loop.remove_reader(self._fd)
             self._reading = read
-        if self._want_write or self.client.want_write():
+        if (self._want_write or self.client.want_write()) and not broken:
             if not self._writing and not self._flushing:
                 self._flushing = True
                 self._loop.call_soon(self._flush)
@@ -202,6 +205,9 @@ class PahoLoop:
         client = self.client
         client.loop_write()
         if self._sock is sock and client.want_write() and not self._writing:
+            if client.send_broken:
+                self.sync()  # nothing can be written: read to the end instead
+                return
             self._loop.add_writer(self._fd, self._writable)  # the socket is full
             self._writing = True
 
@@ -212,6 +218,8 @@ class PahoLoop:
             self._want_write = False
             self._loop.remove_writer(self._fd)
             self._writing = False
+        elif self._sock is not None and client.send_broken:
+            self.sync()  # stop writing, read to the end
 
     def _readable(self) -> None:
         sock = self._sock
@@ -222,7 +230,7 @@ class PahoLoop:
         while (
             sock is not None
             and sock is self._sock
-            and not self._read_paused
+            and (not self._read_paused or client.send_broken)
             and (client.buffered() or (isinstance(sock, ssl.SSLSocket) and sock.pending()))
         ):
             client.loop_read()

@@ -6,13 +6,13 @@ Imports no MQTT client: the plugin validates configuration without paho installe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from binder.errors import ConfigError
 from binder.schema import Option, positive, validate_section
 from binder.spi import Direction
+from binders.mqtt.urls import check_urls, parse_urls
 
 __all__ = [
     "CONSUMER_OPTIONS",
@@ -58,16 +58,6 @@ def _receive_maximum(value: Any) -> int:
     return int(value)
 
 
-def _url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in {"mqtt", "mqtts", "tcp", "ssl"}:
-        # the value may carry credentials: never echo it
-        raise ValueError("must start with mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise ValueError("has no host name")
-    return value
-
-
 def _tls(value: Any) -> Any:
     if isinstance(value, bool):
         return value
@@ -98,7 +88,12 @@ WILL_OPTIONS: dict[str, Option] = {
 #: ``binders.<name>`` of type mqtt (without ``type``, which the core handles).
 SETTINGS: dict[str, Option] = {
     "url": Option(
-        str, None, check=_url, secret=True, help="mqtt://user:pass@host:port or mqtts://..."
+        (str, list),
+        None,
+        check=check_urls,
+        secret=True,
+        help="mqtt://user:pass@host:port or mqtts://...; a list (or a comma-separated "
+        "string) is tried in turn from the first, for failover",
     ),
     "host": Option(str, "127.0.0.1", help="broker host (ignored when url is set)"),
     "port": Option(int, None, check=_port, help="broker port; default 1883, 8883 with TLS"),
@@ -161,7 +156,12 @@ def validate_binding_options(options: Mapping[str, Any], direction: Direction) -
 
 @dataclass(frozen=True, slots=True)
 class ConnectionSettings:
-    """Where and how to connect; ``password`` is excluded from ``repr``."""
+    """Where and how to connect; ``password`` is excluded from ``repr``.
+
+    ``host`` and ``port`` name one broker: the first of ``brokers`` (every broker the
+    ``url`` setting lists, tried in turn) for the binder's settings, the one being
+    tried or connected to for each of :meth:`candidates`.
+    """
 
     host: str
     port: int
@@ -177,10 +177,13 @@ class ConnectionSettings:
     session_expiry: int
     max_inflight: int | None
     will: Mapping[str, Any] | None
+    #: ``(host, port)`` of every broker, in the order they are tried.
+    brokers: tuple[tuple[str, int], ...] = ()
 
     def __repr__(self) -> str:
         user = f", username={self.username!r}" if self.username else ""
-        return f"ConnectionSettings({self.host}:{self.port}, MQTT {self.protocol}{user})"
+        where = ", ".join(self.addresses)
+        return f"ConnectionSettings({where}, MQTT {self.protocol}{user})"
 
     @property
     def address(self) -> str:
@@ -188,40 +191,51 @@ class ConnectionSettings:
         return f"{self.host}:{self.port}"
 
     @property
+    def addresses(self) -> tuple[str, ...]:
+        """``host:port`` of every broker, in the order they are tried."""
+        if not self.brokers:
+            return (self.address,)
+        return tuple(f"{host}:{port}" for host, port in self.brokers)
+
+    @property
     def mqtt5(self) -> bool:
         """True when speaking MQTT 5."""
         return self.protocol == MQTT5
 
+    def candidates(self) -> tuple[ConnectionSettings, ...]:
+        """These settings once per broker, with its ``host`` and ``port``, in order."""
+        if len(self.brokers) < 2:
+            return (self,)
+        return tuple(replace(self, host=host, port=port) for host, port in self.brokers)
+
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> ConnectionSettings:
-        """Build from validated (or raw) binder settings, resolving ``url``."""
+        """Build from validated (or raw) binder settings, resolving ``url``.
+
+        The URLs' credentials, when they carry any, win over ``username`` and
+        ``password`` and apply to every broker; a URL without a port takes ``port``,
+        else 1883 (8883 with TLS).
+        """
         # Validated settings have every key; raw ones (tests, tools) are validated here.
         s = dict(settings) if SETTINGS.keys() <= settings.keys() else validate_settings(settings)
-        host, port, username, password, tls = (
-            s["host"],
-            s["port"],
-            s["username"],
-            s["password"],
-            s["tls"],
-        )
+        username, password, tls = s["username"], s["password"], s["tls"]
+        hosts: list[tuple[str, int | None]] = [(s["host"], s["port"])]
         if s["url"]:
-            parts = urlsplit(s["url"])
-            host = parts.hostname or host
-            if parts.scheme in {"mqtts", "ssl"} and not tls:
-                tls = True
             try:
-                port = parts.port or port
-            except ValueError:
-                raise ConfigError("url has an invalid port", key="url") from None
-            if parts.username:
-                username = unquote(parts.username)
-            if parts.password:
-                password = unquote(parts.password)
-        if port is None:
-            port = 8883 if tls else 1883
+                urls = parse_urls(s["url"])
+            except ValueError as exc:
+                raise ConfigError(str(exc), key="url") from None
+            hosts = [(url.host, url.port or s["port"]) for url in urls]
+            if urls[0].tls and not tls:
+                tls = True
+            for url in urls:
+                username = url.username or username
+                password = url.password or password
+        default_port = 8883 if tls else 1883
+        brokers = tuple((host, port or default_port) for host, port in hosts)
         return cls(
-            host=host,
-            port=port,
+            host=brokers[0][0],
+            port=brokers[0][1],
             protocol=s["protocol"],
             client_id=s["client_id"],
             username=username,
@@ -234,4 +248,5 @@ class ConnectionSettings:
             session_expiry=s["session_expiry"],
             max_inflight=s["max_inflight"],
             will=s["will"],
+            brokers=brokers,
         )

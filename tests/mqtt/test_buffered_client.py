@@ -80,3 +80,35 @@ def test_the_error_that_ended_a_socket_is_kept_until_a_new_socket() -> None:
         assert isinstance(client.socket_error, ConnectionResetError)
         client.new_socket()
         assert client.socket_error is None
+
+
+def test_a_send_to_a_peer_that_is_gone_waits_for_the_reader_to_read_to_the_end() -> None:
+    """The peer sent bytes and reset the connection: the send error is kept and paho is
+    told "not now" (it would close the socket, discarding the unread bytes), every
+    later send too; the bytes are still read, then the end shows."""
+    client = BufferedClient(CallbackAPIVersion.VERSION2, client_id="eb-buffer-test")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        near = socket.create_connection(listener.getsockname())
+        far, _ = listener.accept()
+    with near:
+        far.sendall(b"PUBLISH")
+        far.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        far.close()  # sends RST after its last bytes
+        client._sock = near  # type: ignore[assignment]
+        for _ in range(100):  # the first send may go out before the RST is seen
+            try:
+                client._sock_send(b"PUBACK")
+            except BlockingIOError:
+                break
+        assert client.send_broken
+        assert isinstance(client.socket_error, (ConnectionResetError, BrokenPipeError))
+        with pytest.raises(BlockingIOError):
+            client._sock_send(b"PUBACK")  # nothing more is written to it
+        assert client._sock_recv(7) == b"PUBLISH"  # what it sent before is read
+        try:  # the end: an end of stream, or the reset if the send did not report it
+            end = client._sock_recv(1)
+        except ConnectionResetError:
+            end = b""
+        assert end == b""
+        client.new_socket()
+        assert not client.send_broken and client.socket_error is None

@@ -95,3 +95,95 @@ def test_tls_options_of_a_loaded_configuration_reach_paho() -> None:
     calls.clear()
     MqttConnection._set_tls(Client(), True)  # type: ignore[arg-type]
     assert calls["ca_certs"] is None and "insecure" not in calls
+
+
+# -- several broker URLs (failover) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["mqtt://u:pw@a:1", "mqtt://b:2"],
+        "mqtt://u:pw@a:1,mqtt://b:2",
+        "mqtt://u:pw@a:1 ; mqtt://b:2",
+        " mqtt://u:pw@a:1,\n  mqtt://b:2, ",
+        "[mqtt://u:pw@a:1, mqtt://b:2]",  # a YAML list in an environment variable
+    ],
+)
+def test_url_takes_a_list_or_a_separated_string(value: object) -> None:
+    assert validate_settings({"url": value})["url"] == ["mqtt://u:pw@a:1", "mqtt://b:2"]
+    s = ConnectionSettings.from_settings({"url": value})
+    assert s.addresses == ("a:1", "b:2")
+    assert [(c.host, c.port, c.address) for c in s.candidates()] == [
+        ("a", 1, "a:1"),
+        ("b", 2, "b:2"),
+    ]
+    # one identity: the credentials of the URLs that carry any apply to every broker
+    assert {(c.username, c.password) for c in s.candidates()} == {("u", "pw")}
+    assert repr(s) == "ConnectionSettings(a:1, b:2, MQTT 5, username='u')"
+
+
+def test_one_url_stays_a_string_and_ports_default_per_scheme() -> None:
+    assert validate_settings({"url": "mqtt://a"})["url"] == "mqtt://a"
+    assert ConnectionSettings.from_settings({"url": "mqtt://a"}).addresses == ("a:1883",)
+    tls = ConnectionSettings.from_settings({"url": "mqtts://a, ssl://b:9999"})
+    assert (tls.tls, tls.addresses) == (True, ("a:8883", "b:9999"))
+    with_port = ConnectionSettings.from_settings({"url": ["mqtt://a", "mqtt://b"], "port": 2883})
+    assert with_port.addresses == ("a:2883", "b:2883")
+    # a comma inside a password does not cut the URL (only a following scheme does)
+    odd = ConnectionSettings.from_settings({"url": "mqtt://u:p,w;x@a:1,mqtt://u:p,w;x@b:2"})
+    assert (odd.addresses, odd.password) == (("a:1", "b:2"), "p,w;x")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([], "needs at least one URL"),
+        ("  ,  ", "needs at least one URL"),
+        (["mqtt://a", 7], "every URL must be a string"),
+        (["mqtt://a", "http://u:topsecret@b"], "URL 2 (of 2) must start with mqtt://"),
+        (["mqtt://a", "mqtt://u:topsecret@"], "URL 2 (of 2) has no host name"),
+        ("mqtt://u:topsecret@a:99999", "the URL has an invalid port"),
+        (["mqtt://a", "mqtts://b"], "mixes TLS (mqtts://) and plain (mqtt://) URLs"),
+        (
+            ["mqtt://u:topsecret@a", "mqtt://u:other-topsecret@b"],
+            "the URLs carry different user names or passwords",
+        ),
+    ],
+)
+def test_url_list_errors_name_the_key_and_never_the_value(value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_settings({"url": value})
+    assert info.value.key == "url"
+    assert message in str(info.value)
+    assert "topsecret" not in str(info.value)
+
+
+def test_binder_config_masks_the_passwords_of_every_url() -> None:
+    """``binder config`` shows the hosts, never a password, for a list from a file and
+    for a comma-separated string from an environment variable."""
+    from binder.config import load_settings
+    from binder.plugins import load_registry
+
+    registry = load_registry()
+    urls = ["mqtt://svc:pw-one-secret@a:1883", "mqtt://svc:pw-one-secret@b:1883"]
+    from_file = load_settings(
+        {"binders": {"mqtt": {"type": "mqtt", "url": urls}}},
+        registry=registry,
+        discover=False,
+        environ={},
+    )
+    from_env = load_settings(
+        None,
+        registry=registry,
+        discover=False,
+        environ={
+            "EVENTBINDER_BINDERS__MQTT__TYPE": "mqtt",
+            "EVENTBINDER_BINDERS__MQTT__URL": ",".join(urls),
+        },
+    )
+    for loaded in (from_file, from_env):
+        shown = loaded.redacted()
+        text = repr(shown)
+        assert "pw-one-secret" not in text
+        assert "mqtt://svc:***@a:1883" in text and "mqtt://svc:***@b:1883" in text

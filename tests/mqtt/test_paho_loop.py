@@ -30,6 +30,7 @@ class _Client:
         self.held = b""  # read from the socket, not handled yet (the read buffer)
         self.per_read = 1 << 20  # bytes handled per loop_read
         self.reads = self.writes = self.miscs = 0
+        self.send_broken = False  # a send found the peer gone (BufferedClient)
 
     # paho's side: what happens while it connects, publishes and closes
     def open(self, sock: socket.socket) -> None:
@@ -59,6 +60,9 @@ class _Client:
                 self.held = self.sock.recv(1 << 20)
             except BlockingIOError:
                 return
+            if not self.held:  # the end of the stream: paho closes the socket
+                self.close()
+                return
         self.received += self.held[: self.per_read]
         self.held = self.held[self.per_read :]
 
@@ -66,9 +70,11 @@ class _Client:
         self.writes += 1
         assert self.sock is not None
         try:
-            sent = self.sock.send(self.outgoing)
+            sent = 0 if self.send_broken else self.sock.send(self.outgoing)
         except BlockingIOError:
             sent = 0
+        except (BrokenPipeError, ConnectionResetError):
+            sent, self.send_broken = 0, True  # as BufferedClient: "not now", kept
         self.outgoing = self.outgoing[sent:]
         if not self.outgoing:
             self.on_socket_unregister_write(self, None, self.sock)
@@ -87,6 +93,7 @@ class _Client:
 
     def new_socket(self) -> None:
         self.drop_buffer()
+        self.send_broken = False
 
 
 @pytest.fixture
@@ -192,6 +199,26 @@ async def test_paused_reading_leaves_bytes_in_the_socket_until_resumed(
     assert client.received == b"" and client.reads == 0
     driver.resume_reading()
     await wait_until(lambda: client.received == b"PUBLISH", what="read after resuming")
+
+
+async def test_a_broken_send_stops_writing_and_reads_to_the_end_even_while_paused(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """The broker sent a PUBLISH and went away; sending the PUBACK fails: the loop
+    writes no more and reads what is left, although reading is paused, up to the end
+    of the stream (where paho closes the socket and reports the loss)."""
+    ours, peer = pair
+    client, driver = _driven()
+    client.open(ours)
+    driver.pause_reading()
+    peer.sendall(b"PUBLISH")
+    peer.close()
+    client.queue(b"PUBACK")
+    await wait_until(lambda: client.send_broken, what="the send failing")
+    await wait_until(lambda: not driver.attached, what="read to the end, then closed")
+    assert client.received == b"PUBLISH"
+    assert client.outgoing == b"PUBACK" and client.writes == 1  # tried once, no writer spin
+    assert not driver._writing
 
 
 async def test_resuming_handles_packets_read_before_the_pause(
