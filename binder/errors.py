@@ -67,7 +67,7 @@ class TlsRefused(AccessRefused):
     the broker refused the client's certificate.
 
     Like :class:`AccessRefused` it ends the start at once; the message says which of
-    these it was (:func:`binder.tls.describe_tls_failure`).
+    these it was (:func:`binder.tls.tls_refusal`).
     """
 
 

@@ -11,6 +11,9 @@ what a user can act on:
 * a permission refused on an exchange or queue (``403 ACCESS_REFUSED`` on a declare,
   bind, publish or consume): :class:`~binder.errors.AccessRefused` naming the
   operation, the permission, the resource and the user (:func:`translate`);
+* a TLS handshake that failed for a reason retrying cannot fix (the broker's
+  certificate not trusted, expired or for another host; this client's certificate
+  refused): :class:`~binder.errors.TlsRefused` naming the cause (:func:`tls_failure`);
 * any other refusal (``NOT_FOUND``, ``PRECONDITION_FAILED``...) and a lost or
   unreachable connection: :class:`LinkError` with one sentence (:func:`describe`).
 
@@ -25,8 +28,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from binder.errors import AccessRefused, BinderError, describe_error
+from binder.errors import AccessRefused, BinderError, TlsRefused, describe_error
 from binder.redaction import redact_url
+from binder.tls import tls_refusal
+from binders.rabbit.settings import SSL_SETTING_NAMES
 
 __all__ = [
     "LinkError",
@@ -34,6 +39,7 @@ __all__ = [
     "connect_failure",
     "describe",
     "login_refusal",
+    "tls_failure",
     "translate",
     "where",
 ]
@@ -269,3 +275,11 @@ def login_refusal(exc: BaseException, info: Mapping[str, Any]) -> str | None:
                 "(the user has no permissions there)"
             )
     return None
+
+
+def tls_failure(exc: BaseException, info: Mapping[str, Any]) -> TlsRefused | None:
+    """The :class:`~binder.errors.TlsRefused` for a connection attempt whose TLS
+    handshake failed for good (``RabbitMQ at localhost:5671: TLS: the broker's
+    certificate was refused: it has expired``), naming the binder's ``ssl.*`` settings
+    to check; ``None`` for any other failure."""
+    return tls_refusal(exc, f"RabbitMQ at {where(info)}", settings=SSL_SETTING_NAMES)

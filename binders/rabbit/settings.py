@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,12 +17,16 @@ __all__ = [
     "PRODUCER_OPTIONS",
     "SETTINGS",
     "SSL_OPTIONS",
+    "SSL_SETTING_NAMES",
+    "TLS_VERSIONS",
     "URL_ENV",
     "validate_binding_options",
     "validate_settings",
 ]
 
 EXCHANGE_TYPES = ("topic", "direct", "fanout", "headers")
+#: The ``ssl.max_version`` values (names of :class:`ssl.TLSVersion` members).
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 #: The environment variable giving the URL when the ``url`` setting is unset.
 URL_ENV = "EVENTBINDER_RABBIT_URL"
 
@@ -59,18 +64,95 @@ def _routing_key_source(value: Any) -> dict[str, Any]:
 
 
 SSL_OPTIONS: dict[str, Option] = {
-    "ca_certs": Option(str, None, help="CA bundle to verify the broker's certificate"),
-    "certfile": Option(str, None, help="client certificate (PEM)"),
-    "keyfile": Option(str, None, help="client private key (PEM)"),
+    "ca_certs": Option(
+        str,
+        None,
+        help="CA bundle (PEM) to verify the broker's certificate; default: the "
+        "system's trusted CAs",
+    ),
+    "certfile": Option(str, None, help="client certificate (PEM), for mutual TLS"),
+    "keyfile": Option(str, None, help="client private key (PEM, unencrypted), for mutual TLS"),
     "verify": Option(bool, True, help="verify the broker's certificate and host name"),
-    "server_hostname": Option(str, None, help="host name expected in the certificate"),
+    "server_hostname": Option(
+        str, None, help="host name expected in the certificate; default: the URL's host"
+    ),
+    "max_version": Option(
+        str,
+        None,
+        choices=TLS_VERSIONS,
+        help="highest TLS version offered; default TLSv1.2 with a client certificate (a "
+        "refused certificate is then reported as such), else TLSv1.3",
+    ),
 }
+#: What the TLS error sentences call the settings to check (binder.tls.tls_refusal).
+SSL_SETTING_NAMES = {"cafile": "ssl.ca_certs", "certfile": "ssl.certfile", "keyfile": "ssl.keyfile"}
+
+
+def _readable(options: Mapping[str, Any], key: str) -> None:
+    path = options[key]
+    try:
+        with open(path, "rb"):
+            pass
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a PEM file", key=f"ssl.{key}") from None
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise ConfigError(f"cannot read {path} ({reason})", key=f"ssl.{key}") from None
+
+
+def _check_files(options: Mapping[str, Any]) -> None:
+    """The files exist, hold PEM and the key belongs to the certificate: found out now,
+    with the key's place in the configuration, not as a failed connection (which the
+    runtime would retry)."""
+    for key in ("ca_certs", "certfile", "keyfile"):
+        if options[key]:
+            _readable(options, key)
+    if options["keyfile"] and not options["certfile"]:
+        raise ConfigError("needs certfile (the client certificate)", key="ssl.keyfile")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if options["ca_certs"]:
+        try:
+            context.load_verify_locations(cafile=options["ca_certs"])
+        except ssl.SSLError:
+            raise ConfigError(
+                f"{options['ca_certs']} holds no PEM certificate", key="ssl.ca_certs"
+            ) from None
+    if options["certfile"]:
+        try:
+            context.load_cert_chain(options["certfile"], options["keyfile"], _no_password)
+        except _Encrypted:
+            raise ConfigError(
+                "the client key is encrypted: give an unencrypted one (py-amqp cannot "
+                "take its password)",
+                key="ssl.keyfile" if options["keyfile"] else "ssl.certfile",
+            ) from None
+        except ssl.SSLError as exc:
+            if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+                what = "the client key (ssl.keyfile) does not belong to this certificate"
+            else:
+                what = (
+                    "found no PEM certificate and private key (a key in the same file, or keyfile)"
+                )
+            raise ConfigError(what, key="ssl.certfile") from None
+
+
+class _Encrypted(Exception):
+    pass
+
+
+def _no_password() -> bytes:
+    """Asked for the password of an encrypted key: refuse (never prompt on a terminal)."""
+    raise _Encrypted
 
 
 def _ssl(value: Any) -> Any:
     if isinstance(value, bool):
         return value
-    return validate_section(value, SSL_OPTIONS, prefix="ssl")
+    options = validate_section(value, SSL_OPTIONS, prefix="ssl")
+    if options["server_hostname"] and not options["verify"]:
+        raise ConfigError("is checked only with verify: true", key="ssl.server_hostname")
+    _check_files(options)
+    return options
 
 
 #: ``binders.<name>`` of type rabbit (without ``type``, which the core handles).
@@ -87,7 +169,12 @@ SETTINGS: dict[str, Option] = {
     "password": Option(str, None, secret=True, help="overrides the password of the URL"),
     "heartbeat": Option(float, 30.0, check=non_negative, help="seconds; 0 disables"),
     "connect_timeout": Option(float, 10.0, check=positive),
-    "ssl": Option((bool, dict), False, check=_ssl, help="true, or a mapping of SSL_OPTIONS"),
+    "ssl": Option(
+        (bool, dict),
+        False,
+        check=_ssl,
+        help="true (the system's CAs), or a mapping of SSL_OPTIONS; amqps:// URLs turn TLS on too",
+    ),
     "reconnect_initial": Option(float, 0.2, check=positive, help="first reconnect delay (s)"),
     "reconnect_max": Option(float, 10.0, check=positive, help="longest reconnect delay (s)"),
     "reconnect_multiplier": Option(float, 2.0, check=positive),

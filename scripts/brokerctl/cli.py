@@ -8,14 +8,15 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from . import apt
+from . import apt, kafka_cluster, rabbit_cluster
 from .base import Broker
 from .common import BrokerError, Settings, elapsed, err, locked, now, prepare_environment, say
 from .kafka import Kafka
+from .kafka_cluster import KafkaCluster
 from .mqtt import Mqtt
 from .procs import kill_children
 from .rabbit import Rabbit
-from .rabbit_cluster import NODES, RabbitCluster
+from .rabbit_cluster import RabbitCluster
 
 USAGE = """\
 Real message brokers for local runs and CI, on loopback only.
@@ -27,9 +28,12 @@ Real message brokers for local runs and CI, on loopback only.
   scripts/brokers kafka-run CLASS [ARGS...]         run a Kafka tool class with the broker's jars,
                                                     e.g. org.apache.kafka.tools.TopicCommand
   scripts/brokers rabbit-cluster-node stop|kill|start N   stop (kill: SIGKILL) or start node N (1-3)
+  scripts/brokers kafka-cluster-node stop|kill|start N    the same for a node of kafka-cluster
 No names means rabbit, mqtt and kafka. See docs/brokers.md.
 
-  rabbit  RabbitMQ (Debian rabbitmq-server)  127.0.0.1:5672, guest/guest, node rabbit@localhost
+  rabbit  RabbitMQ (Debian rabbitmq-server)  127.0.0.1:5672, guest/guest, node rabbit@localhost;
+                                             127.0.0.1:5671 amqps (CA in $EVENTBINDER_STATE/tls),
+                                             eventbinder-vhost/eventbinder-vhost-secret in vhost eventbinder-tls
   mqtt    Mosquitto (Debian mosquitto)       127.0.0.1:1883 anonymous,
                                              127.0.0.1:1884 eventbinder/eventbinder-secret
   kafka   Apache Kafka 4.x, KRaft, 1 node    127.0.0.1:9092 anonymous (controller 127.0.0.1:9093),
@@ -37,6 +41,9 @@ No names means rabbit, mqtt and kafka. See docs/brokers.md.
           jars from Maven Central via scripts/kafka/pom.xml, cached
   rabbit-cluster  3 RabbitMQ nodes, one cluster   127.0.0.1:5681-5683 (rabbit-c1..3@localhost), guest/guest;
                   not started unless named
+  kafka-cluster   3 Kafka KRaft nodes, broker+controller each   127.0.0.1:9192, 9292, 9392
+                  (controllers 9193, 9293, 9393), anonymous; replication factor 3,
+                  min.insync.replicas 2; not started unless named
 
 Environment:
   EVENTBINDER_STATE   pid files, data, logs, generated configs (default /tmp/eventbinder-brokers)
@@ -51,6 +58,13 @@ BROKERS: dict[str, type[Broker]] = {
     "mqtt": Mqtt,
     "kafka": Kafka,
     "rabbit-cluster": RabbitCluster,
+    "kafka-cluster": KafkaCluster,
+}
+#: The clusters whose nodes ``<name>-node stop|kill|start N`` stops and starts, with
+#: their number of nodes.
+CLUSTERS: dict[str, tuple[type[RabbitCluster | KafkaCluster], int]] = {
+    "rabbit-cluster": (RabbitCluster, rabbit_cluster.NODES),
+    "kafka-cluster": (KafkaCluster, kafka_cluster.NODES),
 }
 #: What no names means.
 DEFAULT = ("rabbit", "mqtt", "kafka")
@@ -116,14 +130,15 @@ def command(argv: Sequence[str]) -> int:
         if not names:
             raise UsageError
         Kafka(settings).run_tool(names)
-    if verb == "rabbit-cluster-node":
-        return _cluster_node(names, settings)
+    if verb.endswith("-node") and verb.removesuffix("-node") in CLUSTERS:
+        return _cluster_node(verb.removesuffix("-node"), names, settings)
     chosen = brokers(names, settings)
     if verb == "up":
         need_root(" (it installs packages and writes /etc/rabbitmq)")
         with locked(settings.state):
             t0 = now()
             apt.apt_install(apt.missing_packages(chosen), settings.state)
+            fetch_shared_jars(chosen)
             run_all("up", chosen)
             if len(names) != 1:
                 say(f"brokers: {' '.join(b.name for b in chosen)} up in {elapsed(t0)}")
@@ -134,6 +149,7 @@ def command(argv: Sequence[str]) -> int:
         need_root("")
         with locked(settings.state):
             apt.apt_install(apt.missing_packages(chosen), settings.state)
+            fetch_shared_jars(chosen)
             run_all("down", chosen)
             run_all("up", chosen)
     elif verb == "status":
@@ -147,15 +163,25 @@ def command(argv: Sequence[str]) -> int:
     return 0
 
 
-def _cluster_node(args: list[str], settings: Settings) -> int:
-    """``rabbit-cluster-node stop|kill|start N``: one node of the running cluster."""
+def fetch_shared_jars(chosen: list[Broker]) -> None:
+    """kafka and kafka-cluster use the same jar folder: when both are named, it is
+    fetched once, before they start in parallel threads (which would fetch it twice
+    into one folder at the same time)."""
+    names = {b.name for b in chosen}
+    if {"kafka", "kafka-cluster"} <= names:
+        KafkaCluster(chosen[0].settings).fetch()
+
+
+def _cluster_node(name: str, args: list[str], settings: Settings) -> int:
+    """``<cluster>-node stop|kill|start N``: one node of a running cluster."""
     if len(args) != 2 or args[0] not in ("stop", "kill", "start") or not args[1].isdigit():
         raise UsageError
+    kind, nodes = CLUSTERS[name]
     index = int(args[1])
-    if not 1 <= index <= NODES:
-        raise BrokerError(f"rabbit-cluster has nodes 1 to {NODES}, not {index}")
+    if not 1 <= index <= nodes:
+        raise BrokerError(f"{name} has nodes 1 to {nodes}, not {index}")
     need_root("")
-    cluster = RabbitCluster(settings)
+    cluster = kind(settings)
     if args[0] == "start":
         cluster.start_node(index)
     else:

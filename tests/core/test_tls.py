@@ -52,3 +52,27 @@ def test_a_refused_client_certificate_is_named_even_when_wrapped() -> None:
 def test_other_errors_are_not_refusals() -> None:
     assert tls_refusal(ConnectionResetError("reset"), "x") is None
     assert tls_refusal(_alert("UNEXPECTED_EOF_WHILE_READING"), "x") is None
+
+
+def test_the_sentences_name_the_binders_own_settings() -> None:
+    names = {"cafile": "ssl.ca_certs", "certfile": "ssl.certfile", "keyfile": "ssl.keyfile"}
+    untrusted = tls_refusal(
+        _verify_error(19, "self-signed certificate in chain"), "x", settings=names
+    )
+    assert str(untrusted) == (
+        "x: TLS: the broker's certificate was refused: a self-signed certificate in its "
+        "chain is not in the CA file (ssl.ca_certs)"
+    )
+    required = tls_refusal(_alert("TLSV13_ALERT_CERTIFICATE_REQUIRED"), "x", settings=names)
+    assert str(required) == (
+        "x: TLS: the broker requires a client certificate (ssl.certfile, ssl.keyfile)"
+    )
+    assert "(ssl_cafile)" in str(tls_refusal(_verify_error(20, "unable to get issuer"), "x"))
+
+
+def test_no_common_tls_version_is_a_refusal() -> None:
+    refused = tls_refusal(_alert("TLSV1_ALERT_PROTOCOL_VERSION"), "RabbitMQ at localhost:5671")
+    assert str(refused) == (
+        "RabbitMQ at localhost:5671: TLS: the broker accepts none of the TLS versions this "
+        "client offers"
+    )

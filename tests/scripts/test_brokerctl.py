@@ -57,9 +57,9 @@ def closed_ports(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     """Every broker's ports moved to one that nothing listens on."""
     port = free_port()
     for module, names in (
-        (rabbit, ["PORT"]),
+        (rabbit, ["PORT", "TLS_PORT"]),
         (mqtt, ["PORT", "AUTH_PORT"]),
-        (kafka, ["PORT", "CONTROLLER_PORT", "SASL_PORT"]),
+        (kafka, ["PORT", "CONTROLLER_PORT", "SASL_PORT", "SSL_PORT", "SASL_SSL_PORT"]),
     ):
         for name in names:
             monkeypatch.setattr(module, name, port)
@@ -92,7 +92,7 @@ def test_unknown_command_is_named_before_the_usage(capsys: pytest.CaptureFixture
     [
         ("rabbitmq", "unknown broker 'rabbitmq' (say rabbit)"),
         ("mosquitto", "unknown broker 'mosquitto' (say mqtt)"),
-        ("zookeeper", "unknown broker 'zookeeper' (rabbit, mqtt, kafka)"),
+        ("zookeeper", "unknown broker 'zookeeper' ({known})"),
     ],
 )
 @pytest.mark.parametrize("verb", ["up", "down", "status", "help", "start"])
@@ -101,7 +101,8 @@ def test_unknown_broker_names_exit_1_with_a_hint(
 ) -> None:
     # names are checked before the verb, as the shell script did
     assert cli.main([verb, "rabbit", name]) == 1
-    assert capsys.readouterr().err == f"brokers: error: {said}\n"
+    known = ", ".join(cli.BROKERS)
+    assert capsys.readouterr().err == f"brokers: error: {said.format(known=known)}\n"
 
 
 @pytest.mark.parametrize(
@@ -134,9 +135,10 @@ def test_status_exits_3_and_says_down_when_nothing_listens(
     assert cli.main(["status"]) == 3
     p = closed_ports
     assert capsys.readouterr().out.splitlines() == [
-        f"rabbit: down  127.0.0.1:{p}",
+        f"rabbit: down  127.0.0.1:{p}, 127.0.0.1:{p} (TLS)",
         f"mqtt:   down  127.0.0.1:{p}, 127.0.0.1:{p} (auth)",
-        f"kafka:  down  127.0.0.1:{p}, 127.0.0.1:{p} (SASL) (controller 127.0.0.1:{p})",
+        f"kafka:  down  127.0.0.1:{p}, 127.0.0.1:{p} (SASL), localhost:{p} (SSL), "
+        f"localhost:{p} (SASL_SSL) (controller 127.0.0.1:{p})",
     ]
 
 
@@ -149,10 +151,11 @@ def test_status_is_0_when_the_port_answers(
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
         monkeypatch.setattr(rabbit, "PORT", port)
+        monkeypatch.setattr(rabbit, "TLS_PORT", port)
         assert cli.main(["status", "rabbit"]) == 0
         assert cli.main(["status", "rabbit", "kafka"]) == 3
     assert capsys.readouterr().out.splitlines()[0] == (
-        f"rabbit: up    127.0.0.1:{port} (not started by scripts/brokers)"
+        f"rabbit: up    127.0.0.1:{port}, 127.0.0.1:{port} (TLS) (not started by scripts/brokers)"
     )
 
 
@@ -190,13 +193,14 @@ def properties(path: Path) -> dict[str, str]:
 
 def test_kafka_server_properties_and_jaas(settings: common.Settings) -> None:
     broker = kafka.Kafka(settings)
-    assert not broker.has_sasl_listener()
+    assert not broker.runs_current_config()
     broker.write_config()
     folder = settings.state / "kafka"
     conf = properties(folder / "server.properties")
     assert not PLACEHOLDER.search((folder / "server.properties").read_text())
     assert conf["listeners"] == (
-        "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SASL_PLAINTEXT://127.0.0.1:9094"
+        "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SASL_PLAINTEXT://127.0.0.1:9094,"
+        "SSL://127.0.0.1:9095,SASL_SSL://127.0.0.1:9096"
     )
     assert conf["log.dirs"] == f"{folder}/data"
     assert conf["listener.name.sasl_plaintext.plain.sasl.jaas.config"] == (
@@ -211,10 +215,10 @@ def test_kafka_server_properties_and_jaas(settings: common.Settings) -> None:
         'username="eventbinder" password="eventbinder-secret";',
     }
     assert {p.name for p in folder.iterdir()} >= {"data", "logs"}
-    assert broker.has_sasl_listener()
-    old = (folder / "server.properties").read_text().replace(",SASL_PLAINTEXT://127.0.0.1:9094", "")
+    assert broker.runs_current_config()
+    old = (folder / "server.properties").read_text().replace(",SASL_SSL://127.0.0.1:9096", "")
     (folder / "server.properties").write_text(old)
-    assert not broker.has_sasl_listener()  # `up` restarts such a broker
+    assert not broker.runs_current_config()  # `up` restarts such a broker
 
 
 def test_kafka_version_and_jar_folder_follow_the_pom(settings: common.Settings) -> None:
