@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -39,7 +38,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from binder.backoff import Backoff
-from binder.schema import defaults
 from binders.mqtt.buffered_client import BufferedClient
 from binders.mqtt.dialer import Dialer, ReconnectGate
 from binders.mqtt.errors import (
@@ -47,11 +45,13 @@ from binders.mqtt.errors import (
     connect_refused,
     connect_unanswered,
     connection_loss,
+    publish_refused,
     reason_name,
     subscription_refused,
 )
 from binders.mqtt.paho_loop import PahoLoop
-from binders.mqtt.settings import TLS_OPTIONS, ConnectionSettings
+from binders.mqtt.settings import ConnectionSettings
+from binders.mqtt.tls import client_context
 
 __all__ = ["MqttConnection", "MqttConnectionError"]
 
@@ -118,6 +118,8 @@ class MqttConnection:
         self._loop = asyncio.get_running_loop()
         self._subscriptions: dict[str, int] = {}
         self._pending: dict[int, asyncio.Future[None]] = {}
+        #: The topic of each QoS 1 publish awaiting its PUBACK, to name in a refusal.
+        self._pending_topics: dict[int, str] = {}
         self._subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._connected = False
         self._closing = False
@@ -173,7 +175,9 @@ class MqttConnection:
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
         if s.tls:
-            self._set_tls(client, s.tls)
+            # The broker's certificate and host name verified (unless tls.insecure); a
+            # file that cannot be used raises TlsRefused naming the setting.
+            client.tls_set_context(client_context(s))
         if s.will and with_will:
             will = s.will
             client.will_set(will["topic"], will["payload"], will["qos"], will["retain"])
@@ -184,20 +188,6 @@ class MqttConnection:
         if on_message is not None:
             client.on_message = lambda _c, _u, msg: on_message(msg)
         return client
-
-    @staticmethod
-    def _set_tls(client: mqtt.Client, tls: Any) -> None:
-        # ``tls: true`` takes the defaults; a mapping is validated (complete), and
-        # read-only once loaded (a mappingproxy, not a dict).
-        options = tls if isinstance(tls, Mapping) else defaults(TLS_OPTIONS)
-        client.tls_set(
-            ca_certs=options["ca_certs"],
-            certfile=options["certfile"],
-            keyfile=options["keyfile"],
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-        if options["insecure"]:
-            client.tls_insecure_set(True)
 
     def _connect_properties(self) -> Properties | None:
         if not self.settings.mqtt5:
@@ -374,12 +364,11 @@ class MqttConnection:
                 self._drained.set()
                 self._drained = None
         future = self._pending.pop(mid, None)
+        topic = self._pending_topics.pop(mid, None)
         if future is None or future.done():
             return
         if reason.is_failure:
-            future.set_exception(
-                MqttConnectionError(f"the MQTT broker refused the message: {reason}")
-            )
+            future.set_exception(publish_refused(self.settings, topic, reason))
         else:
             future.set_result(None)
 
@@ -432,6 +421,7 @@ class MqttConnection:
             raise MqttConnectionError(f"cannot publish to {topic!r}: {mqtt.error_string(info.rc)}")
         future: asyncio.Future[None] = self._loop.create_future()
         self._pending[info.mid] = future
+        self._pending_topics[info.mid] = topic
         return future
 
     @property
@@ -518,6 +508,7 @@ class MqttConnection:
                     MqttConnectionError("connection closed before the broker confirmed")
                 )
         self._pending.clear()
+        self._pending_topics.clear()
         for suback in self._subacks.values():
             if not suback.done():
                 suback.cancel()

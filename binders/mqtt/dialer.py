@@ -29,6 +29,7 @@ from binders.mqtt.buffered_client import BufferedClient
 from binders.mqtt.errors import DROPPED, MqttConnectionError, connect_unanswered, dropped_how
 from binders.mqtt.paho_loop import PahoLoop
 from binders.mqtt.settings import ConnectionSettings
+from binders.mqtt.tls import handshake_refusal, refusal_before_connack
 
 __all__ = ["Dialer", "ReconnectGate", "no_broker_accepted"]
 
@@ -144,12 +145,18 @@ class Dialer:
                 "is it an MQTT broker?"
             )
         except BinderError as error:
+            cause = self._client.socket_error  # what ended the connection, if anything
             self._io.drop_socket()
-            return error
+            if isinstance(error, AccessRefused):
+                return error
+            return await refusal_before_connack(target, cause) or error
         return None
 
     @staticmethod
-    def _connect_error(target: ConnectionSettings, exc: BaseException) -> MqttConnectionError:
+    def _connect_error(target: ConnectionSettings, exc: BaseException) -> BinderError:
+        refused = handshake_refusal(target, exc)
+        if refused is not None:
+            return refused
         if isinstance(exc, DROPPED):
             # The TCP connection was accepted, then dropped before paho was done
             # connecting (a port that is not MQTT, or not TLS).

@@ -1,16 +1,18 @@
 """What went wrong with an MQTT broker, in one sentence each.
 
-paho reports a refused CONNECT or SUBSCRIBE as reason codes and a dropped connection as
-"connection lost"; this module words them for a user: a refusal of the client itself
-(bad user name or password, not authorized, banned) is
-:class:`~binder.errors.AccessRefused`, anything else :class:`MqttConnectionError`; a
-port that closes or resets the connection before any CONNACK is named as such ("is it
-an MQTT broker?"). No text made here holds a password.
+paho reports a refused CONNECT, SUBSCRIBE or PUBLISH as reason codes and a dropped
+connection as "connection lost"; this module words them for a user: a refusal of the
+client itself (bad user name or password, not authorized, banned) or of a topic (not
+authorized) is :class:`~binder.errors.AccessRefused`, anything else
+:class:`MqttConnectionError`; a port that closes or resets the connection before any
+CONNACK is named as such ("is it an MQTT broker?").  TLS failures are worded by
+:mod:`binders.mqtt.tls`.  No text made here holds a password.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -24,6 +26,7 @@ __all__ = [
     "connect_unanswered",
     "connection_loss",
     "dropped_how",
+    "publish_refused",
     "reason_name",
     "subscription_refused",
 ]
@@ -110,8 +113,7 @@ def subscription_refused(
     )
     if binding is not None:
         text = f"binding {binding}: {text}"
-    user = settings.username
-    who = f"user {user!r}" if user is not None else "an anonymous client"
+    who = _who(settings)
     if reason.value == _NOT_AUTHORIZED:
         return AccessRefused(f"{text} (the broker does not let {who} subscribe to it)")
     if not settings.mqtt5:
@@ -120,6 +122,35 @@ def subscription_refused(
             "subscribe to it)"
         )
     return MqttConnectionError(text)
+
+
+def publish_refused(
+    settings: ConnectionSettings, topic: str | None, reason: ReasonCode
+) -> BinderError:
+    """The error for a PUBACK refusing a QoS 1 message (MQTT 5; an MQTT 3.1.1 PUBACK
+    has no reason, so a broker that drops the message says nothing).
+
+    *Not authorized* (Mosquitto's answer when its ACL does not let the user publish to
+    the topic) is :class:`~binder.errors.AccessRefused`, any other refusal (quota
+    exceeded, payload format invalid, ...) :class:`MqttConnectionError`.
+    """
+    to = f" to {topic!r}" if topic is not None else ""
+    text = f"the MQTT broker at {settings.address} refused the message{to}: {reason_name(reason)}"
+    if reason.value != _NOT_AUTHORIZED:
+        return MqttConnectionError(text)
+    it = "it" if topic is not None else "the topic"
+    return AccessRefused(f"{text} (the broker does not let {_who(settings)} publish to {it})")
+
+
+def _who(settings: ConnectionSettings) -> str:
+    """The client as the broker knows it: its user name, or (no user name, a client
+    certificate) the certificate's identity, else anonymous."""
+    if settings.username is not None:
+        return f"user {settings.username!r}"
+    tls = settings.tls
+    if isinstance(tls, Mapping) and tls.get("certfile"):
+        return "the user of the client certificate (tls.certfile)"
+    return "an anonymous client"
 
 
 def connection_loss(reason: ReasonCode, from_broker: bool, error: OSError | None) -> str:

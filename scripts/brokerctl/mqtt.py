@@ -1,11 +1,20 @@
 """Mosquitto (Debian mosquitto): 127.0.0.1:1883 anonymous, 127.0.0.1:1884 with a
-password file (eventbinder / eventbinder-secret). Configuration from the template
-scripts/mosquitto.conf, data and logs in STATE/mqtt."""
+password file (eventbinder / eventbinder-secret), and two TLS listeners with the
+throwaway CA of certs.py (server certificate for ``localhost`` only) and an ACL file
+(scripts/mosquitto.acl): 127.0.0.1:8883 with passwords (eventbinder, and sensors-only /
+sensors-only-secret limited to ``sensors/#``), 127.0.0.1:8884 requiring a client
+certificate signed by that CA, whose common name is the user name. Configuration from
+the templates scripts/mosquitto.conf and scripts/mosquitto-tls.conf, data and logs in
+STATE/mqtt."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Sequence
+from pathlib import Path
 
+from . import certs
 from .base import Broker
 from .common import (
     HOST,
@@ -23,9 +32,49 @@ from .procs import find_process, pid_of, port_open, run, terminate, wait_exit, w
 
 PORT = 1883
 AUTH_PORT = 1884
+#: TLS with a password (and the ACL); mutual TLS (client certificate, and the ACL).
+TLS_PORT = 8883
+MTLS_PORT = 8884
 USER = "eventbinder"
 PASSWORD = "eventbinder-secret"
+#: A user of the TLS listener that the ACL limits to ``sensors/#``.
+LIMITED_USER = "sensors-only"
+LIMITED_PASSWORD = "sensors-only-secret"
+#: The users of the TLS listener's password file (1884's file has USER only).
+TLS_USERS = ((USER, PASSWORD), (LIMITED_USER, LIMITED_PASSWORD))
+#: Where clients connect for TLS: the only name in the server certificate.
+TLS_HOST = certs.SERVER_NAME
 TEMPLATE = SCRIPTS / "mosquitto.conf"
+TLS_TEMPLATE = SCRIPTS / "mosquitto-tls.conf"
+ACL = SCRIPTS / "mosquitto.acl"
+
+
+def users(passwd: Path) -> set[str]:
+    """The user names in a Mosquitto password file (none when it is missing)."""
+    try:
+        lines = passwd.read_text().splitlines()
+    except FileNotFoundError:
+        return set()
+    return {line.split(":", 1)[0] for line in lines if ":" in line}
+
+
+def add_users(passwd: Path, wanted: Sequence[tuple[str, str]]) -> None:
+    """Add the users of ``wanted`` (name, password) missing from the password file
+    (idempotent: users present keep their line). The file is written through
+    ``NAME.new`` (mode 0600) and a rename, never half written."""
+    have = users(passwd)
+    missing = [(user, password) for user, password in wanted if user not in have]
+    if not missing:
+        return
+    new = passwd.with_name(passwd.name + ".new")
+    new.unlink(missing_ok=True)
+    os.close(os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    if passwd.exists():
+        new.write_bytes(passwd.read_bytes())
+    for user, password in missing:
+        if run(["mosquitto_passwd", "-b", new, user, password]) != 0:
+            raise BrokerError(f"mqtt: mosquitto_passwd could not add {user} to {new}")
+    new.replace(passwd)
 
 
 class Mqtt(Broker):
@@ -42,55 +91,104 @@ class Mqtt(Broker):
         self.log = self.dir / "mosquitto.log"
         self.startup_log = self.dir / "startup.log"
         self.passwd = self.dir / "passwd"
+        self.tls_passwd = self.dir / "passwd-tls"
+        self.acl = self.dir / "acl"
+        self.tls = certs.Authority(settings.state / "tls")
 
     @property
     def ports(self) -> tuple[int, ...]:
-        return (PORT, AUTH_PORT)
+        return (PORT, AUTH_PORT, TLS_PORT, MTLS_PORT)
 
     # ------------------------------------------------------------------- configuration
     def template_values(self) -> dict[str, str]:
         """What scripts/mosquitto.conf's placeholders become."""
         return {"@BIND_ADDRESS@": HOST, "@STATE_DIR@": str(self.dir), "@RUN_USER@": "root"}
 
+    def tls_template_values(self) -> dict[str, str]:
+        """What scripts/mosquitto-tls.conf's placeholders become."""
+        return {
+            "@BIND_ADDRESS@": HOST,
+            "@STATE_DIR@": str(self.dir),
+            "@TLS_DIR@": str(self.tls.folder),
+            "@CERTIFICATES@": self.certificates_stamp(),
+        }
+
+    def certificates_stamp(self) -> str:
+        """A digest of the CA and the server's key and certificate: a broker started with
+        other files (the tls folder made anew) runs another configuration."""
+        digest = hashlib.sha256()
+        for path in (self.tls.ca, self.tls.server, self.tls.server_key):
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                digest.update(b"missing")
+        return digest.hexdigest()[:16]
+
+    def config_text(self) -> str:
+        """mosquitto.conf: the plain-text template, then the TLS listeners."""
+        main = render(TEMPLATE, self.template_values())
+        return main.rstrip("\n") + "\n\n" + render(TLS_TEMPLATE, self.tls_template_values())
+
     def write_config(self) -> None:
-        """The folders and mosquitto.conf."""
+        """The folders, mosquitto.conf and the ACL file (not the certificates)."""
         ensure_dirs(self.dir, self.dir / "data")
-        write_atomic(self.conf, render(TEMPLATE, self.template_values()))
+        write_atomic(self.conf, self.config_text())
+        write_atomic(self.acl, ACL.read_text())
 
     def configure(self) -> None:
+        certs.ensure(self.settings.state)
         self.write_config()
-        if self.passwd.is_file() and self.passwd.stat().st_size > 0:
-            return
-        new = self.passwd.with_name("passwd.new")
-        new.unlink(missing_ok=True)
-        os.close(os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-        if run(["mosquitto_passwd", "-b", new, USER, PASSWORD]) != 0:
-            raise BrokerError(f"mqtt: mosquitto_passwd could not write {new}")
-        new.replace(self.passwd)
+        add_users(self.passwd, [(USER, PASSWORD)])
+        add_users(self.tls_passwd, TLS_USERS)
+
+    def runs_current_config(self) -> bool:
+        """The files the running broker read at its start are today's: mosquitto.conf
+        (TLS listeners, certificates), the ACL and the TLS listener's users. A broker
+        started by an older scripts/brokers (no TLS listeners) or with other
+        certificates is not."""
+        try:
+            return (
+                self.conf.read_text() == self.config_text()
+                and self.acl.read_text() == ACL.read_text()
+                and users(self.tls_passwd) >= {user for user, _ in TLS_USERS}
+            )
+        except OSError:
+            return False
 
     # ---------------------------------------------------------------------- lifecycle
     def pid(self) -> int | None:
         return pid_of(self.pidfile, "mosquitto")
 
     def answers(self) -> bool:
-        """A real MQTT round trip on both listeners ($SYS topics are retained)."""
-        sub = ["mosquitto_sub", "-h", HOST, "-t", "$SYS/broker/version", "-C", "1", "-W", "3"]
+        """A real MQTT round trip on every listener ($SYS topics are retained): the TLS
+        ones through ``localhost``, verifying the server certificate with the CA."""
+        sub = ["mosquitto_sub", "-t", "$SYS/broker/version", "-C", "1", "-W", "3"]
+        plain = [*sub, "-h", HOST]
+        tls = [*sub, "-h", TLS_HOST, "--cafile", str(self.tls.ca)]
+        client = ["--cert", str(self.tls.client), "--key", str(self.tls.client_key)]
         return (
-            run([*sub, "-p", str(PORT)]) == 0
-            and run([*sub, "-p", str(AUTH_PORT), "-u", USER, "-P", PASSWORD]) == 0
+            run([*plain, "-p", str(PORT)]) == 0
+            and run([*plain, "-p", str(AUTH_PORT), "-u", USER, "-P", PASSWORD]) == 0
+            and run([*tls, "-p", str(TLS_PORT), "-u", USER, "-P", PASSWORD]) == 0
+            and run([*tls, "-p", str(MTLS_PORT), *client]) == 0
         )
 
     def up(self) -> None:
         t0 = now()
         pid = self.pid()
-        if pid is not None and port_open(PORT) and port_open(AUTH_PORT):
-            self.say(f"already up on {HOST}:{PORT} and {HOST}:{AUTH_PORT} (pid {pid})")
-            return
         if pid is not None:
-            err(f"mqtt: pid {pid} runs but does not listen, restarting it")
+            silent = [p for p in self.ports if not port_open(p)]
+            if not silent and self.runs_current_config():
+                self.say(f"already up on {self.where()} (pid {pid})")
+                return
+            if silent:
+                why = "does not listen on " + ", ".join(f"{HOST}:{p}" for p in silent)
+            else:
+                why = "runs without today's configuration (TLS listeners, certificates, ACL)"
+            err(f"mqtt: pid {pid} {why}, restarting it")
             terminate(pid)
             wait_exit(pid, 20)
-        for port in (PORT, AUTH_PORT):
+        for port in self.ports:
             if port_open(port):
                 raise BrokerError(
                     f"mqtt: {HOST}:{port} is taken by a process that is not our Mosquitto "
@@ -108,12 +206,16 @@ class Mqtt(Broker):
                 self.fail(f"mosquitto exited during startup, see {self.log}", *logs)
 
         if not wait_until(self.answers, self.timeout, 0.2, still_running):
-            self.fail(
-                f"no answer on {HOST}:{PORT}/{AUTH_PORT} after {self.timeout}s, see {self.log}",
-                *logs,
-            )
-        self.say(
-            f"up on {HOST}:{PORT} (anonymous) and {HOST}:{AUTH_PORT} (user {USER}) in {elapsed(t0)}"
+            ports = "/".join(str(p) for p in self.ports)
+            self.fail(f"no answer on {HOST}:{ports} after {self.timeout}s, see {self.log}", *logs)
+        self.say(f"up on {self.where()} in {elapsed(t0)}")
+
+    def where(self) -> str:
+        """Every listener and what it wants, for the output."""
+        return (
+            f"{HOST}:{PORT} (anonymous), {HOST}:{AUTH_PORT} (user {USER}), "
+            f"{TLS_HOST}:{TLS_PORT} (TLS, users {USER} and {LIMITED_USER}), "
+            f"{TLS_HOST}:{MTLS_PORT} (mutual TLS)"
         )
 
     def down(self) -> None:
@@ -135,6 +237,9 @@ class Mqtt(Broker):
 
     def status(self) -> bool:
         pid = self.pid()
-        up = port_open(PORT) and port_open(AUTH_PORT)
-        where = f"{HOST}:{PORT}, {HOST}:{AUTH_PORT} (auth)"
+        up = all(port_open(p) for p in self.ports)
+        where = (
+            f"{HOST}:{PORT}, {HOST}:{AUTH_PORT} (auth), {TLS_HOST}:{TLS_PORT} (TLS), "
+            f"{TLS_HOST}:{MTLS_PORT} (mutual TLS)"
+        )
         return self.status_line(up, where + (f" (pid {pid})" if pid is not None else ""))

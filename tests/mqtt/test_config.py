@@ -69,10 +69,15 @@ async def test_reconnects_use_the_core_backoff_and_keepalive_is_checked_in_time(
     assert connection._io.misc_interval == 0.5
 
 
-def test_tls_options_of_a_loaded_configuration_reach_paho() -> None:
+def test_tls_options_of_a_loaded_configuration_reach_paho(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Loaded settings are read-only mappings: the TLS options must still be used."""
+    import ssl
+
     from binder.config import load_settings
     from binder.plugins import load_registry
+    from binders.mqtt.tls import client_context
 
     loaded = load_settings(
         {"binders": {"mqtt": {"tls": {"ca_certs": "/etc/ca.pem", "insecure": True}}}},
@@ -80,21 +85,16 @@ def test_tls_options_of_a_loaded_configuration_reach_paho() -> None:
         discover=False,
         environ={},
     )
-    tls = ConnectionSettings.from_settings(loaded.binders["mqtt"].settings).tls
-    calls: dict[str, object] = {}
-
-    class Client:
-        def tls_set(self, **options: object) -> None:
-            calls.update(options)
-
-        def tls_insecure_set(self, value: bool) -> None:
-            calls["insecure"] = value
-
-    MqttConnection._set_tls(Client(), tls)  # type: ignore[arg-type]
-    assert (calls["ca_certs"], calls["insecure"]) == ("/etc/ca.pem", True)
-    calls.clear()
-    MqttConnection._set_tls(Client(), True)  # type: ignore[arg-type]
-    assert calls["ca_certs"] is None and "insecure" not in calls
+    settings = ConnectionSettings.from_settings(loaded.binders["mqtt"].settings)
+    loaded_cas: list[str] = []
+    monkeypatch.setattr(
+        ssl.SSLContext, "load_verify_locations", lambda _self, cafile: loaded_cas.append(cafile)
+    )
+    context = client_context(settings)
+    assert loaded_cas == ["/etc/ca.pem"] and not context.check_hostname
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    default = client_context(ConnectionSettings.from_settings({"tls": True}))
+    assert default.check_hostname and loaded_cas == ["/etc/ca.pem"]
 
 
 # -- several broker URLs (failover) -------------------------------------------------------

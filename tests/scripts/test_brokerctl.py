@@ -58,7 +58,7 @@ def closed_ports(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     port = free_port()
     for module, names in (
         (rabbit, ["PORT", "TLS_PORT"]),
-        (mqtt, ["PORT", "AUTH_PORT"]),
+        (mqtt, ["PORT", "AUTH_PORT", "TLS_PORT", "MTLS_PORT"]),
         (kafka, ["PORT", "CONTROLLER_PORT", "SASL_PORT", "SSL_PORT", "SASL_SSL_PORT"]),
     ):
         for name in names:
@@ -136,7 +136,8 @@ def test_status_exits_3_and_says_down_when_nothing_listens(
     p = closed_ports
     assert capsys.readouterr().out.splitlines() == [
         f"rabbit: down  127.0.0.1:{p}, 127.0.0.1:{p} (TLS)",
-        f"mqtt:   down  127.0.0.1:{p}, 127.0.0.1:{p} (auth)",
+        f"mqtt:   down  127.0.0.1:{p}, 127.0.0.1:{p} (auth), localhost:{p} (TLS), "
+        f"localhost:{p} (mutual TLS)",
         f"kafka:  down  127.0.0.1:{p}, 127.0.0.1:{p} (SASL), localhost:{p} (SSL), "
         f"localhost:{p} (SASL_SSL) (controller 127.0.0.1:{p})",
     ]
