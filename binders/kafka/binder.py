@@ -92,8 +92,11 @@ class KafkaBinder:
         )
         admin = AIOKafkaAdminClient(**self._client_kwargs)
         try:
-            await producer.start()
-            await admin.start()
+            # Bounded: aiokafka retries some start requests for ever (InitProducerId when
+            # the cluster advertises addresses its certificates do not hold).
+            async with asyncio.timeout(settings["request_timeout_ms"] / 1000):
+                await producer.start()
+                await admin.start()
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()

@@ -89,16 +89,23 @@ BINDER_SCHEMA: dict[str, Option] = {
     ),
     "client_id": Option(str, "eventbinder"),
     "security_protocol": Option(
-        str, "PLAINTEXT", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        str,
+        "PLAINTEXT",
+        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        help="SSL: TLS (mutual TLS with ssl_certfile); SASL_SSL: TLS and a SASL login",
     ),
     "sasl_mechanism": Option(str, "PLAIN", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
-    "sasl_plain_username": Option(str, None),
-    "sasl_plain_password": Option(str, None, secret=True),
+    "sasl_plain_username": Option(str, None, help="SASL user, for every mechanism"),
+    "sasl_plain_password": Option(
+        str, None, secret=True, help="SASL password, for every mechanism"
+    ),
     "ssl_cafile": Option(str, None, help="CA bundle to verify the brokers"),
     "ssl_certfile": Option(str, None, help="client certificate (mutual TLS)"),
     "ssl_keyfile": Option(str, None, help="client private key (mutual TLS)"),
     "ssl_password": Option(str, None, secret=True, help="password of ssl_keyfile"),
-    "ssl_check_hostname": Option(bool, True),
+    "ssl_check_hostname": Option(
+        bool, True, help="the broker's certificate must hold the name connected to"
+    ),
     # producer (one producer per binder, shared by its producer bindings)
     "acks": Option((str, int), "all", choices=("all", 0, 1, -1)),
     "enable_idempotence": Option(bool, True),

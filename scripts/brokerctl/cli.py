@@ -35,9 +35,13 @@ No names means rabbit, mqtt and kafka. See docs/brokers.md.
                                              127.0.0.1:5671 amqps (CA in $EVENTBINDER_STATE/tls),
                                              eventbinder-vhost/eventbinder-vhost-secret in vhost eventbinder-tls
   mqtt    Mosquitto (Debian mosquitto)       127.0.0.1:1883 anonymous,
-                                             127.0.0.1:1884 eventbinder/eventbinder-secret
+                                             127.0.0.1:1884 eventbinder/eventbinder-secret,
+                                             localhost:8883 TLS (+ sensors-only: sensors/# only),
+                                             localhost:8884 mutual TLS
   kafka   Apache Kafka 4.x, KRaft, 1 node    127.0.0.1:9092 anonymous (controller 127.0.0.1:9093),
-                                             127.0.0.1:9094 SASL_PLAINTEXT, PLAIN eventbinder/eventbinder-secret;
+                                             127.0.0.1:9094 SASL_PLAINTEXT, PLAIN eventbinder/eventbinder-secret,
+                                             localhost:9095 SSL, localhost:9096 SASL_SSL SCRAM-SHA-512
+                                             (eventbinder-scram, orders-only: ACLs for orders-only.* only);
           jars from Maven Central via scripts/kafka/pom.xml, cached
   rabbit-cluster  3 RabbitMQ nodes, one cluster   127.0.0.1:5681-5683 (rabbit-c1..3@localhost), guest/guest;
                   not started unless named

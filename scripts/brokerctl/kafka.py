@@ -1,12 +1,17 @@
 """Apache Kafka 4.x in KRaft combined mode, one node: 127.0.0.1:9092 anonymous,
 127.0.0.1:9093 the controller, 127.0.0.1:9094 SASL_PLAINTEXT (PLAIN eventbinder /
-eventbinder-secret). The jars come from Maven Central through scripts/kafka/pom.xml
-(cached in CACHE/kafka-VERSION/lib), the configuration from the template
-scripts/kafka/server.properties; data and logs in STATE/kafka."""
+eventbinder-secret), localhost:9095 SSL (mutual TLS for a client that presents a
+certificate) and localhost:9096 SASL_SSL (SCRAM-SHA-512 users eventbinder-scram and
+orders-only), with ACLs (StandardAuthorizer): orders-only may use only the topics and
+groups named ``orders-only.*``. The jars come from Maven Central through
+scripts/kafka/pom.xml (cached in CACHE/kafka-VERSION/lib), the configuration from the
+templates scripts/kafka/server.properties and scripts/kafka/tls.properties, the
+certificates from certs.py (STATE/tls); data and logs in STATE/kafka."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import subprocess
 import sys
@@ -14,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import NoReturn
 
-from . import java
+from . import certs, java
 from .base import Broker
 from .common import (
     HOST,
@@ -35,12 +40,35 @@ from .procs import alive, pid_of, port_open, run, terminate, wait_exit, wait_unt
 PORT = 9092
 CONTROLLER_PORT = 9093
 SASL_PORT = 9094
+SSL_PORT = 9095
+SASL_SSL_PORT = 9096
 SASL_USER = "eventbinder"
 SASL_PASSWORD = "eventbinder-secret"
+#: The host name clients use for the TLS listeners (the only name in the server
+#: certificate); the listeners bind 127.0.0.1 and advertise this name.
+TLS_HOST = certs.SERVER_NAME
+#: The SASL mechanism of the SASL_SSL listener.
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_USER = "eventbinder-scram"
+SCRAM_PASSWORD = "eventbinder-scram-secret"
+LIMITED_USER = "orders-only"
+LIMITED_PASSWORD = "orders-only-secret"
+#: Its users, name -> password: SCRAM_USER may do anything, LIMITED_USER what its ACLs
+#: allow.
+SCRAM_USERS = {SCRAM_USER: SCRAM_PASSWORD, LIMITED_USER: LIMITED_PASSWORD}
+#: LIMITED_USER may use the topics and consumer groups whose names start with this.
+LIMITED_PREFIX = "orders-only."
+#: The principal of a client certificate (its CN, see ssl.principal.mapping.rules).
+CLIENT_CERT_USER = certs.CLIENT_NAME
+#: May do anything: 9092's anonymous clients (and the controller, the broker itself and
+#: TLS clients without a certificate), the PLAIN user, the full-access SCRAM user and the
+#: tests' client certificate.
+SUPER_USERS = ("ANONYMOUS", SASL_USER, SCRAM_USER, CLIENT_CERT_USER)
 #: kafka.tools.StorageTool format --feature ...: share groups (KIP-932) off.
 FEATURES = ("share.version=0",)
 POM = SCRIPTS / "kafka" / "pom.xml"
 TEMPLATE = SCRIPTS / "kafka" / "server.properties"
+TLS_TEMPLATE = SCRIPTS / "kafka" / "tls.properties"
 LOG4J = SCRIPTS / "kafka" / "log4j2.yaml"
 BROKER_JVM = (
     "-Xms256m",
@@ -52,6 +80,10 @@ BROKER_JVM = (
 )
 #: How long one metadata request of the startup wait may take.
 PROBE_TIMEOUT = 30
+#: How long one Kafka tool run that sets up users or ACLs may take.
+TOOL_TIMEOUT = 60
+#: The steps of Kafka.secure(), as its messages name them.
+STEP_NAMES = {"scram": "SCRAM users", "acls": "ACLs"}
 
 
 def cluster_id() -> str:
@@ -63,9 +95,33 @@ def cluster_id() -> str:
             return found
 
 
+def property_keys(text: str) -> set[str]:
+    """The keys a .properties text sets (comments and blank lines left out)."""
+    keys = set()
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith(("#", "!")) and "=" in stripped:
+            keys.add(stripped.split("=", 1)[0].strip())
+    return keys
+
+
+def overlay(base: str, extra: str) -> str:
+    """``base`` followed by ``extra``; a key ``extra`` sets again is commented out in
+    ``base`` (so each key is set once, and both files stay readable)."""
+    again = property_keys(extra)
+    lines = []
+    for line in base.splitlines():
+        key = line.split("=", 1)[0].strip() if "=" in line else ""
+        if key in again:  # a comment's "key" starts with # and is never in it
+            lines.append(f"# (set again below) {line}")
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n\n" + extra
+
+
 class Kafka(Broker):
     name = "kafka"
-    requires = ((("java",), "default-jre-headless"), (("mvn",), "maven"))
+    requires = ((("java",), "default-jre-headless"), (("mvn",), "maven"), (("openssl",), "openssl"))
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -76,10 +132,20 @@ class Kafka(Broker):
         self.properties = self.dir / "server.properties"
         # Client settings for Kafka's tools on the SASL listener (--command-config).
         self.sasl_client = self.dir / "client-sasl.properties"
+        self.tls = certs.Authority(settings.state / "tls")
+        # The server's key and certificate in one PEM file (ssl.keystore.type=PEM).
+        self.keystore = self.dir / "server-keystore.pem"
+        # The SCRAM users and ACLs already in the cluster metadata, one line each:
+        # "<step> <cluster id> <digest of what was asked>".
+        self.security_done = self.dir / "security.done"
 
     @property
     def ports(self) -> tuple[int, ...]:
-        return (PORT, CONTROLLER_PORT, SASL_PORT)
+        return (PORT, CONTROLLER_PORT, SASL_PORT, SSL_PORT, SASL_SSL_PORT)
+
+    @property
+    def client_ports(self) -> tuple[int, ...]:
+        return (PORT, SASL_PORT, SSL_PORT, SASL_SSL_PORT)
 
     @cached_property
     def version(self) -> str:
@@ -123,6 +189,33 @@ class Kafka(Broker):
             "@SASL_PASSWORD@": SASL_PASSWORD,
         }
 
+    def tls_template_values(self) -> dict[str, str]:
+        """What scripts/kafka/tls.properties' placeholders become."""
+        return {
+            "@TLS_KEYSTORE@": str(self.keystore),
+            "@TLS_CA@": str(self.tls.ca),
+            "@TLS_HOST@": TLS_HOST,
+            "@SUPER_USERS@": ";".join(f"User:{user}" for user in SUPER_USERS),
+            "@CLIENT_CERT_USER@": CLIENT_CERT_USER,
+            "@CERTIFICATES@": self.certificates_stamp(),
+        }
+
+    def certificates_stamp(self) -> str:
+        """A digest of the CA and the server's key and certificate: a broker started with
+        other files (the tls folder made anew) runs another configuration."""
+        digest = hashlib.sha256()
+        for path in (self.tls.ca, self.tls.server, self.tls.server_key):
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                digest.update(b"missing")
+        return digest.hexdigest()[:16]
+
+    def config_text(self) -> str:
+        """server.properties: the base template with the TLS template over it."""
+        base = render(TEMPLATE, self.template_values())
+        return overlay(base, render(TLS_TEMPLATE, self.tls_template_values()))
+
     def sasl_client_text(self) -> str:
         jaas = "org.apache.kafka.common.security.plain.PlainLoginModule required"
         return (
@@ -134,58 +227,165 @@ class Kafka(Broker):
         )
 
     def write_config(self) -> None:
-        """The folders, server.properties and client-sasl.properties."""
+        """The folders, server.properties and client-sasl.properties (the certificates
+        are read for their digest; certs.ensure makes them, see configure)."""
         ensure_dirs(self.dir, self.dir / "data", self.logs)
-        write_atomic(self.properties, render(TEMPLATE, self.template_values()))
+        write_atomic(self.properties, self.config_text())
         self.sasl_client.write_text(self.sasl_client_text())
 
+    def write_keystore(self) -> None:
+        """The server's key and certificate in one file, readable by us only."""
+        text = self.tls.server_key.read_text() + self.tls.server.read_text()
+        new = self.keystore.with_name(self.keystore.name + ".new")
+        new.write_text(text)
+        new.chmod(0o600)
+        new.replace(self.keystore)
+
     def configure(self) -> None:
+        certs.ensure(self.settings.state)
         self.write_config()
+        self.write_keystore()
         if (self.dir / "data" / "meta.properties").exists():
             return
         cid, log = cluster_id(), self.dir / "format.log"
         self.say(f"formatting storage {self.dir / 'data'} (cluster id {cid})")
         argv = ["kafka.tools.StorageTool", "format", "--config", str(self.properties)]
         argv += ["--cluster-id", cid, *(a for f in FEATURES for a in ("--feature", f))]
+        for user, password in SCRAM_USERS.items():
+            argv += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
         if run(self.tool_command(*argv, "--ignore-formatted"), log=log, append=False) != 0:
             self.fail(f"formatting the storage failed, see {log}", log)
+        # The users are in the bootstrap metadata: no kafka-configs run for them.
+        self.security_done.unlink(missing_ok=True)
+        append_line(self.security_done, self.step_line("scram", cid, self.scram_digest()))
 
-    def has_sasl_listener(self) -> bool:
-        """The configuration our broker runs with declares the SASL listener (a broker
-        started by an older scripts/brokers does not)."""
+    def runs_current_config(self) -> bool:
+        """The configuration our broker runs with (written just before it started) is
+        today's: a broker started by an older scripts/brokers (without the TLS listeners,
+        say) or with other certificates is not."""
         try:
-            lines = self.properties.read_text().splitlines()
+            return self.properties.read_text() == self.config_text()
         except OSError:
             return False
-        return any(x.startswith("listeners=") and f":{SASL_PORT}" in x for x in lines)
+
+    # ----------------------------------------------------------- users and ACLs
+    def scram_digest(self) -> str:
+        spec = repr((SCRAM_MECHANISM, sorted(SCRAM_USERS.items())))
+        return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+    def scram_commands(self) -> list[list[str]]:
+        """kafka-configs runs that set the SCRAM users' passwords (idempotent)."""
+        return [
+            [
+                "org.apache.kafka.tools.ConfigCommand",
+                *("--bootstrap-server", f"{HOST}:{PORT}", "--alter"),
+                *("--add-config", f"{SCRAM_MECHANISM}=[password={password}]"),
+                *("--entity-type", "users", "--entity-name", user),
+            ]
+            for user, password in SCRAM_USERS.items()
+        ]
+
+    def acl_commands(self) -> list[list[str]]:
+        """The kafka-acls run that lets LIMITED_USER use its own topics and groups (by
+        name prefix) and nothing else; adding an ACL that exists is a no-op."""
+        return [
+            [
+                "org.apache.kafka.tools.AclCommand",
+                *("--bootstrap-server", f"{HOST}:{PORT}", "--add"),
+                *("--allow-principal", f"User:{LIMITED_USER}", "--operation", "All"),
+                *("--topic", LIMITED_PREFIX, "--group", LIMITED_PREFIX),
+                *("--resource-pattern-type", "prefixed"),
+            ]
+        ]
+
+    def security_steps(self) -> list[tuple[str, str, list[list[str]]]]:
+        """(step, digest of what it asks, tool runs) for the users and the ACLs."""
+        acls = self.acl_commands()
+        acl_digest = hashlib.sha256(repr(acls).encode()).hexdigest()[:16]
+        return [
+            ("scram", self.scram_digest(), self.scram_commands()),
+            ("acls", acl_digest, acls),
+        ]
+
+    @staticmethod
+    def step_line(step: str, cid: str, digest: str) -> str:
+        return f"{step} {cid} {digest}"
+
+    def stored_cluster_id(self) -> str | None:
+        """The cluster id of the formatted storage (data/meta.properties)."""
+        try:
+            text = (self.dir / "data" / "meta.properties").read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("cluster.id="):
+                return line.split("=", 1)[1].strip()
+        return None
+
+    def pending_security(self) -> list[tuple[str, list[list[str]]]]:
+        """The steps not yet done on this storage (its cluster id), with their lines."""
+        cid = self.stored_cluster_id() or "unknown"
+        try:
+            done = set(self.security_done.read_text().splitlines())
+        except OSError:
+            done = set()
+        return [
+            (self.step_line(step, cid, digest), commands)
+            for step, digest, commands in self.security_steps()
+            if self.step_line(step, cid, digest) not in done
+        ]
+
+    def secure(self) -> None:
+        """Create the SCRAM users and the ACLs the running broker lacks (over 9092, as
+        the anonymous super user); each step once per storage."""
+        pending = self.pending_security()
+        if not pending:
+            return
+        t0, log = now(), self.logs / "security.log"
+        for line, commands in pending:
+            step = line.split()[0]
+            for argv in commands:
+                if run(self.tool_command(*argv), log=log, timeout=TOOL_TIMEOUT) != 0:
+                    self.fail(f"setting up the {STEP_NAMES[step]} failed, see {log}", log)
+            append_line(self.security_done, line)
+        steps = " and ".join(STEP_NAMES[line.split()[0]] for line, _ in pending)
+        self.say(f"{steps} set up in {elapsed(t0)}")
 
     # ---------------------------------------------------------------------- lifecycle
     def pid(self) -> int | None:
         return pid_of(self.pidfile, "kafka.Kafka")
 
+    def ports_open(self) -> bool:
+        return all(port_open(port) for port in self.client_ports)
+
     def answers(self) -> bool:
-        """Both client ports open and a real metadata request (kafka-topics --list). The
+        """Every client port open and a real metadata request (kafka-topics --list). The
         broker enables request processing on all its listeners together, so 9092
-        answering and the SASL port being open means the SASL listener answers too."""
-        if not (port_open(PORT) and port_open(SASL_PORT)):
+        answering and the other ports being open means those listeners answer too."""
+        if not self.ports_open():
             return False
         probe = ["org.apache.kafka.tools.TopicCommand", "--bootstrap-server", f"{HOST}:{PORT}"]
         command = self.tool_command(*probe, "--list")
         return run(command, stderr_log=self.out, timeout=PROBE_TIMEOUT) == 0
 
+    def where(self) -> str:
+        return (
+            f"{HOST}:{PORT}, {HOST}:{SASL_PORT} (SASL), {TLS_HOST}:{SSL_PORT} (SSL), "
+            f"{TLS_HOST}:{SASL_SSL_PORT} (SASL_SSL)"
+        )
+
     def up(self) -> None:
         t0 = now()
         pid = self.pid()
         if pid is not None:
-            if not self.has_sasl_listener():
-                # Started before the SASL listener existed: restart it with today's config.
-                self.say(
-                    f"pid {pid} runs without the SASL listener {HOST}:{SASL_PORT}, restarting it"
-                )
+            if not self.runs_current_config():
+                # Started by an older scripts/brokers or with other certificates.
+                self.say(f"pid {pid} runs an older configuration, restarting it")
                 self.down()
                 pid = None
-            elif port_open(PORT) and port_open(SASL_PORT):
-                self.say(f"already up on {HOST}:{PORT} and {HOST}:{SASL_PORT} (pid {pid})")
+            elif self.ports_open():
+                self.secure()
+                self.say(f"already up on {self.where()} (pid {pid})")
                 return
         if pid is None:  # else a broker of ours that is still starting: wait for it below
             for port in self.ports:
@@ -215,9 +415,11 @@ class Kafka(Broker):
                 f"see {self.log}",
                 *logs,
             )
+        self.secure()
         self.say(
-            f"up on {HOST}:{PORT} (anonymous) and {HOST}:{SASL_PORT} (SASL user {SASL_USER}) "
-            f"in {elapsed(t0)}"
+            f"up on {HOST}:{PORT} (anonymous), {HOST}:{SASL_PORT} (SASL user {SASL_USER}), "
+            f"{TLS_HOST}:{SSL_PORT} (SSL) and {TLS_HOST}:{SASL_SSL_PORT} (SASL_SSL, "
+            f"{SCRAM_MECHANISM}) in {elapsed(t0)}"
         )
 
     def start(self) -> subprocess.Popen[bytes]:
@@ -260,6 +462,6 @@ class Kafka(Broker):
 
     def status(self) -> bool:
         pid = self.pid()
-        up = port_open(PORT) and port_open(SASL_PORT)
-        where = f"{HOST}:{PORT}, {HOST}:{SASL_PORT} (SASL) (controller {HOST}:{CONTROLLER_PORT})"
+        up = self.ports_open()
+        where = f"{self.where()} (controller {HOST}:{CONTROLLER_PORT})"
         return self.status_line(up, where + (f" (pid {pid})" if pid is not None else ""))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 from binder.spi import ConsumerSpec, ProducerSpec
@@ -26,6 +28,44 @@ SASL_SETTINGS: dict[str, Any] = {
     "sasl_mechanism": "PLAIN",
     "sasl_plain_username": "eventbinder",
     "sasl_plain_password": SASL_PASSWORD,
+}
+
+#: The throwaway certificates of scripts/brokers (scripts/brokerctl/certs.py): ca.pem,
+#: client.pem/.key, client-expired.pem/.key, other-ca.pem, other-client.pem/.key.
+TLS_DIR = Path(os.environ.get("EVENTBINDER_STATE", "/tmp/eventbinder-brokers")) / "tls"
+#: The SSL listener: server authentication, mutual TLS with a client certificate. The
+#: server certificate names only localhost (127.0.0.1 is a host name mismatch).
+SSL_BOOTSTRAP = "localhost:9095"
+SSL_SETTINGS: dict[str, Any] = {
+    **SETTINGS,
+    "bootstrap_servers": SSL_BOOTSTRAP,
+    "security_protocol": "SSL",
+    "ssl_cafile": str(TLS_DIR / "ca.pem"),
+}
+MTLS_SETTINGS: dict[str, Any] = {
+    **SSL_SETTINGS,
+    "ssl_certfile": str(TLS_DIR / "client.pem"),
+    "ssl_keyfile": str(TLS_DIR / "client.key"),
+}
+#: The SASL_SSL listener: TLS and a SCRAM-SHA-512 login; eventbinder-scram may do
+#: anything, orders-only only what its ACLs allow (topics and groups orders-only.*).
+SASL_SSL_BOOTSTRAP = "localhost:9096"
+SCRAM_PASSWORD = "eventbinder-scram-secret"
+SCRAM_SETTINGS: dict[str, Any] = {
+    **SSL_SETTINGS,
+    "bootstrap_servers": SASL_SSL_BOOTSTRAP,
+    "security_protocol": "SASL_SSL",
+    "sasl_mechanism": "SCRAM-SHA-512",
+    "sasl_plain_username": "eventbinder-scram",
+    "sasl_plain_password": SCRAM_PASSWORD,
+}
+LIMITED_USER = "orders-only"
+LIMITED_PASSWORD = "orders-only-secret"
+LIMITED_PREFIX = "orders-only."
+LIMITED_SETTINGS: dict[str, Any] = {
+    **SCRAM_SETTINGS,
+    "sasl_plain_username": LIMITED_USER,
+    "sasl_plain_password": LIMITED_PASSWORD,
 }
 
 

@@ -82,7 +82,7 @@ INTERNALS: dict[str, list[Internal]] = {
         Internal("amqp.Connection", "sock", "binders.rabbit.link"),
         Internal("Channel(connection, 1)", "_callbacks", "binders.rabbit.link"),
         Internal("Channel(connection, 1)", "events", "binders.rabbit.link"),
-        Internal("Channel(connection, 1)", "send_method", "binders.rabbit.link"),
+        Internal("Channel(connection, 1)", "send_method", "binders.rabbit.publishing"),
         Internal("amqp.spec", "Channel.Close", "binders.rabbit.link"),
         Internal("amqp.spec", "Basic.Publish", "binders.rabbit.link"),
     ],

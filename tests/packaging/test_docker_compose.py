@@ -31,7 +31,7 @@ POM = REPO / "scripts" / "kafka" / "pom.xml"
 if str(REPO / "scripts") not in sys.path:
     sys.path.insert(0, str(REPO / "scripts"))
 
-from brokerctl import cli, common, kafka, mqtt  # noqa: E402
+from brokerctl import cli, common, kafka, mqtt, rabbit  # noqa: E402
 from brokerctl.base import Broker as Ours  # noqa: E402
 
 SETTINGS = common.Settings(state=Path("/state"), cache=Path("/cache"), timeout=90)
@@ -86,9 +86,20 @@ def ours(name: str) -> Ours:
     return cli.BROKERS[name](SETTINGS)
 
 
+#: Listeners scripts/brokers adds with its throwaway certificates; the compose file,
+#: which has no certificates, leaves them out (docs/brokers.md says so).
+TLS_ONLY_PORTS = {
+    rabbit.TLS_PORT,
+    mqtt.TLS_PORT,
+    mqtt.MTLS_PORT,
+    kafka.SSL_PORT,
+    kafka.SASL_SSL_PORT,
+}
+
+
 def brokers_ports(name: str) -> set[int]:
-    """The ports scripts/brokers gives one broker."""
-    ports = set(ours(name).ports)
+    """The ports scripts/brokers gives one broker, without its TLS listeners."""
+    ports = set(ours(name).ports) - TLS_ONLY_PORTS
     assert ports, f"scripts/brokers gives {name} no ports"
     return ports
 
