@@ -161,6 +161,8 @@ def _declare(
         if key not in _OPTIONS:
             hint = _OWN_ARGUMENTS.get(key) or did_you_mean(str(key), _OPTIONS)
             raise decl.error(f"unknown key '{key}'{hint}; allowed: {', '.join(_OPTIONS)}", key)
+    if destination is None:  # a file's null means "the decorator's"; here there is none
+        raise decl.error("expected str, got NoneType None", "destination")
     written = {"destination": destination, **options}
     if group is not None:
         written["group"] = group

@@ -22,7 +22,8 @@ __all__ = [
     "output_binding_name",
 ]
 
-_BINDING_NAME = re.compile(r"^(?P<fn>.+)-(?P<dir>in|out)-(?P<index>\d+)$")
+#: A binding name after :func:`normalize_name`: ``<fn>_in_<n>`` or ``<fn>_out_<n>``.
+_BINDING_NAME = re.compile(r"(?P<fn>.+)_(?P<dir>in|out)_(?P<index>\d+)", re.DOTALL)
 
 
 def input_binding_name(function: str, index: int = 0) -> str:
@@ -38,10 +39,12 @@ def output_binding_name(function: str, index: int = 0) -> str:
 def binding_direction(name: str) -> Direction:
     """``consumer`` for ``*-in-N`` names, ``producer`` for everything else.
 
+    Names are compared as :func:`normalize_name` does, so ``bill_in_0`` (how an
+    environment variable spells ``bill-in-0``) and ``BILL-IN-0`` are consumers too.
     Names that are not ``-in-``/``-out-`` are dynamic destinations used with
     ``App.send``, which only produce.
     """
-    match = _BINDING_NAME.match(name)
+    match = _BINDING_NAME.fullmatch(normalize_name(name))
     return "consumer" if match and match.group("dir") == "in" else "producer"
 
 

@@ -99,7 +99,7 @@ def encode(value: Any, content_type: str | None) -> bytes:
 def _text(payload: bytes, content_type: str | None) -> str:
     try:
         return payload.decode(_charset(content_type))
-    except (UnicodeDecodeError, LookupError) as exc:
+    except (ValueError, LookupError) as exc:  # ValueError: also "charset=a\0b", idna's
         raise DecodeError(f"payload is not valid text: {exc}") from exc
 
 
@@ -109,7 +109,7 @@ def _json(payload: bytes, content_type: str | None) -> Any:
             return _JSON_DECODER.decode(payload.decode())
         except UnicodeDecodeError:
             return json.loads(payload)  # UTF-16/32 JSON, detected from its first bytes
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise DecodeError(f"payload is not valid JSON ({content_type or JSON}): {exc}") from exc
 
 
@@ -149,7 +149,7 @@ def _typed(kind: type, name: str) -> Decoder:
 
 
 def _dataclass(cls: type) -> Decoder:
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls) if f.init}  # others: like unknown keys
 
     def decode(payload: bytes, content_type: str | None) -> Any:
         data = _json(payload, content_type)

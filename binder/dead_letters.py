@@ -77,12 +77,16 @@ def dead_letter_of(headers: Mapping[str, str]) -> DeadLetter | None:
     if not any(name in headers for name in _MARKERS):
         return None
     millis = _integer(headers, _TIMESTAMP)
+    try:
+        seconds = millis / 1000.0 if millis is not None else None
+    except OverflowError:  # digits beyond any float: no time
+        seconds = None
     return DeadLetter(
         destination=_first(headers, _DESTINATION),
         group=_first(headers, _GROUP),
         partition=_integer(headers, _PARTITION),
         offset=_integer(headers, _OFFSET),
-        timestamp=millis / 1000.0 if millis is not None else None,
+        timestamp=seconds,
         routing_key=_first(headers, ("x-original-routingKey",)),
         exception_type=_first(headers, _EXCEPTION_TYPE),
         exception_message=_first(headers, _EXCEPTION_MESSAGE),

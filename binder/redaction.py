@@ -38,6 +38,21 @@ SECRET_WORDS: tuple[str, ...] = ("password", "passwd", "secret", "token", "crede
 # unescaped ':', '/', ',' or ';' (over-masking a path is better than leaking).
 _URL_START = re.compile(r"(?<![A-Za-z0-9+.\-])(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
 _USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s]*)@")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_AT_OR_SPACE = re.compile(r"[@\s]")
+
+
+def _url_pieces(text: str) -> list[str]:
+    """``text`` cut before each URL.  A piece that starts a URL and ends before any
+    "@" or space (``amqp://u:`` of ``amqp://u:x=b://p@host``, a password holding
+    ``b://``) is joined with the next: no part of a password is a URL of its own."""
+    pieces: list[str] = []
+    for piece in _URL_START.split(text):
+        if pieces and _SCHEME.match(pieces[-1]) and not _AT_OR_SPACE.search(pieces[-1]):
+            pieces[-1] += piece
+        else:
+            pieces.append(piece)
+    return pieces
 
 
 def _url_password(piece: str) -> str | None:
@@ -74,7 +89,7 @@ def redact_url(value: Any) -> Any:
     if isinstance(value, str):
         if "://" not in value:
             return value
-        return "".join(_redact_piece(piece) for piece in _URL_START.split(value))
+        return "".join(_redact_piece(piece) for piece in _url_pieces(value))
     if isinstance(value, list | tuple):
         return type(value)(redact_url(item) for item in value)
     return value
@@ -133,7 +148,7 @@ def secret_values(value: Any, secret_keys: Iterable[str] = ()) -> set[str]:
             if secret:
                 found.add(item)
             if "://" in item:
-                for piece in _URL_START.split(item):
+                for piece in _url_pieces(item):
                     password = _url_password(piece)
                     if password:
                         found.add(password)

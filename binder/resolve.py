@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["check_configured_bindings", "resolve_binding", "resolve_bindings", "resolve_dynamic"]
 
 #: A handler binding's name, after :func:`normalize_name`: ``<fn>_in_<n>``, ``<fn>_out_<n>``.
-_HANDLER_BINDING = re.compile(r"^.+_(in|out)_\d+$")
+_HANDLER_BINDING = re.compile(r".+_(in|out)_\d+", re.DOTALL)
 
 
 def resolve_binding(decl: BindingDecl, settings: Settings) -> BindingSettings:
@@ -78,7 +78,7 @@ def check_configured_bindings(app: App, settings: Settings) -> None:
     known = {normalize_name(name) for name in declared}
     for key in settings.bindings:
         wanted = normalize_name(key)
-        if key == DEFAULT_LAYER or wanted in known or not _HANDLER_BINDING.match(wanted):
+        if key == DEFAULT_LAYER or wanted in known or not _HANDLER_BINDING.fullmatch(wanted):
             continue
         candidates = {normalize_name(name): name for name in declared}
         close = difflib.get_close_matches(wanted, sorted(candidates), n=1, cutoff=0.6)

@@ -55,7 +55,7 @@ def _env_value(text: str) -> Any:
     """Parse a variable's value as a YAML scalar: int, float, bool, else the string."""
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except Exception:  # not YAML, or not a value PyYAML can build (2001-02-30, "[[[[...")
         return text
     if isinstance(value, bool | int | float | str):
         return value

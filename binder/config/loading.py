@@ -67,4 +67,5 @@ def load_settings(
         # Last line of defence: no secret from the configuration in any message.
         secrets = secret_values(raw.data, frozenset().union(*secret_keys.values()))
         reason = scrub(exc.reason, secrets)
-        raise ConfigError(reason, source=exc.source, key=exc.key, line=exc.line) from None
+        key = scrub(exc.key, secrets) if exc.key else exc.key  # a secret written as a key
+        raise ConfigError(reason, source=exc.source, key=key, line=exc.line) from None

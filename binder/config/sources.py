@@ -96,6 +96,8 @@ def _read_file(path: Path) -> _Raw:
             return _Raw(tomllib.loads(text), source)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid TOML: {exc}", source=source) from None
+        except RecursionError:
+            raise ConfigError("invalid TOML: nested too deeply", source=source) from None
     raw = _Raw(None, source)
     raw.data = _load_yaml(text, raw)
     return raw
@@ -115,7 +117,14 @@ def _plain(value: Any) -> Any:
 
 def _load_yaml(text: str, raw: _Raw) -> Any:
     """Compose ``text`` to nodes and build plain data, recording the line of each key."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids, such as NUL
+        raise ConfigError(
+            f"invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}",
+            source=raw.source,
+            line=text.count("\n", 0, exc.position) + 1,
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -131,6 +140,13 @@ def _load_yaml(text: str, raw: _Raw) -> Any:
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {type(exc).__name__}", source=raw.source) from None
+    except RecursionError:
+        raise ConfigError(
+            "invalid YAML: nested too deeply, or an alias inside its own anchor",
+            source=raw.source,
+        ) from None
+    except ValueError as exc:  # PyYAML's scanner lets chr() refuse "\U00110000"
+        raise ConfigError(f"invalid YAML: {exc}", source=raw.source) from None
     finally:
         loader.dispose()
 
@@ -166,7 +182,17 @@ def _build(node: yaml.Node, path: Path_, loader: yaml.SafeLoader, raw: _Raw) -> 
             raw.lines[_dotted(child)] = item.start_mark.line + 1
             items.append(_build(item, child, loader, raw))
         return items
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        raise
+    except Exception:  # PyYAML's constructors let ValueError & co. out: 2001-02-30, !!int x
+        raise ConfigError(
+            f"invalid YAML: not a valid {node.tag.rsplit(':', 1)[-1]}",
+            source=raw.source,
+            key=_dotted(path) or None,
+            line=node.start_mark.line + 1,
+        ) from None
 
 
 def _yaml_key(node: yaml.Node, path: Path_, raw: _Raw) -> str:

@@ -21,7 +21,7 @@ import struct
 
 from binder.spi import Failure
 
-__all__ = ["decode_header", "spring_headers"]
+__all__ = ["decode_header", "decode_text", "spring_headers"]
 
 _INT = struct.Struct(">i")
 _LONG = struct.Struct(">q")
@@ -84,4 +84,13 @@ def decode_header(name: str, value: bytes | None) -> str:
     width = _BINARY_WIDTH.get(name)
     if width is not None and len(value) == width and not _DIGITS.issuperset(value):
         return str((_INT if width == 4 else _LONG).unpack(value)[0])
-    return value.decode("utf-8", "replace")
+    return decode_text(value)
+
+
+def decode_text(value: bytes) -> str:
+    """UTF-8 text as :func:`binders.kafka.mapping.to_record` writes it: lone surrogates
+    (written as py-amqp writes them) come back, other invalid bytes become U+FFFD."""
+    try:
+        return value.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return value.decode("utf-8", "replace")

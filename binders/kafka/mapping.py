@@ -21,13 +21,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from binder.message import CONTENT_TYPE_HEADER, MESSAGE_ID_HEADER, Message
-from binders.kafka.dead_letters import decode_header
+from binders.kafka.dead_letters import decode_header, decode_text
 
 __all__ = ["OutgoingRecord", "from_record", "to_record"]
 
 #: Spring Kafka's header naming the Java type of each header it should decode.
 SPRING_TYPES_HEADER = "spring_json_header_types"
 _RESERVED = (CONTENT_TYPE_HEADER, MESSAGE_ID_HEADER, SPRING_TYPES_HEADER)
+# Text is encoded as UTF-8 with lone surrogates (not Unicode, but a str may hold them: a
+# JSON "\ud800" escape) written as py-amqp writes them, rather than failing: a dead
+# letter whose exception message held one could never be stored.  decode_text reads
+# them back.
+_ERRORS = "surrogatepass"
 
 
 @functools.lru_cache(maxsize=512)
@@ -64,21 +69,21 @@ def to_record(
         if extra_headers:
             headers.update(extra_headers)
         encoded = [
-            (name, value if isinstance(value, bytes) else str(value).encode())
+            (name, value if isinstance(value, bytes) else str(value).encode("utf-8", _ERRORS))
             for name, value in headers.items()
         ]
         texts = [name for name, value in headers.items() if not isinstance(value, bytes)]
     else:
         texts = []
     if message.content_type is not None:
-        encoded.append((CONTENT_TYPE_HEADER, message.content_type.encode()))
+        encoded.append((CONTENT_TYPE_HEADER, message.content_type.encode("utf-8", _ERRORS)))
         texts.append(CONTENT_TYPE_HEADER)
-    encoded.append((MESSAGE_ID_HEADER, message.message_id.encode()))
+    encoded.append((MESSAGE_ID_HEADER, message.message_id.encode("utf-8", _ERRORS)))
     if texts and spring_header_types:
         encoded.append((SPRING_TYPES_HEADER, _spring_types(tuple(texts))))
     return OutgoingRecord(
         value=message.payload,
-        key=message.key.encode() if message.key is not None else None,
+        key=message.key.encode("utf-8", _ERRORS) if message.key is not None else None,
         headers=encoded,
         timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
         partition=message.partition,
@@ -102,7 +107,7 @@ def from_record(record: Any, delivery_attempt: int = 1) -> Message:
     return Message(
         value if value is not None else b"",
         headers,
-        key.decode("utf-8", "replace") if key is not None else None,
+        decode_text(key) if key is not None else None,
         content_type,
         message_id,
         timestamp / 1000.0 if timestamp is not None else 0.0,

@@ -20,8 +20,13 @@ TIMESTAMP_HEADER = "messageTimestamp"
 ESCAPED_HEADER = "x-escaped-headers"
 _RESERVED = frozenset({MESSAGE_ID_HEADER, KEY_HEADER, TIMESTAMP_HEADER, ESCAPED_HEADER})
 # MQTT strings must not hold control characters or non-characters (Mosquitto closes the
-# connection with "Malformed UTF-8"); a stack trace's newlines are the usual case.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
+# connection with "Malformed UTF-8": U+FDD0..U+FDEF and U+xFFFE/U+xFFFF of every plane),
+# nor lone surrogates (not UTF-8 at all); paho's own decoder also refuses U+FEFF.  A
+# stack trace's newlines are the usual case.
+_NONCHARACTERS = "".join(
+    chr(plane + low) for plane in range(0, 0x110000, 0x10000) for low in (0xFFFE, 0xFFFF)
+)
+_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufeff{_NONCHARACTERS}]")
 
 
 def _escape(value: str) -> str:
@@ -31,7 +36,7 @@ def _escape(value: str) -> str:
 def _unescape(value: str) -> str:
     try:
         decoded = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not what _escape wrote
         return value
     return decoded if isinstance(decoded, str) else value
 
@@ -103,13 +108,21 @@ def to_properties(message: Message, mqtt5: bool) -> Properties | None:
             escaped.append(name)
             value = _escape(value)
         user.append((name, value))
+    message_id, key = message.message_id, message.key
+    if _UNSAFE.search(message_id):
+        escaped.append(MESSAGE_ID_HEADER)
+        message_id = _escape(message_id)
+    if key is not None and _UNSAFE.search(key):
+        escaped.append(KEY_HEADER)
+        key = _escape(key)
     if escaped:
         user.append((ESCAPED_HEADER, ",".join(escaped)))
-    user.append((MESSAGE_ID_HEADER, message.message_id))
+    user.append((MESSAGE_ID_HEADER, message_id))
     user.append((TIMESTAMP_HEADER, repr(message.timestamp)))
-    if message.key is not None:
-        user.append((KEY_HEADER, message.key))
-    return PackedProperties(message.content_type, user)
+    if key is not None:
+        user.append((KEY_HEADER, key))
+    content_type = message.content_type and _UNSAFE.sub("?", message.content_type)
+    return PackedProperties(content_type, user)
 
 
 def from_mqtt(msg: Any) -> Message:
@@ -126,7 +139,8 @@ def from_mqtt(msg: Any) -> Message:
         content_type = getattr(props, "ContentType", None)
         for name, value in getattr(props, "UserProperty", ()) or ():
             headers[name] = value
-    for name in filter(None, headers.pop(ESCAPED_HEADER, "").split(",")):
+    escaped = headers.pop(ESCAPED_HEADER, None)
+    for name in escaped.split(",") if escaped is not None else ():
         if name in headers:
             headers[name] = _unescape(headers[name])
     message_id = headers.pop(MESSAGE_ID_HEADER, None) or new_message_id()
