@@ -14,7 +14,13 @@ import pytest
 __all__ = ["BROKER_PORTS", "broker_available", "broker_port", "in_ci", "require_broker"]
 
 #: Loopback ports ``scripts/brokers up`` starts the brokers on.
-BROKER_PORTS = {"rabbit": 5672, "kafka": 9092, "mqtt": 1883, "rabbit-cluster": 5681}
+BROKER_PORTS = {
+    "rabbit": 5672,
+    "kafka": 9092,
+    "mqtt": 1883,
+    "rabbit-cluster": 5681,
+    "kafka-cluster": 9192,
+}
 
 
 def in_ci() -> bool:
