@@ -90,6 +90,8 @@ class Runtime:
         self._connect_backoff = connect_backoff
         self._dynamic: dict[str, OutputPort] = {}
         self._dynamic_lock = asyncio.Lock()
+        # Destination -> sends queued behind the lock (its first send binds it).
+        self._queued_first: dict[str, int] = {}
         self._suppliers = Suppliers(app.handlers, self.outputs)
         self._watchdog = LoopWatchdog(float(settings.runtime["blocked_loop_warning"]))
         self._binder_status: dict[str, str] = {}
@@ -265,7 +267,10 @@ class Runtime:
         if not self._started or self._stopped:
             raise NotRunningError(f"app {self.app.name!r} is not running")
         port = self._dynamic.get(destination)
-        if port is None:
+        if port is None or destination in self._queued_first:
+            # Behind the first send (binding the producer) and every send queued after
+            # it, or a send made now would overtake those still waiting for the lock.
+            self._queued_first[destination] = self._queued_first.get(destination, 0) + 1
             return asyncio.ensure_future(
                 self._send_first(destination, payload, headers, key, content_type)
             )
@@ -280,29 +285,49 @@ class Runtime:
         content_type: str | None,
     ) -> None:
         # Sends racing the first bind queue on the lock (FIFO), so they keep their order.
-        async with self._dynamic_lock:
-            port = self._dynamic.get(destination)
-            if port is None:
-                settings = resolve_dynamic(destination, self.settings)
-                if settings.binder not in self.binders:
-                    self.binders[settings.binder] = self._factory(
-                        self.settings.binders[settings.binder]
-                    )
-                    await self._connect(settings.binder)
-                if not self._running:
-                    # A startup hook sends before the app is provisioned: create the
-                    # storage of the app's own groups of this destination first.
-                    await self._provision(
-                        lambda b: (
-                            b.direction == "consumer"
-                            and b.binder == settings.binder
-                            and b.destination == settings.destination
-                        )
-                    )
-                port = await self._bind_producer(settings)
-                self._dynamic[destination] = port
-            confirmed = port.send(payload, headers=headers, key=key, content_type=content_type)
+        try:
+            async with self._dynamic_lock:
+                confirmed = await self._send_locked(
+                    destination, payload, headers, key, content_type
+                )
+        finally:
+            left = self._queued_first[destination] - 1
+            if left:
+                self._queued_first[destination] = left
+            else:
+                del self._queued_first[destination]
         await confirmed
+
+    async def _send_locked(
+        self,
+        destination: str,
+        payload: Any,
+        headers: Mapping[str, str] | None,
+        key: str | None,
+        content_type: str | None,
+    ) -> asyncio.Future[None]:
+        """Bind the destination's producer unless bound; send (under the lock)."""
+        port = self._dynamic.get(destination)
+        if port is None:
+            settings = resolve_dynamic(destination, self.settings)
+            if settings.binder not in self.binders:
+                self.binders[settings.binder] = self._factory(
+                    self.settings.binders[settings.binder]
+                )
+                await self._connect(settings.binder)
+            if not self._running:
+                # A startup hook sends before the app is provisioned: create the
+                # storage of the app's own groups of this destination first.
+                await self._provision(
+                    lambda b: (
+                        b.direction == "consumer"
+                        and b.binder == settings.binder
+                        and b.destination == settings.destination
+                    )
+                )
+            port = await self._bind_producer(settings)
+            self._dynamic[destination] = port
+        return port.send(payload, headers=headers, key=key, content_type=content_type)
 
     # -- status ----------------------------------------------------------------------
 

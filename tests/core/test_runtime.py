@@ -422,3 +422,33 @@ async def test_a_consumer_failing_to_close_is_logged_and_the_stop_goes_on(
         for name, message in messages
     ), messages
     assert "s3cret" not in caplog.text
+
+
+async def test_sends_made_while_the_first_one_binds_keep_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first send to a destination binds its producer; sends made meanwhile, and
+    sends made once it is bound but before the queued ones went out, keep their order."""
+    bind = Runtime._bind_producer
+
+    async def slow_bind(self: Runtime, settings: Any) -> Any:
+        await asyncio.sleep(0.02)  # a broker round trip or two
+        return await bind(self, settings)
+
+    monkeypatch.setattr(Runtime, "_bind_producer", slow_bind)
+    app = App("ordering")
+    received: list[int] = []
+
+    @app.consumer("fresh-destination", group="g")
+    def collect(order: dict[str, int]) -> None:
+        received.append(order["n"])
+
+    async with run_app(app) as harness:
+        sends = []
+        for n in range(300):
+            sends.append(app.send("fresh-destination", {"n": n}))
+            if n % 10 == 0:
+                await asyncio.sleep(0.002)  # sends go on while the first one binds
+        await asyncio.gather(*sends)
+        await harness.wait_handled(300, timeout=10)
+    assert received == list(range(300))
