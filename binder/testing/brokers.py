@@ -20,6 +20,7 @@ BROKER_PORTS = {
     "mqtt": 1883,
     "rabbit-cluster": 5681,
     "kafka-cluster": 9192,
+    "toxiproxy": 8474,
 }
 
 

@@ -17,6 +17,7 @@ from .mqtt import Mqtt
 from .procs import kill_children
 from .rabbit import Rabbit
 from .rabbit_cluster import RabbitCluster
+from .toxiproxy import Toxiproxy
 
 USAGE = """\
 Real message brokers for local runs and CI, on loopback only.
@@ -48,6 +49,7 @@ No names means rabbit, mqtt and kafka. See docs/brokers.md.
   kafka-cluster   3 Kafka KRaft nodes, broker+controller each   127.0.0.1:9192, 9292, 9392
                   (controllers 9193, 9293, 9393), anonymous; replication factor 3,
                   min.insync.replicas 2; not started unless named
+  toxiproxy       Toxiproxy 2.5.0 fault proxy, built once with Go   API 127.0.0.1:8474; not started unless named
 
 Environment:
   EVENTBINDER_STATE   pid files, data, logs, generated configs (default /tmp/eventbinder-brokers)
@@ -63,6 +65,7 @@ BROKERS: dict[str, type[Broker]] = {
     "kafka": Kafka,
     "rabbit-cluster": RabbitCluster,
     "kafka-cluster": KafkaCluster,
+    "toxiproxy": Toxiproxy,
 }
 #: The clusters whose nodes ``<name>-node stop|kill|start N`` stops and starts, with
 #: their number of nodes.

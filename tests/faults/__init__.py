@@ -1,0 +1,1 @@
+"""Network faults between the app and its brokers, made by Toxiproxy (see toxiproxy.py)."""

@@ -1,0 +1,191 @@
+"""Network faults between an app and Mosquitto, made by Toxiproxy (``scripts/brokers up
+toxiproxy``): a proxy 127.0.0.1:31883 -> 127.0.0.1:1883 carries every connection of
+the app (its function binding, its sink's consumer, ``app.send``), QoS 1 throughout.
+
+The binder's keepalive is 2 s: paho sends a PINGREQ after 2 s without traffic and
+drops the connection when the PINGRESP is a keepalive overdue (Mosquitto drops its side
+after 1.5 keepalives of silence), so a blackhole is noticed within about 2 keepalives.
+The MQTT binder has no publish timeout: a QoS 1 publish waits for its PUBACK across
+reconnects (paho sends it again), so sends during a blackhole wait, and the wait is
+bounded only by the blackhole's length plus the reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from binder.app import App
+from binder.testing import run_app, wait_until
+from tests.faults.toxiproxy import Flow, Proxy, proxy, rss_mb
+
+pytestmark = [pytest.mark.broker("mqtt"), pytest.mark.broker("toxiproxy")]
+
+LISTEN, UPSTREAM = 31883, 1883
+KEEPALIVE = 2
+CONNECT_TIMEOUT = 3.0
+RECONNECT_MAX = 1.0
+BLACKHOLE = 10.0
+
+
+def _config() -> dict[str, Any]:
+    settings = {
+        "type": "mqtt",
+        "url": f"mqtt://127.0.0.1:{LISTEN}",
+        "client_id": f"eb-faults-{uuid.uuid4().hex[:8]}",
+        "session_expiry": 60,
+        "keepalive": KEEPALIVE,
+        "connect_timeout": CONNECT_TIMEOUT,
+        "reconnect_min_delay": 0.2,
+        "reconnect_max_delay": RECONNECT_MAX,
+    }
+    return {"binders": {"mqtt": settings}, "default_binder": "mqtt"}
+
+
+def fresh(prefix: str) -> str:
+    return f"ebtest/faults-{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def tp() -> Iterator[Proxy]:
+    with proxy("eventbinder-mqtt", LISTEN, UPSTREAM) as p:
+        yield p
+
+
+def _app(name: str, pad: int = 0) -> tuple[App, dict[str, Any]]:
+    """An app relaying ``source`` to ``sink`` (function binding) and recording ``sink``;
+    the flow is made once the loop runs (``holder['flow']``)."""
+    source, sink = fresh(f"{name}-in"), fresh(f"{name}-out")
+    app = App(name)
+    holder: dict[str, Any] = {"source": source, "sink": sink, "pad": pad}
+
+    @app.function(source, sink, group="relay")
+    def relay(payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+    @app.consumer(sink, group="check", concurrency=4)
+    def check(payload: dict[str, Any]) -> None:
+        holder["flow"].record(payload)
+
+    return app, holder
+
+
+def _lines(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
+    return [
+        r for r in caplog.records if r.name.startswith("binders.mqtt") and text in r.getMessage()
+    ]
+
+
+async def _all_arrive(flow: Flow, timeout: float) -> None:
+    await wait_until(lambda: flow.pending() == 0, timeout, "every send settled")
+    await wait_until(
+        lambda: not flow.lost(),
+        timeout,
+        "every confirmed message received",
+        detail=lambda: f"missing {sorted(flow.lost())[:20]}",
+    )
+
+
+async def test_latency_200ms_each_way_loses_nothing(tp: Proxy) -> None:
+    app, holder = _app("latency")
+    async with run_app(app, _config()):
+        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"])
+        tp.latency(200)
+        t0 = flow.loop.time()
+        await flow.send_windowed(200, window=50)
+        await _all_arrive(flow, 20)
+        took = flow.loop.time() - t0
+    print(f"\nmqtt latency: 200 messages in {took:.2f}s through 200 ms each way")
+    assert not flow.failed(), sorted(set(flow.failed().values()))[:3]
+    assert flow.confirmed() == set(range(200))
+    assert set(flow.received) == set(range(200))
+    assert took > 0.4  # the latency applied
+
+
+async def test_a_10s_blackhole_is_detected_and_recovered_from(
+    tp: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sends go on every 20 ms, without a window, before, during and after a 10 s
+    blackhole (connections open, no data either way).  The binder notices within its
+    keepalive bound, it reconnects once the blackhole ends, the sends made during it
+    wait (QoS 1, sent again after the reconnect) and every confirmed message arrives."""
+    caplog.set_level(logging.INFO)
+    app, holder = _app("blackhole")
+    async with run_app(app, _config()):
+        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"])
+        loop = flow.loop
+        state: dict[str, float] = {}
+        sending = asyncio.create_task(flow.send_paced(lambda: "stop" in state, 0.02))
+        await wait_until(lambda: len(flow.confirmed()) >= 50, 10, "50 confirmed before")
+        rss_before = rss_mb()
+        toxics = tp.blackhole()
+        state["start"] = loop.time()
+
+        def lift() -> None:
+            for toxic in toxics:
+                tp.remove(toxic)
+            state["end"] = loop.time()
+
+        loop.call_later(BLACKHOLE, lift)
+        await wait_until(lambda: _lines(caplog, "lost its connection"), 15, "a loss line")
+        state["detected"] = loop.time()
+        await wait_until(lambda: "end" in state, 15, "the blackhole's end")
+        await wait_until(lambda: _lines(caplog, "reconnected"), 15, "a 'reconnected' line")
+        state["recovered"] = loop.time()
+        after = flow.next
+        await wait_until(
+            lambda: {n for n in flow.confirmed() if n >= after} and len(flow.confirmed()) > 0,
+            10,
+            "a send after the reconnect confirmed",
+        )
+        state["stop"] = loop.time()
+        await sending
+        await _all_arrive(flow, 20)
+        rss_after = rss_mb()
+    first_loss = _lines(caplog, "lost its connection")[0].getMessage()
+    detect = state["detected"] - state["start"]
+    recover = state["recovered"] - state["end"]
+    failed = flow.failed()
+    print(
+        f"\nmqtt blackhole: detected after {detect:.2f}s, reconnected {recover:.2f}s after "
+        f"it ended; {len(flow.confirmed())} confirmed, {len(failed)} failed "
+        f"({sorted(set(failed.values()))[:3]}), {len(flow.lost())} lost; longest wait "
+        f"{flow.longest_unsettled():.2f}s, at most {flow.max_pending} pending; "
+        f"RSS {rss_before:.0f} -> {rss_after:.0f} MB\n  first loss line: {first_loss}"
+    )
+    assert not flow.lost(), "a confirmed message was lost"
+    assert detect <= 2 * KEEPALIVE + 2.5, f"blackhole noticed after {detect:.1f}s"
+    assert recover <= CONNECT_TIMEOUT + RECONNECT_MAX + 3, f"reconnected {recover:.1f}s late"
+    # No publish timeout: sends wait out the blackhole and the reconnect, no longer.
+    bound = BLACKHOLE + CONNECT_TIMEOUT + RECONNECT_MAX + 3
+    assert flow.longest_unsettled() <= bound, "a send waited past the reconnect"
+    assert rss_after - rss_before < 100
+
+
+async def test_a_reset_mid_publish_loses_nothing_reported_sent(
+    tp: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    app, holder = _app("reset")
+    async with run_app(app, _config()):
+        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"])
+        sending = asyncio.create_task(flow.send_windowed(400, window=50))
+        await wait_until(lambda: len(flow.confirmed()) >= 100, 10, "100 confirmed")
+        toxic = tp.reset_peer(0)
+        await wait_until(lambda: _lines(caplog, "lost its connection"), 10, "a loss line")
+        tp.remove(toxic)
+        await asyncio.wait_for(sending, 20)
+        await _all_arrive(flow, 20)
+    failed = flow.failed()
+    print(
+        f"\nmqtt reset: {len(flow.confirmed())} confirmed, {len(failed)} failed "
+        f"({sorted(set(failed.values()))[:3]}), {len(flow.lost())} lost, "
+        f"{len(flow.received)} received"
+    )
+    assert not flow.lost(), "a confirmed message was lost"
+    assert len(flow.outcome) == 400
