@@ -200,14 +200,14 @@ async def test_lanes_keep_order_and_concurrency_stays_bounded(flavour: str) -> N
 
         def handler(message: Message) -> None:
             enter(message)
-            time.sleep(0.001)
+            time.sleep(0.001)  # handler work
             leave()
 
     else:
 
         async def handler(message: Message) -> None:  # type: ignore[misc]
             enter(message)
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # handler work
             leave()
 
     log: list[tuple[str, int]] = []
@@ -500,7 +500,7 @@ async def test_room_counts_unsettled_deliveries_and_wait_for_room_wakes_on_settl
         dispatcher.deliver(Recorded(n, "lane", log))
     assert dispatcher.room == 0
     waiting = asyncio.ensure_future(dispatcher.wait_for_room(2))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn
     assert not waiting.done()
     gate.set()
     await asyncio.wait_for(waiting, 5)
@@ -524,7 +524,7 @@ async def test_revoke_releases_queued_deliveries_and_waits_for_started_ones() ->
     dispatcher.deliver(Recorded(3, "p1", log))
     await wait_until(lambda: calls == [0], 5, "the first call of p0")
     revoking = asyncio.ensure_future(dispatcher.revoke(["p0"]))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn
     assert not revoking.done(), "p0's running delivery is not settled yet"
     gate.set()
     await asyncio.wait_for(revoking, 5)

@@ -269,7 +269,7 @@ async def test_close_waits_for_the_in_flight_handler(binder: MemoryBinder) -> No
     await producer.publish(msg(2))
     await asyncio.wait_for(started.wait(), 2.0)
     closing = asyncio.create_task(consumer.close())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn
     assert not closing.done()
     release.set()
     await asyncio.wait_for(closing, 2.0)

@@ -66,7 +66,7 @@ async def test_stop_waits_for_in_flight_handlers_and_acks_them() -> None:
     await asyncio.wait_for(started.wait(), 2)
     stopping = asyncio.create_task(runtime.stop())
     for _ in range(50):  # give stop() every chance to (wrongly) finish early
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn
     assert not stopping.done(), "stop must wait for the in-flight handler"
     release.set()
     await asyncio.wait_for(stopping, 2)

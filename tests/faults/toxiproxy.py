@@ -144,6 +144,7 @@ class Flow:
         self.settled_at: dict[int, float] = {}
         self.received: dict[int, float] = {}
         self.tasks: list[Any] = []
+        self.settled = asyncio.Event()  # set whenever a send settles
         self.next = 0
         self.max_pending = 0
 
@@ -169,17 +170,20 @@ class Flow:
             else:
                 self.outcome[n] = None
             self.settled_at[n] = self.loop.time()
+            self.settled.set()
 
         self.tasks.append(asyncio.create_task(send()))
         self.max_pending = max(self.max_pending, self.pending())
 
     async def send_windowed(self, count: int, window: int) -> None:
         """``count`` sends, at most ``window`` unsettled at once."""
-        import asyncio
+
+        from binder.testing import wait_until
 
         for _ in range(count):
-            while self.pending() >= window:
-                await asyncio.sleep(0.002)
+            await wait_until(
+                lambda: self.pending() < window, 60, "room in the send window", changed=self.settled
+            )
             self.send_one()
 
     async def send_paced(self, until: Any, interval: float) -> None:
@@ -189,7 +193,7 @@ class Flow:
 
         while not until():
             self.send_one()
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval)  # the send rate, not a synchronisation
 
     def confirmed(self) -> set[int]:
         return {n for n, error in self.outcome.items() if error is None}

@@ -32,7 +32,7 @@ async def test_order_per_key_across_partitions_with_concurrency(binder: Any, top
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
-        await asyncio.sleep(random.random() / 500)
+        await asyncio.sleep(random.random() / 500)  # handler work of random length
         body = message.json()
         seen[body["key"]].append(body["seq"])
         active -= 1

@@ -67,7 +67,7 @@ async def test_broker_restart_mid_stream_loses_nothing(binder: Any, topic: str) 
                 await producer.publish(Message(str(i).encode(), key=f"k{i % 30}"))
             except Exception as exc:
                 log.info("publish %d failed (%s), again", i, type(exc).__name__)
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # the producer's retry pause, not a wait
             else:
                 acknowledged.add(i)
                 return

@@ -249,8 +249,10 @@ async def test_keepalive_is_checked_on_a_timer_while_the_socket_is_attached(
     client.close()
     calls = client.miscs
     # A timer armed before the close is due before one armed now for a longer delay,
-    # and timers run in the order they are due.
-    await asyncio.sleep(2 * driver.misc_interval)
+    # and timers run in the order they are due: once this one fired, that one has too.
+    later = asyncio.Event()
+    asyncio.get_running_loop().call_later(2 * driver.misc_interval, later.set)
+    await asyncio.wait_for(later.wait(), 5.0)
     assert client.miscs == calls
 
 

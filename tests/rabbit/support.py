@@ -228,7 +228,7 @@ async def wait_until_ready(
                 f"timed out after {timeout:g}s waiting for {expected} message(s) ready in "
                 f"{queue!r}; {ready} ready"
             )
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # polling, bounded by the deadline above
         ready = await ready_count(binder, queue)
 
 

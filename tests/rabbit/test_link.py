@@ -87,7 +87,7 @@ async def test_publishes_not_sent_in_time_fail_and_are_never_sent() -> None:
     pub = _publish(loop, "late")
     link.publish(pub)
     while time.monotonic() <= pub.deadline:
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.001)  # until the clock passes the deadline
     link._expire_publishes()
     with pytest.raises(PublishFailed, match="not sent in time"):
         await asyncio.wait_for(pub.future, 5.0)

@@ -309,7 +309,6 @@ class Fake(base.Broker):
         pass
 
     def up(self) -> None:
-        time.sleep(0.2)
         self.ran.append(self.name)
         if self.name == "bad":
             raise common.BrokerError("bad: it broke")

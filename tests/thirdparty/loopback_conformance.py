@@ -56,7 +56,7 @@ class TestLoopbackConformance(BinderConformance):
         assert consumer.queue.full()
         blocked = asyncio.ensure_future(producer.publish(Message(b"one too many")))
         for _ in range(5):
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # yield to the loop
         assert not blocked.done(), "backpressure: a publish waits while the queue is full"
         closing = asyncio.create_task(consumer.close())
         release.set()  # the engine drains (the handler returns), then the binding closes

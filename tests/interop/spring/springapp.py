@@ -512,7 +512,7 @@ class SpringApp:
                     f"the Spring app ({self.broker}) was not ready within {limit:g}s: no "
                     f"{'; no '.join(waiting)}; {self._report()}"
                 )
-            time.sleep(0.05)
+            time.sleep(0.05)  # polling the log, bounded by the deadline above
 
     def wait_for_log(self, pattern: str | re.Pattern[str], timeout: float = 30.0) -> re.Match[str]:
         """The first match of ``pattern`` in the app's log, waiting for it (every 50 ms)
@@ -528,7 +528,7 @@ class SpringApp:
                     f"the Spring app logged nothing matching {regex.pattern!r} within "
                     f"{timeout:g}s; last lines:\n{self.log_tail()}"
                 )
-            time.sleep(0.05)
+            time.sleep(0.05)  # polling the log, bounded by the deadline above
 
     def stop(self) -> int | None:
         """SIGTERM (a graceful Spring shutdown), SIGKILL when the JVM is still there
