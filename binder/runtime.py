@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from binder.app import App
@@ -90,8 +92,9 @@ class Runtime:
         self._connect_backoff = connect_backoff
         self._dynamic: dict[str, OutputPort] = {}
         self._dynamic_lock = asyncio.Lock()
-        # Destination -> sends queued behind the lock (its first send binds it).
-        self._queued_first: dict[str, int] = {}
+        self._binding_tasks: set[asyncio.Future[None]] = set()
+        # Destination -> sends made while its producer binds, sent in order once bound.
+        self._waiting_sends: dict[str, list[_WaitingSend]] = {}
         self._suppliers = Suppliers(app.handlers, self.outputs)
         self._watchdog = LoopWatchdog(float(settings.runtime["blocked_loop_warning"]))
         self._binder_status: dict[str, str] = {}
@@ -267,46 +270,54 @@ class Runtime:
         if not self._started or self._stopped:
             raise NotRunningError(f"app {self.app.name!r} is not running")
         port = self._dynamic.get(destination)
-        if port is None or destination in self._queued_first:
-            # Behind the first send (binding the producer) and every send queued after
-            # it, or a send made now would overtake those still waiting for the lock.
-            self._queued_first[destination] = self._queued_first.get(destination, 0) + 1
-            return asyncio.ensure_future(
-                self._send_first(destination, payload, headers, key, content_type)
-            )
-        return port.send(payload, headers=headers, key=key, content_type=content_type)
+        if port is not None:
+            return port.send(payload, headers=headers, key=key, content_type=content_type)
+        # The first send binds the producer; sends made meanwhile wait in a list that is
+        # sent, in order, in the same loop step as the producer becomes visible here, so
+        # no later send can overtake them.
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting_sends.get(destination)
+        if waiting is None:
+            waiting = self._waiting_sends[destination] = []
+            task = asyncio.ensure_future(self._bind_and_send(destination))
+            self._binding_tasks.add(task)
+            task.add_done_callback(self._binding_tasks.discard)
+        waiting.append(_WaitingSend(payload, headers, key, content_type, future))
+        return future
 
-    async def _send_first(
-        self,
-        destination: str,
-        payload: Any,
-        headers: Mapping[str, str] | None,
-        key: str | None,
-        content_type: str | None,
-    ) -> None:
-        # Sends racing the first bind queue on the lock (FIFO), so they keep their order.
+    async def _bind_and_send(self, destination: str) -> None:
         try:
             async with self._dynamic_lock:
-                confirmed = await self._send_locked(
-                    destination, payload, headers, key, content_type
+                port = await self._bind_dynamic(destination)
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            for send in self._waiting_sends.pop(destination, []):
+                if send.future.done():
+                    continue
+                if cancelled:
+                    send.future.cancel()
+                else:
+                    send.future.set_exception(exc)
+            if cancelled:
+                raise
+            return
+        # From here to the end, no await: the waiting sends go out before any new one.
+        self._dynamic[destination] = port
+        for send in self._waiting_sends.pop(destination, []):
+            try:
+                confirmed = port.send(
+                    send.payload,
+                    headers=send.headers,
+                    key=send.key,
+                    content_type=send.content_type,
                 )
-        finally:
-            left = self._queued_first[destination] - 1
-            if left:
-                self._queued_first[destination] = left
+            except Exception as exc:
+                send.future.set_exception(exc)
             else:
-                del self._queued_first[destination]
-        await confirmed
+                confirmed.add_done_callback(functools.partial(_settle_like, send.future))
 
-    async def _send_locked(
-        self,
-        destination: str,
-        payload: Any,
-        headers: Mapping[str, str] | None,
-        key: str | None,
-        content_type: str | None,
-    ) -> asyncio.Future[None]:
-        """Bind the destination's producer unless bound; send (under the lock)."""
+    async def _bind_dynamic(self, destination: str) -> OutputPort:
+        """The producer of a destination no binding declares, bound now (under the lock)."""
         port = self._dynamic.get(destination)
         if port is None:
             settings = resolve_dynamic(destination, self.settings)
@@ -326,8 +337,7 @@ class Runtime:
                     )
                 )
             port = await self._bind_producer(settings)
-            self._dynamic[destination] = port
-        return port.send(payload, headers=headers, key=key, content_type=content_type)
+        return port
 
     # -- status ----------------------------------------------------------------------
 
@@ -388,3 +398,25 @@ async def _call_hook(hook: Callable[[], Any]) -> None:
     result = hook()
     if inspect.isawaitable(result):
         await result
+
+
+@dataclass(slots=True)
+class _WaitingSend:
+    """A send made while the destination's producer was being bound."""
+
+    payload: Any
+    headers: Mapping[str, str] | None
+    key: str | None
+    content_type: str | None
+    future: asyncio.Future[None]
+
+
+def _settle_like(future: asyncio.Future[None], confirmed: asyncio.Future[None]) -> None:
+    if future.done():
+        return
+    if confirmed.cancelled():
+        future.cancel()
+    elif confirmed.exception() is not None:
+        future.set_exception(confirmed.exception())  # type: ignore[arg-type]
+    else:
+        future.set_result(None)
