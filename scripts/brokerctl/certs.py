@@ -20,6 +20,7 @@ run as their own users) except the CA keys.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import threading
@@ -57,6 +58,18 @@ class Authority:
         self.other_ca_key = folder / "other-ca.key"
         self.other_client = folder / "other-client.pem"
         self.other_client_key = folder / "other-client.key"
+
+    def stamp(self) -> str:
+        """A digest of the CA and the server's key and certificate: a broker started with
+        other files (the tls folder made anew) runs another configuration, so the
+        brokers write it into their configuration and restart on a change."""
+        digest = hashlib.sha256()
+        for path in (self.ca, self.server, self.server_key):
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                digest.update(b"missing")
+        return digest.hexdigest()[:16]
 
     @property
     def complete(self) -> bool:

@@ -197,19 +197,8 @@ class Kafka(Broker):
             "@TLS_HOST@": TLS_HOST,
             "@SUPER_USERS@": ";".join(f"User:{user}" for user in SUPER_USERS),
             "@CLIENT_CERT_USER@": CLIENT_CERT_USER,
-            "@CERTIFICATES@": self.certificates_stamp(),
+            "@CERTIFICATES@": self.tls.stamp(),
         }
-
-    def certificates_stamp(self) -> str:
-        """A digest of the CA and the server's key and certificate: a broker started with
-        other files (the tls folder made anew) runs another configuration."""
-        digest = hashlib.sha256()
-        for path in (self.tls.ca, self.tls.server, self.tls.server_key):
-            try:
-                digest.update(path.read_bytes())
-            except OSError:
-                digest.update(b"missing")
-        return digest.hexdigest()[:16]
 
     def config_text(self) -> str:
         """server.properties: the base template with the TLS template over it."""

@@ -9,7 +9,6 @@ STATE/mqtt."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,19 +109,8 @@ class Mqtt(Broker):
             "@BIND_ADDRESS@": HOST,
             "@STATE_DIR@": str(self.dir),
             "@TLS_DIR@": str(self.tls.folder),
-            "@CERTIFICATES@": self.certificates_stamp(),
+            "@CERTIFICATES@": self.tls.stamp(),
         }
-
-    def certificates_stamp(self) -> str:
-        """A digest of the CA and the server's key and certificate: a broker started with
-        other files (the tls folder made anew) runs another configuration."""
-        digest = hashlib.sha256()
-        for path in (self.tls.ca, self.tls.server, self.tls.server_key):
-            try:
-                digest.update(path.read_bytes())
-            except OSError:
-                digest.update(b"missing")
-        return digest.hexdigest()[:16]
 
     def config_text(self) -> str:
         """mosquitto.conf: the plain-text template, then the TLS listeners."""

@@ -16,7 +16,6 @@ rabbitmq user, with HOME=/var/lib/rabbitmq and its Erlang cookie.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from functools import partial
 from pathlib import Path
@@ -68,17 +67,6 @@ class Rabbit(Broker):
         return (PORT, TLS_PORT)
 
     # ------------------------------------------------------------------- configuration
-    def certificates_stamp(self) -> str:
-        """A digest of the CA and server certificate the TLS listener uses: a node
-        started with other files (the tls folder made anew) is restarted by ``up``."""
-        digest = hashlib.sha256()
-        for path in (self.tls.ca, self.tls.server, self.tls.server_key):
-            try:
-                digest.update(path.read_bytes())
-            except OSError:
-                digest.update(b"missing")
-        return digest.hexdigest()[:16]
-
     def config_text(self) -> str:
         """rabbitmq.conf."""
         t = self.tls
@@ -91,7 +79,7 @@ class Rabbit(Broker):
             "log.console = false\n"
             "# AMQPS with the throwaway CA (STATE/tls). A client certificate is optional; one\n"
             "# that is presented must be signed by the CA and valid (mutual TLS).\n"
-            f"# certificates {self.certificates_stamp()}\n"
+            f"# certificates {self.tls.stamp()}\n"
             f"listeners.ssl.default = {HOST}:{TLS_PORT}\n"
             f"ssl_options.cacertfile = {t.ca}\n"
             f"ssl_options.certfile = {t.server}\n"

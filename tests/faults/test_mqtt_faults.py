@@ -22,7 +22,7 @@ import pytest
 
 from binder.app import App
 from binder.testing import run_app, wait_until
-from tests.faults.toxiproxy import Flow, Proxy, proxy, rss_mb
+from tests.faults.toxiproxy import Flow, Proxy, all_arrive, log_lines, proxy, relay_app, rss_mb
 
 pytestmark = [pytest.mark.broker("mqtt"), pytest.mark.broker("toxiproxy")]
 
@@ -61,34 +61,13 @@ def _app(name: str, pad: int = 0) -> tuple[App, dict[str, Any]]:
     """An app relaying ``source`` to ``sink`` (function binding) and recording ``sink``;
     the flow is made once the loop runs (``holder['flow']``)."""
     source, sink = fresh(f"{name}-in"), fresh(f"{name}-out")
-    app = App(name)
-    holder: dict[str, Any] = {"source": source, "sink": sink, "pad": pad}
-
-    @app.function(source, sink, group="relay")
-    def relay(payload: dict[str, Any]) -> dict[str, Any]:
-        return payload
-
-    @app.consumer(sink, group="check", concurrency=4)
-    def check(payload: dict[str, Any]) -> None:
-        holder["flow"].record(payload)
-
+    app, holder = relay_app(name, source, sink)
+    holder["pad"] = pad
     return app, holder
 
 
 def _lines(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
-    return [
-        r for r in caplog.records if r.name.startswith("binders.mqtt") and text in r.getMessage()
-    ]
-
-
-async def _all_arrive(flow: Flow, timeout: float) -> None:
-    await wait_until(lambda: flow.pending() == 0, timeout, "every send settled")
-    await wait_until(
-        lambda: not flow.lost(),
-        timeout,
-        "every confirmed message received",
-        detail=lambda: f"missing {sorted(flow.lost())[:20]}",
-    )
+    return log_lines(caplog.records, "binders.mqtt", text)
 
 
 async def test_latency_200ms_each_way_loses_nothing(tp: Proxy) -> None:
@@ -98,7 +77,7 @@ async def test_latency_200ms_each_way_loses_nothing(tp: Proxy) -> None:
         tp.latency(200)
         t0 = flow.loop.time()
         await flow.send_windowed(200, window=50)
-        await _all_arrive(flow, 20)
+        await all_arrive(flow, 20)
         took = flow.loop.time() - t0
     print(f"\nmqtt latency: 200 messages in {took:.2f}s through 200 ms each way")
     assert not flow.failed(), sorted(set(flow.failed().values()))[:3]
@@ -145,7 +124,7 @@ async def test_a_10s_blackhole_is_detected_and_recovered_from(
         )
         state["stop"] = loop.time()
         await sending
-        await _all_arrive(flow, 20)
+        await all_arrive(flow, 20)
         rss_after = rss_mb()
     first_loss = _lines(caplog, "lost its connection")[0].getMessage()
     detect = state["detected"] - state["start"]
@@ -180,7 +159,7 @@ async def test_a_reset_mid_publish_loses_nothing_reported_sent(
         await wait_until(lambda: _lines(caplog, "lost its connection"), 10, "a loss line")
         tp.remove(toxic)
         await asyncio.wait_for(sending, 20)
-        await _all_arrive(flow, 20)
+        await all_arrive(flow, 20)
     failed = flow.failed()
     print(
         f"\nmqtt reset: {len(flow.confirmed())} confirmed, {len(failed)} failed "

@@ -18,7 +18,7 @@ import pytest
 
 from binder.app import App
 from binder.testing import run_app, wait_until
-from tests.faults.toxiproxy import Flow, Proxy, proxy, rss_mb
+from tests.faults.toxiproxy import Flow, Proxy, all_arrive, log_lines, proxy, relay_app, rss_mb
 from tests.rabbit.support import delete_later, delete_tracked, fresh
 
 pytestmark = [pytest.mark.broker("rabbit"), pytest.mark.broker("toxiproxy")]
@@ -56,34 +56,13 @@ def _app(name: str, pad: int = 0) -> tuple[App, dict[str, Any]]:
         exchanges=(source, sink),
         queues=(f"{source}.relay", f"{source}.relay.dlq", f"{sink}.check", f"{sink}.check.dlq"),
     )
-    app = App(name)
-    holder: dict[str, Any] = {"source": source, "sink": sink, "pad": pad}
-
-    @app.function(source, sink, group="relay")
-    def relay(payload: dict[str, Any]) -> dict[str, Any]:
-        return payload
-
-    @app.consumer(sink, group="check", concurrency=4)
-    def check(payload: dict[str, Any]) -> None:
-        holder["flow"].record(payload)
-
+    app, holder = relay_app(name, source, sink)
+    holder["pad"] = pad
     return app, holder
 
 
 def _lines(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
-    return [
-        r for r in caplog.records if r.name.startswith("binders.rabbit") and text in r.getMessage()
-    ]
-
-
-async def _all_arrive(flow: Flow, timeout: float) -> None:
-    await wait_until(lambda: flow.pending() == 0, timeout, "every send settled")
-    await wait_until(
-        lambda: not flow.lost(),
-        timeout,
-        "every confirmed message received",
-        detail=lambda: f"missing {sorted(flow.lost())[:20]}",
-    )
+    return log_lines(caplog.records, "binders.rabbit", text)
 
 
 async def test_latency_200ms_each_way_loses_nothing(tp: Proxy) -> None:
@@ -93,7 +72,7 @@ async def test_latency_200ms_each_way_loses_nothing(tp: Proxy) -> None:
         tp.latency(200)
         t0 = flow.loop.time()
         await flow.send_windowed(200, window=50)
-        await _all_arrive(flow, 20)
+        await all_arrive(flow, 20)
         took = flow.loop.time() - t0
     print(f"\nrabbit latency: 200 messages in {took:.2f}s through 200 ms each way")
     assert not flow.failed(), sorted(set(flow.failed().values()))[:3]
@@ -140,7 +119,7 @@ async def test_a_10s_blackhole_is_detected_and_recovered_from(
         )
         state["stop"] = loop.time()
         await sending
-        await _all_arrive(flow, PUBLISH_TIMEOUT + 10)
+        await all_arrive(flow, PUBLISH_TIMEOUT + 10)
         rss_after = rss_mb()
     first_loss = _lines(caplog, "connection lost")[0].getMessage()
     detect = state["detected"] - state["start"]
@@ -173,7 +152,7 @@ async def test_a_reset_mid_publish_loses_nothing_reported_sent(
         await wait_until(lambda: _lines(caplog, "connection lost"), 10, "a 'connection lost' line")
         tp.remove(toxic)
         await asyncio.wait_for(sending, 20)
-        await _all_arrive(flow, PUBLISH_TIMEOUT + 10)
+        await all_arrive(flow, PUBLISH_TIMEOUT + 10)
     failed = flow.failed()
     print(
         f"\nrabbit reset: {len(flow.confirmed())} confirmed, {len(failed)} failed "
@@ -191,7 +170,7 @@ async def test_bandwidth_50kbps_delivers_everything_slower(tp: Proxy) -> None:
         tp.bandwidth(50)
         t0 = flow.loop.time()
         await flow.send_windowed(150, window=20)
-        await _all_arrive(flow, 25)
+        await all_arrive(flow, 25)
         took = flow.loop.time() - t0
     print(f"\nrabbit bandwidth: 150 x 1 KB in {took:.2f}s at 50 KB/s")
     assert not flow.failed(), sorted(set(flow.failed().values()))[:3]

@@ -216,3 +216,41 @@ def rss_mb() -> float:
 
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# ------------------------------------------------------------------ shared by the tests
+def relay_app(name: str, source: str, sink: str) -> tuple[Any, dict[str, Any]]:
+    """An app relaying ``source`` to ``sink`` (function binding) and recording ``sink``;
+    the flow is made once the loop runs (``holder['flow']``)."""
+    from binder.app import App
+
+    app = App(name)
+    holder: dict[str, Any] = {"source": source, "sink": sink}
+
+    @app.function(source, sink, group="relay")
+    def relay(payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+    @app.consumer(sink, group="check", concurrency=4)
+    def check(payload: dict[str, Any]) -> None:
+        holder["flow"].record(payload)
+
+    return app, holder
+
+
+def log_lines(records: list[Any], logger: str, text: str) -> list[Any]:
+    """The records of ``logger`` (and its children) whose message holds ``text``."""
+    return [r for r in records if r.name.startswith(logger) and text in r.getMessage()]
+
+
+async def all_arrive(flow: Flow, timeout: float) -> None:
+    """Wait until every send settled and every confirmed message arrived."""
+    from binder.testing import wait_until
+
+    await wait_until(lambda: flow.pending() == 0, timeout, "every send settled")
+    await wait_until(
+        lambda: not flow.lost(),
+        timeout,
+        "every confirmed message received",
+        detail=lambda: f"missing {sorted(flow.lost())[:20]}",
+    )
