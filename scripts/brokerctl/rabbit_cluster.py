@@ -3,9 +3,11 @@
 Nodes ``rabbit-c1@localhost`` .. ``rabbit-c3@localhost`` listen for AMQP on
 127.0.0.1:5681..5683 (Erlang distribution on 25681..25683, epmd shared with the single
 node) and form one cluster by themselves at first boot (classic-config peer
-discovery). Each node's data and logs live in STATE/rabbit-cluster/<node>. The node's
-settings are RABBITMQ_* environment variables, which take precedence over the single
-node's /etc/rabbitmq/rabbitmq-env.conf, so both run side by side.
+discovery). ``up`` with no node running starts from empty data, whatever an earlier
+(possibly killed) run left behind. Each node's data and logs live in
+STATE/rabbit-cluster/<node>. The node's settings are RABBITMQ_* environment variables,
+which take precedence over the single node's /etc/rabbitmq/rabbitmq-env.conf, so both
+run side by side.
 
 Used by the failover tests (tests/clusters/), which stop and start single nodes with
 :meth:`RabbitCluster.stop_node` / :meth:`start_node` through ``scripts/brokers
@@ -189,11 +191,24 @@ class RabbitCluster(Broker):
         )
         return code == 0 and out.read_text().strip() == str(NODES)
 
+    def forget_cluster(self) -> None:
+        """Drop every node's data: the next boot forms a new cluster.
+
+        A node restarted alone waits (up to five minutes) for the tables of the peers
+        that were running when it stopped; after a crash or a killed run nobody knows
+        which node stopped last. The cluster holds only what tests put there, so a
+        cold start begins from nothing instead.
+        """
+        for index in range(1, NODES + 1):
+            shutil.rmtree(self.node_dir(index) / "mnesia", ignore_errors=True)
+
     def up(self) -> None:
         t0 = now()
         if all(port_open(p) for p in self.ports) and all(self.pid(i) for i in range(1, NODES + 1)):
             self.say(f"already up on {HOST}:{FIRST_PORT}-{FIRST_PORT + NODES - 1}")
             return
+        if not any(self.pid(i) for i in range(1, NODES + 1)):
+            self.forget_cluster()
         self.configure()
         self.say(f"starting {NODES} nodes (logs in {self.dir})")
         # The first node boots alone: the others find it (classic config) and join.
