@@ -189,10 +189,12 @@ class BindingSettings:
         *layers: Mapping[str, Any],
         default_destination: str,
         default_binder: str,
+        direction: Direction | None = None,
     ) -> BindingSettings:
         """Merge ``layers`` (lowest precedence first) over the schema's defaults.
 
         The layers hold validated values; :func:`check_binding` checks the result.
+        ``direction`` defaults to what the name says (:func:`binding_direction`).
         """
         values: dict[str, Any] = dict(_DEFAULTS)
         options: dict[str, dict[str, Any]] = {}
@@ -206,7 +208,7 @@ class BindingSettings:
                     options.setdefault(key, {}).update(value)
         return cls(
             name=name,
-            direction=binding_direction(name),
+            direction=direction or binding_direction(name),
             destination=values.pop("destination", None) or default_destination,
             binder=values.pop("binder", None) or default_binder,
             required_groups=tuple(values.pop("required_groups")),

@@ -22,6 +22,7 @@ from binder.bindings import BindingSettings, binding_direction, check_binding, n
 from binder.config.model import DEFAULT_LAYER
 from binder.errors import ConfigError
 from binder.schema import did_you_mean
+from binder.spi import Direction
 
 if TYPE_CHECKING:
     from binder.app import App, BindingDecl
@@ -39,8 +40,9 @@ def resolve_binding(decl: BindingDecl, settings: Settings) -> BindingSettings:
 
 
 def resolve_dynamic(destination: str, settings: Settings) -> BindingSettings:
-    """Settings for ``App.send(destination, ...)``: a binding named after the destination."""
-    return _resolve(destination, destination, settings, None)
+    """Settings for ``App.send(destination, ...)``: a binding named after the destination,
+    a producer whatever its name (``orders-in-7`` too)."""
+    return _resolve(destination, destination, settings, None, "producer")
 
 
 def resolve_bindings(
@@ -94,11 +96,17 @@ def check_configured_bindings(app: App, settings: Settings) -> None:
 class _Layers:
     """A binding's layers, lowest first, each able to locate an error about its keys."""
 
-    def __init__(self, name: str, settings: Settings, decl: BindingDecl | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        decl: BindingDecl | None,
+        direction: Direction | None = None,
+    ) -> None:
         self.name = name
         self.settings = settings
         self.decl = decl
-        self.direction = binding_direction(name)
+        self.direction: Direction = direction or binding_direction(name)
         self.default = settings.default_layer()
         self.own = settings.binding_layer(name)
 
@@ -134,14 +142,19 @@ def _has(layer: Mapping[str, Any], path: str) -> bool:
 
 
 def _resolve(
-    name: str, destination: str, settings: Settings, decl: BindingDecl | None
+    name: str,
+    destination: str,
+    settings: Settings,
+    decl: BindingDecl | None,
+    direction: Direction | None = None,
 ) -> BindingSettings:
-    layers = _Layers(name, settings, decl)
+    layers = _Layers(name, settings, decl, direction)
     resolved = BindingSettings.merge(
         name,
         *layers.mappings(),
         default_destination=destination,
         default_binder=settings.default_binder,
+        direction=layers.direction,
     )
     values = {field.name: getattr(resolved, field.name) for field in dataclasses.fields(resolved)}
     problem = check_binding(values)

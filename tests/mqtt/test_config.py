@@ -187,3 +187,18 @@ def test_binder_config_masks_the_passwords_of_every_url() -> None:
         text = repr(shown)
         assert "pw-one-secret" not in text
         assert "mqtt://svc:***@a:1883" in text and "mqtt://svc:***@b:1883" in text
+
+
+def test_a_destination_sent_to_is_a_producer_whatever_its_name() -> None:
+    """``app.send("orders-in-7", ...)``: the name looks like a handler's input binding,
+    but a destination sent to only produces, with the producer options (a send to
+    such a name failed with ``KeyError: 'retain'``, about 1 in 100 random names)."""
+    from binder.config import load_settings
+    from binder.plugins import load_registry
+    from binder.resolve import resolve_dynamic
+
+    config = {"binders": {"mqtt": {"type": "mqtt"}}, "bindings": {"orders-in-7": {}}}
+    settings = load_settings(config, registry=load_registry(), discover=False, environ={})
+    resolved = resolve_dynamic("orders-in-7", settings)
+    assert resolved.direction == "producer"
+    assert resolved.options_for("mqtt") == {"qos": 1, "retain": False}
