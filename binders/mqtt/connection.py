@@ -38,6 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from binder.backoff import Backoff
+from binder.deadlines import Deadlines
 from binders.mqtt.buffered_client import BufferedClient
 from binders.mqtt.dialer import Dialer, ReconnectGate
 from binders.mqtt.errors import (
@@ -120,6 +121,7 @@ class MqttConnection:
         self._pending: dict[int, asyncio.Future[None]] = {}
         #: The topic of each QoS 1 publish awaiting its PUBACK, to name in a refusal.
         self._pending_topics: dict[int, str] = {}
+        self._deadlines = Deadlines(self._loop, settings.publish_timeout, self._expired)
         self._subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._connected = False
         self._closing = False
@@ -171,7 +173,7 @@ class MqttConnection:
         client.connect_timeout = s.connect_timeout  # the TCP/TLS connect in its thread
         client.enable_logger(_paho_log)
         client.max_inflight_messages_set(s.max_inflight or _DEFAULT_MAX_INFLIGHT)
-        client.max_queued_messages_set(0)
+        client.max_queued_messages_set(s.max_queued)
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
         if s.tls:
@@ -417,12 +419,36 @@ class MqttConnection:
                 )
             self._unwritten.add(info.mid)
             return None
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            raise MqttConnectionError(
+                f"cannot publish to {topic!r}: {self.settings.max_queued} QoS 1 messages "
+                f"already wait for the MQTT broker at {self.settings.address} (max_queued)"
+                + ("" if self._connected else "; the connection is down")
+            )
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise MqttConnectionError(f"cannot publish to {topic!r}: {mqtt.error_string(info.rc)}")
         future: asyncio.Future[None] = self._loop.create_future()
         self._pending[info.mid] = future
         self._pending_topics[info.mid] = topic
+        self._deadlines.add(info.mid, future)
         return future
+
+    def _expired(self, mid: int, future: asyncio.Future[None]) -> None:
+        """A QoS 1 publish got no PUBACK within ``publish_timeout``: fail its sender.
+        paho keeps the message (and sends it again after a reconnect)."""
+        if self._pending.get(mid) is future:
+            del self._pending[mid]
+        topic = self._pending_topics.pop(mid, None)
+        to = f" to {topic!r}" if topic is not None else ""
+        state = "" if self._connected else " (the connection is down)"
+        future.set_exception(
+            MqttConnectionError(
+                f"the MQTT broker at {self.settings.address} did not acknowledge a message"
+                f"{to} within publish_timeout ({self.settings.publish_timeout:g} s){state}; "
+                "the client keeps it and sends it again after a reconnect, so it may still "
+                "arrive"
+            )
+        )
 
     @property
     def congested(self) -> bool:
@@ -509,6 +535,7 @@ class MqttConnection:
                 )
         self._pending.clear()
         self._pending_topics.clear()
+        self._deadlines.clear()
         for suback in self._subacks.values():
             if not suback.done():
                 suback.cancel()

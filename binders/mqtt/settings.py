@@ -119,6 +119,20 @@ SETTINGS: dict[str, Option] = {
         "broker's receive maximum (Mosquitto: max_inflight_messages)",
     ),
     "will": Option(dict, None, check=_will, help="Last Will: {topic, payload, qos, retain}"),
+    "publish_timeout": Option(
+        float,
+        60.0,
+        check=positive,
+        help="seconds a QoS 1 publish waits for the broker's PUBACK (across reconnects) "
+        "before it fails; the client still sends it after a reconnect",
+    ),
+    "max_queued": Option(
+        int,
+        10000,
+        check=_receive_maximum,
+        help="QoS 1 publishes per connection waiting for a PUBACK (in flight, or kept "
+        "while disconnected); one more fails at once",
+    ),
 }
 
 CONSUMER_OPTIONS: dict[str, Option] = {
@@ -179,6 +193,8 @@ class ConnectionSettings:
     will: Mapping[str, Any] | None
     #: ``(host, port)`` of every broker, in the order they are tried.
     brokers: tuple[tuple[str, int], ...] = ()
+    publish_timeout: float = 60.0
+    max_queued: int = 10000
 
     def __repr__(self) -> str:
         user = f", username={self.username!r}" if self.username else ""
@@ -249,4 +265,6 @@ class ConnectionSettings:
             max_inflight=s["max_inflight"],
             will=s["will"],
             brokers=brokers,
+            publish_timeout=s["publish_timeout"],
+            max_queued=s["max_queued"],
         )

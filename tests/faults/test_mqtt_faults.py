@@ -5,9 +5,9 @@ the app (its function binding, its sink's consumer, ``app.send``), QoS 1 through
 The binder's keepalive is 2 s: paho sends a PINGREQ after 2 s without traffic and
 drops the connection when the PINGRESP is a keepalive overdue (Mosquitto drops its side
 after 1.5 keepalives of silence), so a blackhole is noticed within about 2 keepalives.
-The MQTT binder has no publish timeout: a QoS 1 publish waits for its PUBACK across
-reconnects (paho sends it again), so sends during a blackhole wait, and the wait is
-bounded only by the blackhole's length plus the reconnect.
+A QoS 1 publish waits for its PUBACK across reconnects (paho sends it again) for at most
+``publish_timeout`` (8 s here); while the connection is down at most ``max_queued``
+publishes wait, and one more fails at once.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ LISTEN, UPSTREAM = 31883, 1883
 KEEPALIVE = 2
 CONNECT_TIMEOUT = 3.0
 RECONNECT_MAX = 1.0
+PUBLISH_TIMEOUT = 8.0
 BLACKHOLE = 10.0
 
 
-def _config() -> dict[str, Any]:
+def _config(**overrides: Any) -> dict[str, Any]:
     settings = {
         "type": "mqtt",
         "url": f"mqtt://127.0.0.1:{LISTEN}",
@@ -43,6 +44,8 @@ def _config() -> dict[str, Any]:
         "connect_timeout": CONNECT_TIMEOUT,
         "reconnect_min_delay": 0.2,
         "reconnect_max_delay": RECONNECT_MAX,
+        "publish_timeout": PUBLISH_TIMEOUT,
+        **overrides,
     }
     return {"binders": {"mqtt": settings}, "default_binder": "mqtt"}
 
@@ -92,7 +95,8 @@ async def test_a_10s_blackhole_is_detected_and_recovered_from(
     """Sends go on every 20 ms, without a window, before, during and after a 10 s
     blackhole (connections open, no data either way).  The binder notices within its
     keepalive bound, it reconnects once the blackhole ends, the sends made during it
-    wait (QoS 1, sent again after the reconnect) and every confirmed message arrives."""
+    wait (QoS 1, sent again after the reconnect) for at most ``publish_timeout``, and
+    every confirmed message arrives."""
     caplog.set_level(logging.INFO)
     app, holder = _app("blackhole")
     async with run_app(app, _config()):
@@ -140,9 +144,8 @@ async def test_a_10s_blackhole_is_detected_and_recovered_from(
     assert not flow.lost(), "a confirmed message was lost"
     assert detect <= 2 * KEEPALIVE + 2.5, f"blackhole noticed after {detect:.1f}s"
     assert recover <= CONNECT_TIMEOUT + RECONNECT_MAX + 3, f"reconnected {recover:.1f}s late"
-    # No publish timeout: sends wait out the blackhole and the reconnect, no longer.
-    bound = BLACKHOLE + CONNECT_TIMEOUT + RECONNECT_MAX + 3
-    assert flow.longest_unsettled() <= bound, "a send waited past the reconnect"
+    assert flow.longest_unsettled() <= PUBLISH_TIMEOUT + 1.5, "a send waited past its timeout"
+    assert all("publish_timeout" in error for error in failed.values()), set(failed.values())
     assert rss_after - rss_before < 100
 
 
@@ -168,3 +171,49 @@ async def test_a_reset_mid_publish_loses_nothing_reported_sent(
     )
     assert not flow.lost(), "a confirmed message was lost"
     assert len(flow.outcome) == 400
+
+
+async def test_while_disconnected_at_most_max_queued_publishes_wait(
+    tp: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the broker out of reach, ``max_queued`` publishes wait (and are sent after
+    the reconnect); more fail at once, naming the setting."""
+    caplog.set_level(logging.INFO)
+    app, holder = _app("queued")
+    async with run_app(app, _config(max_queued=30)):
+        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"])
+        await flow.send_windowed(5, window=5)
+        await all_arrive(flow, 10)
+        tp.disable()  # connections closed, nothing listens
+        await wait_until(lambda: _lines(caplog, "lost its connection"), 10, "a loss line")
+        for _ in range(40):
+            flow.send_one()
+        # The relay's own outputs may still wait for their PUBACKs on the same
+        # connection, so at least 10 of the 40 fail.
+        await wait_until(lambda: len(flow.failed()) >= 10, 5, "the sends past max_queued failed")
+        waiting = flow.pending()
+        assert waiting <= 30 and waiting + len(flow.failed()) == 40
+        tp.enable()
+        await all_arrive(flow, 20)
+    failed = flow.failed()
+    reasons = sorted(set(failed.values()))[:1]
+    print(f"\nmqtt max_queued: {waiting} waited, {len(failed)} failed: {reasons}")
+    assert all("(max_queued)" in error for error in failed.values()), set(failed.values())
+    assert len(flow.confirmed()) == 5 + waiting and set(flow.received) == flow.confirmed()
+
+
+async def test_bandwidth_50kbps_delivers_everything_slower(tp: Proxy) -> None:
+    app, holder = _app("bandwidth", pad=1000)
+    async with run_app(app, _config()):
+        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"], pad=1000)
+        tp.bandwidth(50)
+        t0 = flow.loop.time()
+        await flow.send_windowed(150, window=20)
+        await all_arrive(flow, 25)
+        took = flow.loop.time() - t0
+    print(f"\nmqtt bandwidth: 150 x 1 KB in {took:.2f}s at 50 KB/s")
+    assert not flow.failed(), sorted(set(flow.failed().values()))[:3]
+    assert flow.confirmed() == set(range(150))
+    assert set(flow.received) == set(range(150))
+    # Each message crosses the proxy upstream twice (send, relay): ~300 KB at 50 KB/s.
+    assert took > 3
