@@ -62,9 +62,11 @@ class ConfirmTracker:
     :meth:`take_failed` and resolves them on the event loop.
     """
 
-    __slots__ = ("_order", "_unconfirmed", "done", "failed", "next_tag")
+    __slots__ = ("_order", "_unconfirmed", "_within", "done", "failed", "next_tag")
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float | None = None) -> None:
+        #: The publish timeout, named in the errors of expired publishes.
+        self._within = "" if timeout is None else f" within publish_timeout ({timeout:g} s)"
         self.next_tag = 1
         """The number the channel gives the next publish sent."""
         self._unconfirmed: dict[int, Publish] = {}
@@ -143,11 +145,19 @@ class ConfirmTracker:
         expired = [p for p in unconfirmed.values() if p.deadline < now]
         for pub in expired:
             del unconfirmed[pub.tag]
-            self.failed.append((pub.future, PublishFailed("not confirmed in time")))
+            error = PublishFailed(
+                f"not confirmed by the broker{self._within or ' in time'}; it may still "
+                "have been routed"
+            )
+            self.failed.append((pub.future, error))
         for pub in queued:
             if pub.deadline < now and not pub.expired:
                 pub.expired = True
-                self.failed.append((pub.future, PublishFailed("not sent in time")))
+                error = PublishFailed(
+                    f"not sent{self._within or ' in time'}: the connection to the broker "
+                    "was down; it was not published"
+                )
+                self.failed.append((pub.future, error))
         return len(expired)
 
     def fail_unconfirmed(self, error: Callable[[], BaseException]) -> None:

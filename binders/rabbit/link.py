@@ -75,9 +75,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from binder.backoff import Backoff
+from binder.deadlines import Deadlines
 from binder.errors import AccessRefused
 from binders.rabbit.acks import AckCoalescer
-from binders.rabbit.confirms import Publish
+from binders.rabbit.confirms import Publish, PublishFailed
 from binders.rabbit.errors import LinkError, as_error, describe, translate
 from binders.rabbit.publishing import Publishing
 from binders.rabbit.socket_io import SocketIO
@@ -85,6 +86,9 @@ from binders.rabbit.stalled import Stalled
 from binders.rabbit.topology import BindDecl, Decl, ExchangeDecl, QueueDecl
 
 __all__ = ["ConsumerHandle", "Link", "LinkError"]
+
+#: Seconds past a publish's deadline before the event loop fails it itself.
+_LATE_GRACE = 1.0
 
 log = logging.getLogger("binders.rabbit")
 
@@ -158,6 +162,10 @@ class Link:
         self._started: asyncio.Future[None] | None = None
         self._stopped = threading.Event()
         self._calls: set[asyncio.Future[Any]] = set()  # event loop side only
+        # The I/O thread fails publishes at their deadline, but not while a connection
+        # attempt holds it (up to connect_timeout): then this does, a moment later.
+        self._publish_timeout = publish_timeout
+        self._late = Deadlines(loop, publish_timeout + _LATE_GRACE, self._publish_late)
         # Everything below is touched by the I/O thread only.
         self._kconn: Any = None
         self._io: SocketIO | None = None
@@ -204,7 +212,17 @@ class Link:
             pub.future.set_exception(LinkError(self._closed_text))
             return
         self._publishing.queue(pub)
+        self._late.add(0, pub.future)
         self._wake()
+
+    def _publish_late(self, _key: int, future: asyncio.Future[None]) -> None:
+        future.set_exception(
+            PublishFailed(
+                f"not confirmed by the broker within publish_timeout "
+                f"({self._publish_timeout:g} s) (the connection was being re-established); "
+                "it may still have been routed"
+            )
+        )
 
     def ack(self, handle: ConsumerHandle, epoch: int, tag: int, ok: bool) -> None:
         """Ack (``ok``) or reject-and-requeue a delivery; dropped if its channel died.
@@ -315,6 +333,7 @@ class Link:
         await asyncio.to_thread(thread.join, 5)
         for future in list(self._calls):  # queued while disconnected, never run
             _set_exception(future, LinkError(self._closed_text))
+        self._late.clear()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)

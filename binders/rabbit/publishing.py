@@ -51,7 +51,7 @@ class Publishing:
     ) -> None:
         self.label = label
         self.outbox: deque[Publish] = deque()
-        self.confirms = ConfirmTracker()
+        self.confirms = ConfirmTracker(publish_timeout)
         self.channel: Any = None
         """The confirm-mode channel (None while disconnected)."""
         self.opened = 0

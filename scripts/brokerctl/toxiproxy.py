@@ -1,6 +1,6 @@
 """Toxiproxy (Shopify's TCP fault injector) for the network-fault tests (tests/faults):
 its HTTP API on 127.0.0.1:8474, no proxies of its own (the tests create them through
-the API, e.g. ``rabbit`` 127.0.0.1:35672 -> 127.0.0.1:5672, and delete them again).
+the API, e.g. ``rabbit`` 127.0.0.1:30672 -> 127.0.0.1:5672, and delete them again).
 
 The server is built once from its Go module (``go install
 github.com/Shopify/toxiproxy/v2/cmd/server@VERSION``) into CACHE/toxiproxy-VERSION,

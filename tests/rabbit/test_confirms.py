@@ -131,15 +131,23 @@ def test_multiple_nack_fails_everything_up_to_the_tag() -> None:
 
 
 def test_expiry_fails_unconfirmed_then_queued_publishes_past_their_deadline() -> None:
-    tracker = ConfirmTracker()
+    tracker = ConfirmTracker(timeout=8)
     late, on_time = _publish("late", deadline=5.0), _publish("on time", deadline=50.0)
     tracker.sent(late)
     tracker.sent(on_time)
     queued_late, queued_on_time = _publish("q late", deadline=5.0), _publish("q", deadline=50.0)
     assert tracker.expire(10.0, [queued_late, queued_on_time]) == 1
     assert [(f, str(exc)) for f, exc in tracker.failed] == [
-        (late.future, "not confirmed in time"),
-        (queued_late.future, "not sent in time"),
+        (
+            late.future,
+            "not confirmed by the broker within publish_timeout (8 s); it may still have "
+            "been routed",
+        ),
+        (
+            queued_late.future,
+            "not sent within publish_timeout (8 s): the connection to the broker was down; "
+            "it was not published",
+        ),
     ]
     assert queued_late.expired and not queued_on_time.expired
     assert tracker.pending == 1
