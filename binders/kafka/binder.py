@@ -25,6 +25,7 @@ from binder.spi import (
 )
 from binders.kafka.admin import TopicProvisioner
 from binders.kafka.client import client_kwargs, describe_connection
+from binders.kafka.connectivity import ConnectionWatch
 from binders.kafka.consumer import KafkaConsumerBinding, dead_letter_topic
 from binders.kafka.errors import diagnose_connection, kafka_errors
 from binders.kafka.producer import KafkaProducerBinding, RecordSender
@@ -62,6 +63,7 @@ class KafkaBinder:
         self._producers: list[KafkaProducerBinding] = []
         self._closed = False
         self._sender: RecordSender | None = None
+        self._watch: ConnectionWatch | None = None
 
     def __repr__(self) -> str:
         return f"<KafkaBinder {self.name} {describe_connection(self.settings)}>"
@@ -91,6 +93,9 @@ class KafkaBinder:
             compression_type=settings["compression_type"],
         )
         admin = AIOKafkaAdminClient(**self._client_kwargs)
+        watch = ConnectionWatch(self.name, request_timeout_ms=settings["request_timeout_ms"])
+        watch.watch(producer.client)
+        watch.watch(admin._client)
         try:
             # Bounded: aiokafka retries some start requests for ever (InitProducerId when
             # the cluster advertises addresses its certificates do not hold).
@@ -102,8 +107,9 @@ class KafkaBinder:
                 await producer.stop()
             with contextlib.suppress(Exception):
                 await admin.close()
+            watch.close()
             raise await diagnose_connection(settings, self._client_kwargs, exc) from None
-        self._producer, self._admin = producer, admin
+        self._producer, self._admin, self._watch = producer, admin, watch
         self._provisioner = TopicProvisioner(admin, settings["request_timeout_ms"] / 1000)
         self._closed = False
         log.info("Kafka binder %s connected to %s", self.name, describe_connection(settings))
@@ -128,8 +134,10 @@ class KafkaBinder:
         if self._admin is not None:
             with contextlib.suppress(Exception):
                 await self._admin.close()
+        if self._watch is not None:
+            self._watch.close()
         self._producer = self._admin = self._provisioner = None
-        self._sender = None
+        self._sender, self._watch = None, None
 
     def _sender_for(self, producer: AIOKafkaProducer) -> RecordSender:
         if self._sender is None:
@@ -141,6 +149,8 @@ class KafkaBinder:
                 # the broker judges those.
                 check_topic_limits=self.settings["compression_type"] is None,
                 spring_header_types=self.settings["spring_header_types"],
+                request_timeout_ms=self.settings["request_timeout_ms"],
+                delivery_timeout_ms=self.settings["delivery_timeout_ms"],
             )
         return self._sender
 
@@ -206,6 +216,8 @@ class KafkaBinder:
             provisioner=provisioner,
             partitions=partitions,
         )
+        if self._watch is not None:
+            self._watch.watch(binding.client)
         with kafka_errors(f"binding consumer '{spec.binding}' to Kafka topic '{spec.destination}'"):
             await binding.start(self.settings["assignment_timeout"])
         self._consumers.append(binding)

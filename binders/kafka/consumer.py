@@ -188,6 +188,11 @@ class KafkaConsumerBinding:
         self._closed = False
         self._dlq_partitions: int | None = None
 
+    @property
+    def client(self) -> Any:
+        """The aiokafka client under the binding's consumer (for a connection watch)."""
+        return self._consumer._client
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, timeout: float) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka.errors import (
     CorruptRecordException,
     InvalidTimestampError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
 )
@@ -48,10 +49,11 @@ _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 class _Batch:
     """Records bound for one partition, acknowledged together by the broker."""
 
-    __slots__ = ("builder", "settled", "timer", "waiters")
+    __slots__ = ("builder", "created", "settled", "timer", "waiters")
 
-    def __init__(self, builder: BatchBuilder) -> None:
+    def __init__(self, builder: BatchBuilder, created: float) -> None:
         self.builder = builder
+        self.created = created  # loop time of its first record
         self.settled = False
         self.waiters: list[asyncio.Future[None]] = []  # one per publish, in order
         self.timer: asyncio.TimerHandle | None = None
@@ -60,6 +62,8 @@ class _Batch:
         if self.settled:
             return
         self.settled = True
+        if self.timer is not None:
+            self.timer.cancel()
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
             if waiter.done():  # its publisher gave up waiting (cancelled)
@@ -103,8 +107,12 @@ class RecordSender:
         max_batch_size: int,
         check_topic_limits: bool = True,
         spring_header_types: bool = True,
+        request_timeout_ms: int = 30000,
+        delivery_timeout_ms: int = 120000,
     ) -> None:
         self._producer = producer
+        self._request_timeout_ms = request_timeout_ms
+        self._delivery_timeout_ms = delivery_timeout_ms
         self._spring_header_types = spring_header_types
         self._linger = linger_ms / 1000
         self._max_batch_size = max_batch_size
@@ -206,7 +214,8 @@ class RecordSender:
         if size >= self._max_batch_size:
             if batch is not None:
                 self._seal(tp, batch)
-            batch = _Batch(self._producer.create_batch())
+            loop = asyncio.get_running_loop()
+            batch = _Batch(self._producer.create_batch(), loop.time())
             self._append(batch, record)  # the first record always fits
             batch.builder.close()
             self._enqueue(tp, batch)
@@ -241,7 +250,7 @@ class RecordSender:
 
     def _start_batch(self, tp: tuple[str, int]) -> _Batch:
         loop = asyncio.get_running_loop()
-        batch = _Batch(self._producer.create_batch())
+        batch = _Batch(self._producer.create_batch(), loop.time())
         self._open[tp] = batch
         batch.timer = loop.call_later(self._linger, self._seal, tp, batch)
         return batch
@@ -258,6 +267,9 @@ class RecordSender:
         self._enqueue(tp, batch)
 
     def _enqueue(self, tp: tuple[str, int], batch: _Batch) -> None:
+        loop = asyncio.get_running_loop()
+        left = batch.created + self._delivery_timeout_ms / 1000 - loop.time()
+        batch.timer = loop.call_later(max(left, 0.0), self._expire, tp, batch)
         lane = self._lanes.setdefault(tp, deque())
         lane.append(batch)
         task = self._lane_tasks.get(tp)
@@ -271,6 +283,8 @@ class RecordSender:
         try:
             while lane:
                 batch = lane.popleft()
+                if batch.settled:  # expired while it waited in the lane: never sent
+                    continue
                 try:
                     ack = await self._producer.send_batch(batch.builder, topic, partition=partition)
                 except Exception as exc:
@@ -280,6 +294,20 @@ class RecordSender:
         finally:
             while lane:  # cancelled: fail the rest rather than strand their publishers
                 lane.popleft().settle(BinderError("Kafka producer stopped before sending"))
+
+    def _expire(self, tp: tuple[str, int], batch: _Batch) -> None:
+        """Fail the publishers of a batch the broker has not acknowledged within
+        ``delivery_timeout_ms`` of its first record. One still in its lane is never
+        sent; one the producer has keeps being retried (an idempotent producer retries
+        until the broker answers), so it may still be written."""
+        topic, partition = tp
+        batch.settle(
+            BinderError(
+                f"Kafka did not acknowledge a record for topic '{topic}' (partition "
+                f"{partition}) within delivery_timeout_ms ({self._delivery_timeout_ms} "
+                "ms); the broker may still write it"
+            )
+        )
 
     def _acked(self, tp: tuple[str, int], batch: _Batch, ack: asyncio.Future[Any]) -> None:
         if ack.cancelled():  # the producer stopped; not this publisher's cancellation
@@ -311,8 +339,7 @@ class RecordSender:
         if numbers[key] >= count:
             numbers[key] -= count
 
-    @staticmethod
-    def _worded(tp: tuple[str, int], batch: _Batch, exc: BaseException) -> BaseException:
+    def _worded(self, tp: tuple[str, int], batch: _Batch, exc: BaseException) -> BaseException:
         """The error the batch's publishers get for ``exc``: worded, cause kept."""
         if isinstance(exc, BinderError):
             return exc
@@ -325,6 +352,14 @@ class RecordSender:
                 "max.message.bytes (kafka: {config: {max.message.bytes: ...}} on the "
                 "binding that creates it, or kafka-configs --alter) or the broker's "
                 "message.max.bytes"
+            )
+        elif isinstance(exc, KafkaTimeoutError):
+            # send_batch waited for the partition's previous batch to leave.
+            error = BinderError(
+                f"Kafka did not take a record for topic '{topic}' (partition {partition}) "
+                f"within request_timeout_ms ({self._request_timeout_ms} ms): the "
+                "partition's earlier records were still waiting for the broker; this one "
+                "was not written"
             )
         else:
             error = refusal(exc, f"producing to Kafka topic '{topic}'")

@@ -125,6 +125,14 @@ BINDER_SCHEMA: dict[str, Option] = {
         help="largest record in bytes (key, value, headers, batch overhead) a producer "
         "binding sends; a producer binding's max_request_size overrides it",
     ),
+    "delivery_timeout_ms": Option(
+        int,
+        120000,
+        check=positive,
+        help="how long a publish waits for the broker's acknowledgement in all (Java's "
+        "delivery.timeout.ms); after it the publish fails, though the broker may "
+        "still write the record",
+    ),
     # consumers
     "session_timeout_ms": Option(int, 10000, check=positive),
     "heartbeat_interval_ms": Option(int, 500, check=positive),

@@ -3,10 +3,12 @@
 eventbinder-secret), localhost:9095 SSL (mutual TLS for a client that presents a
 certificate) and localhost:9096 SASL_SSL (SCRAM-SHA-512 users eventbinder-scram and
 orders-only), with ACLs (StandardAuthorizer): orders-only may use only the topics and
-groups named ``orders-only.*``. The jars come from Maven Central through
-scripts/kafka/pom.xml (cached in CACHE/kafka-VERSION/lib), the configuration from the
-templates scripts/kafka/server.properties and scripts/kafka/tls.properties, the
-certificates from certs.py (STATE/tls); data and logs in STATE/kafka."""
+groups named ``orders-only.*``; 127.0.0.1:19092 FAULTS, plaintext but advertised as
+127.0.0.1:19192, where the network fault tests put a Toxiproxy proxy. The jars come
+from Maven Central through scripts/kafka/pom.xml (cached in CACHE/kafka-VERSION/lib),
+the configuration from the templates scripts/kafka/server.properties and
+scripts/kafka/tls.properties, the certificates from certs.py (STATE/tls); data and
+logs in STATE/kafka."""
 
 from __future__ import annotations
 
@@ -42,6 +44,9 @@ CONTROLLER_PORT = 9093
 SASL_PORT = 9094
 SSL_PORT = 9095
 SASL_SSL_PORT = 9096
+#: The listener the fault tests reach through a proxy on FAULTS_ADVERTISED_PORT.
+FAULTS_PORT = 19092
+FAULTS_ADVERTISED_PORT = 19192
 SASL_USER = "eventbinder"
 SASL_PASSWORD = "eventbinder-secret"
 #: The host name clients use for the TLS listeners (the only name in the server
@@ -141,11 +146,11 @@ class Kafka(Broker):
 
     @property
     def ports(self) -> tuple[int, ...]:
-        return (PORT, CONTROLLER_PORT, SASL_PORT, SSL_PORT, SASL_SSL_PORT)
+        return (PORT, CONTROLLER_PORT, SASL_PORT, SSL_PORT, SASL_SSL_PORT, FAULTS_PORT)
 
     @property
     def client_ports(self) -> tuple[int, ...]:
-        return (PORT, SASL_PORT, SSL_PORT, SASL_SSL_PORT)
+        return (PORT, SASL_PORT, SSL_PORT, SASL_SSL_PORT, FAULTS_PORT)
 
     @cached_property
     def version(self) -> str:
@@ -407,8 +412,9 @@ class Kafka(Broker):
         self.secure()
         self.say(
             f"up on {HOST}:{PORT} (anonymous), {HOST}:{SASL_PORT} (SASL user {SASL_USER}), "
-            f"{TLS_HOST}:{SSL_PORT} (SSL) and {TLS_HOST}:{SASL_SSL_PORT} (SASL_SSL, "
-            f"{SCRAM_MECHANISM}) in {elapsed(t0)}"
+            f"{TLS_HOST}:{SSL_PORT} (SSL), {TLS_HOST}:{SASL_SSL_PORT} (SASL_SSL, "
+            f"{SCRAM_MECHANISM}) and {HOST}:{FAULTS_PORT} (for a proxy on "
+            f"{HOST}:{FAULTS_ADVERTISED_PORT}) in {elapsed(t0)}"
         )
 
     def start(self) -> subprocess.Popen[bytes]:

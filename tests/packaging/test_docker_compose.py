@@ -86,19 +86,21 @@ def ours(name: str) -> Ours:
     return cli.BROKERS[name](SETTINGS)
 
 
-#: Listeners scripts/brokers adds with its throwaway certificates; the compose file,
-#: which has no certificates, leaves them out (docs/brokers.md says so).
+#: Listeners scripts/brokers adds with its throwaway certificates, and Kafka's listener
+#: for the fault tests' proxy; the compose file, which has no certificates and no
+#: proxy, leaves them out (docs/brokers.md says so).
 TLS_ONLY_PORTS = {
     rabbit.TLS_PORT,
     mqtt.TLS_PORT,
     mqtt.MTLS_PORT,
     kafka.SSL_PORT,
     kafka.SASL_SSL_PORT,
+    kafka.FAULTS_PORT,
 }
 
 
 def brokers_ports(name: str) -> set[int]:
-    """The ports scripts/brokers gives one broker, without its TLS listeners."""
+    """The ports scripts/brokers gives one broker, without its TLS (and fault) listeners."""
     ports = set(ours(name).ports) - TLS_ONLY_PORTS
     assert ports, f"scripts/brokers gives {name} no ports"
     return ports

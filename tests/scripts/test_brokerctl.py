@@ -201,7 +201,7 @@ def test_kafka_server_properties_and_jaas(settings: common.Settings) -> None:
     assert not PLACEHOLDER.search((folder / "server.properties").read_text())
     assert conf["listeners"] == (
         "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SASL_PLAINTEXT://127.0.0.1:9094,"
-        "SSL://127.0.0.1:9095,SASL_SSL://127.0.0.1:9096"
+        "SSL://127.0.0.1:9095,SASL_SSL://127.0.0.1:9096,FAULTS://127.0.0.1:19092"
     )
     assert conf["log.dirs"] == f"{folder}/data"
     assert conf["listener.name.sasl_plaintext.plain.sasl.jaas.config"] == (

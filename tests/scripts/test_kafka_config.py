@@ -49,23 +49,27 @@ def test_the_tls_listeners_come_next_to_the_base_ones(broker: kafka.Kafka) -> No
         *listeners(base["listeners"]),
         "SSL://127.0.0.1:9095",
         "SASL_SSL://127.0.0.1:9096",
+        "FAULTS://127.0.0.1:19092",
     ]
     # Clients are sent to localhost, the only name in the server certificate.
     assert listeners(conf["advertised.listeners"]) == [
         *listeners(base["advertised.listeners"]),
         "SSL://localhost:9095",
         "SASL_SSL://localhost:9096",
+        # The fault tests' proxy (tests/faults) forwards 19192 to 19092.
+        "FAULTS://127.0.0.1:19192",
     ]
     assert listeners(conf["listener.security.protocol.map"]) == [
         *listeners(base["listener.security.protocol.map"]),
         "SSL:SSL",
         "SASL_SSL:SASL_SSL",
+        "FAULTS:PLAINTEXT",
     ]
     # Everything else of the base file stays as it is.
     again = kafka.property_keys(kafka.TLS_TEMPLATE.read_text())
     assert {k: conf[k] for k in base.keys() - again} == {k: base[k] for k in base.keys() - again}
     assert conf["inter.broker.listener.name"] == "PLAINTEXT"
-    assert broker.ports == (9092, 9093, 9094, 9095, 9096)
+    assert broker.ports == (9092, 9093, 9094, 9095, 9096, 19092)
 
 
 def test_tls_scram_and_the_authorizer(broker: kafka.Kafka) -> None:
