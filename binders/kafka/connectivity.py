@@ -84,6 +84,7 @@ class ConnectionWatch:
         self._request_timeout_ms = request_timeout_ms
         #: "host:port" -> when it was lost (time.monotonic()).
         self.lost: dict[str, float] = {}
+        self._clients: list[Any] = []
         self._open = True
         _noise.watches += 1
 
@@ -91,15 +92,35 @@ class ConnectionWatch:
         if self._open:
             self._open = False
             _noise.watches -= 1
+            self._listen(False)
 
     def watch(self, client: Any) -> None:
-        """Follow ``client``: its broken connections and its answered requests."""
+        """Follow ``client``'s broken connections (and, while a broker is lost, its
+        answered requests)."""
         closed = client._on_connection_closed
-        send = client.send
 
         def on_connection_closed(conn: Any, reason: Any) -> None:
             self._closed(f"{conn.host}:{conn.port}", reason)
             closed(conn, reason)
+
+        client._on_connection_closed = on_connection_closed
+        self._clients.append(client)
+        if self.lost:
+            self._listen_to(client)
+
+    def _listen(self, on: bool) -> None:
+        """Have the clients report answered requests (only while a broker is lost: a
+        wrapper on every request costs the stream a few per cent)."""
+        for client in self._clients:
+            if on:
+                self._listen_to(client)
+            else:
+                client.__dict__.pop("send", None)  # back to the class's method
+
+    def _listen_to(self, client: Any) -> None:
+        if "send" in client.__dict__:
+            return
+        send = client.send
 
         async def answered_send(node_id: Any, request: Any, **kwargs: Any) -> Any:
             result = await send(node_id, request, **kwargs)
@@ -109,7 +130,6 @@ class ConnectionWatch:
                     self._answered(f"{broker.host}:{broker.port}")
             return result
 
-        client._on_connection_closed = on_connection_closed
         client.send = answered_send
 
     def _closed(self, address: str, reason: Any) -> None:
@@ -121,6 +141,8 @@ class ConnectionWatch:
             cause = _LOSSES[reason]
         else:
             return
+        if not self.lost:
+            self._listen(True)
         self.lost[address] = time.monotonic()
         log.warning(
             "Kafka binder %s lost its connection to broker %s (%s); its clients reconnect "
@@ -132,6 +154,8 @@ class ConnectionWatch:
 
     def _answered(self, address: str) -> None:
         since = self.lost.pop(address, None)
+        if not self.lost:
+            self._listen(False)
         if since is not None and self._open:
             log.warning(
                 "Kafka binder %s reconnected to broker %s after %.1f s",

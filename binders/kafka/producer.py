@@ -21,6 +21,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition
 
+from binder.deadlines import Deadlines
 from binder.errors import BinderError
 from binder.message import Message
 from binder.spi import ProducerSpec
@@ -49,14 +50,16 @@ _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 class _Batch:
     """Records bound for one partition, acknowledged together by the broker."""
 
-    __slots__ = ("builder", "created", "settled", "timer", "waiters")
+    __slots__ = ("builder", "settled", "timer", "waiters")
 
-    def __init__(self, builder: BatchBuilder, created: float) -> None:
+    def __init__(self, builder: BatchBuilder) -> None:
         self.builder = builder
-        self.created = created  # loop time of its first record
         self.settled = False
         self.waiters: list[asyncio.Future[None]] = []  # one per publish, in order
         self.timer: asyncio.TimerHandle | None = None
+
+    def done(self) -> bool:
+        return self.settled
 
     def settle(self, error: BaseException | None) -> None:
         if self.settled:
@@ -113,6 +116,8 @@ class RecordSender:
         self._producer = producer
         self._request_timeout_ms = request_timeout_ms
         self._delivery_timeout_ms = delivery_timeout_ms
+        # When sealed batches are failed unacknowledged (one timer for all of them).
+        self._deadlines: Deadlines[tuple[str, int], _Batch] | None = None
         self._spring_header_types = spring_header_types
         self._linger = linger_ms / 1000
         self._max_batch_size = max_batch_size
@@ -214,8 +219,7 @@ class RecordSender:
         if size >= self._max_batch_size:
             if batch is not None:
                 self._seal(tp, batch)
-            loop = asyncio.get_running_loop()
-            batch = _Batch(self._producer.create_batch(), loop.time())
+            batch = _Batch(self._producer.create_batch())
             self._append(batch, record)  # the first record always fits
             batch.builder.close()
             self._enqueue(tp, batch)
@@ -250,7 +254,7 @@ class RecordSender:
 
     def _start_batch(self, tp: tuple[str, int]) -> _Batch:
         loop = asyncio.get_running_loop()
-        batch = _Batch(self._producer.create_batch(), loop.time())
+        batch = _Batch(self._producer.create_batch())
         self._open[tp] = batch
         batch.timer = loop.call_later(self._linger, self._seal, tp, batch)
         return batch
@@ -267,9 +271,11 @@ class RecordSender:
         self._enqueue(tp, batch)
 
     def _enqueue(self, tp: tuple[str, int], batch: _Batch) -> None:
-        loop = asyncio.get_running_loop()
-        left = batch.created + self._delivery_timeout_ms / 1000 - loop.time()
-        batch.timer = loop.call_later(max(left, 0.0), self._expire, tp, batch)
+        if self._deadlines is None:
+            self._deadlines = Deadlines(
+                asyncio.get_running_loop(), self._delivery_timeout_ms / 1000, self._expire
+            )
+        self._deadlines.add(tp, batch)
         lane = self._lanes.setdefault(tp, deque())
         lane.append(batch)
         task = self._lane_tasks.get(tp)
@@ -297,7 +303,7 @@ class RecordSender:
 
     def _expire(self, tp: tuple[str, int], batch: _Batch) -> None:
         """Fail the publishers of a batch the broker has not acknowledged within
-        ``delivery_timeout_ms`` of its first record. One still in its lane is never
+        ``delivery_timeout_ms`` of being sealed. One still in its lane is never
         sent; one the producer has keeps being retried (an idempotent producer retries
         until the broker answers), so it may still be written."""
         topic, partition = tp
@@ -375,6 +381,8 @@ class RecordSender:
         """Refuse further sends, then flush."""
         self._closed = True
         await self.flush()
+        if self._deadlines is not None:
+            self._deadlines.clear()
 
     async def flush(self) -> None:
         """Seal every open batch and wait until all were handed to the producer."""
