@@ -15,9 +15,11 @@ from binder.errors import (
     UnsupportedFeature,
 )
 from binder.message import Message
+from binder.running import AppRun  # also makes App.run work (it registers itself)
 
 __all__ = [
     "App",
+    "AppRun",
     "BinderError",
     "ConfigError",
     "DeadLetter",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import types
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from binder.bindings import BINDING_SCHEMA, input_binding_name, output_binding_name
@@ -14,7 +16,7 @@ from binder.errors import ConfigError, NotRunningError
 from binder.invoker import Invoker
 from binder.schema import did_you_mean, validate_section
 
-__all__ = ["App", "AppRuntime", "BindingDecl", "HandlerDecl"]
+__all__ = ["App", "AppRunner", "AppRuntime", "BindingDecl", "HandlerDecl", "register_runner"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 HandlerKind = Literal["consumer", "function", "supplier"]
@@ -176,6 +178,41 @@ def _declare(
     return BindingDecl(name, destination, kept, *where)
 
 
+class AppRunner(Protocol):
+    """What :meth:`App.run` returns (:class:`binder.running.AppRun`): an async context
+    manager running the app, with :meth:`start` and :meth:`stop` for hosts that prefer
+    calls."""
+
+    async def start(self) -> AppRuntime:
+        """Start every binding; return the runtime."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop every binding gracefully."""
+        ...
+
+    async def __aenter__(self) -> AppRuntime: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: types.TracebackType | None,
+    ) -> None: ...
+
+
+#: Makes what :meth:`App.run` returns; :mod:`binder.running` registers it when the
+#: ``binder`` package is imported. A registration rather than an import: running an app
+#: needs the runtime, and the runtime needs this module.
+_runner: Callable[..., AppRunner] | None = None
+
+
+def register_runner(factory: Callable[..., AppRunner]) -> None:
+    """Set what :meth:`App.run` calls (done once, by :mod:`binder.running`)."""
+    global _runner
+    _runner = factory
+
+
 class App:
     """An event-driven service: a name plus decorated handlers.
 
@@ -301,6 +338,41 @@ class App:
         """Run ``hook`` (sync or async) after every binding stopped."""
         self.shutdown_hooks.append(hook)
         return hook
+
+    def run(
+        self,
+        config: str | Path | Mapping[str, Any] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        fail_fast: bool = False,
+        max_messages: int | None = None,
+        http: str | None = None,
+        drain_timeout: float = 30.0,
+    ) -> AppRunner:
+        """Run this app inside the caller's asyncio program::
+
+            async with app.run(config="binder.yaml") as runtime:
+                ...  # bindings run; app.send works from anywhere
+
+        Entering connects (waiting for unreachable brokers unless ``fail_fast``) and
+        starts every binding; leaving stops them gracefully (no more intake, in-flight
+        handlers finish, outputs are confirmed, connections close). ``config`` is a
+        file, a mapping, or None for ``./binder.yaml`` / ``$EVENTBINDER_CONFIG``;
+        ``environ`` is where ``EVENTBINDER_*`` overrides come from (default
+        ``os.environ``); ``http`` serves the management endpoint on ``HOST:PORT``.
+        ``binder run`` runs apps the same way. See :class:`binder.running.AppRun`.
+        """
+        if _runner is None:  # pragma: no cover - the binder package registers it
+            raise RuntimeError("binder.running is not imported")
+        return _runner(
+            self,
+            config,
+            environ=environ,
+            fail_fast=fail_fast,
+            max_messages=max_messages,
+            http=http,
+            drain_timeout=drain_timeout,
+        )
 
     @property
     def runtime(self) -> AppRuntime:

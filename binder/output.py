@@ -39,6 +39,11 @@ class OutputPort:
         self._partition_key = settings.partition_key
         self._partitions = settings.partition_count
         self._encoders: dict[str | None, Encoder] = {}
+        #: Messages sent through :meth:`send` and :meth:`publish` that the broker
+        #: confirmed, and those it did not (a function's outputs are counted by its
+        #: consumer binding's engine instead).
+        self.published = 0
+        self.publish_failures = 0
 
     def _encode(self, value: Any, content_type: str) -> bytes:
         encoder = self._encoders.get(content_type)
@@ -98,9 +103,21 @@ class OutputPort:
             value, source=source, headers=headers, key=key, content_type=content_type
         )
         confirmed = self.producer.publish(message)
-        if isinstance(confirmed, asyncio.Future):
-            return confirmed
-        return asyncio.ensure_future(confirmed)
+        if not isinstance(confirmed, asyncio.Future):
+            confirmed = asyncio.ensure_future(confirmed)
+        if confirmed.done():
+            self._count(confirmed)
+        else:
+            confirmed.add_done_callback(self._count)
+        return confirmed
+
+    def _count(self, confirmed: asyncio.Future[None]) -> None:
+        # Not exception(): that would mark the error retrieved, and a sender that never
+        # awaits would lose asyncio's "exception was never retrieved" report.
+        if confirmed.cancelled() or confirmed._exception is not None:
+            self.publish_failures += 1
+        else:
+            self.published += 1
 
     async def publish(
         self,
@@ -115,7 +132,12 @@ class OutputPort:
         message = self.to_message(
             value, source=source, headers=headers, key=key, content_type=content_type
         )
-        await self.producer.publish(message)
+        try:
+            await self.producer.publish(message)
+        except Exception:
+            self.publish_failures += 1
+            raise
+        self.published += 1
         return message
 
     async def close(self) -> None:

@@ -341,6 +341,21 @@ class Runtime:
 
     # -- status ----------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """True from the end of :meth:`start` until :meth:`stop` begins."""
+        return self._running and not self._stopped
+
+    def output_ports(self) -> list[OutputPort]:
+        """Every bound producer: the handlers' outputs, then destinations sent to."""
+        ports = list(self.outputs.values())
+        return ports + [p for p in self._dynamic.values() if p not in ports]
+
+    def binder_status(self) -> dict[str, str]:
+        """Each binder's connection state at start: "connected", "waiting for broker
+        (...)", "refused by broker (...)"; see also the binders' ``connections()``."""
+        return dict(self._binder_status)
+
     def status(self) -> dict[str, str]:
         """Each binding's state: "pending", "waiting for broker ...", "running", ..."""
         states: dict[str, str] = {}

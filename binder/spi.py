@@ -64,6 +64,7 @@ __all__ = [
     "Handler",
     "ProducerBinding",
     "ProducerSpec",
+    "ReportsConnections",
     "require",
 ]
 
@@ -330,6 +331,17 @@ class Binder(Protocol):
 
     async def bind_producer(self, spec: ProducerSpec) -> ProducerBinding:
         """Return a producer for ``spec``."""
+        ...
+
+
+@runtime_checkable
+class ReportsConnections(Protocol):
+    """Optional for a :class:`Binder`: the state of its broker connections, for the
+    management endpoint's readiness (``GET /health/ready``). A binder without it counts
+    as connected once started."""
+
+    def connections(self) -> Mapping[str, bool]:
+        """Each connection (a label naming it, never a secret) and whether it is up."""
         ...
 
 

@@ -26,6 +26,7 @@ from binder.config.environment import ENV_PREFIX
 from binder.config.loading import load_settings
 from binder.config.model import DEFAULT_LAYER as DEFAULT_LAYER
 from binder.config.model import IMPLICIT_BINDER as IMPLICIT_BINDER
+from binder.config.model import MANAGEMENT_SCHEMA as MANAGEMENT_SCHEMA
 from binder.config.model import RUNTIME_SCHEMA as RUNTIME_SCHEMA
 from binder.config.model import TOP_LEVEL_KEYS as TOP_LEVEL_KEYS
 from binder.config.model import BinderConfig, Settings

@@ -24,6 +24,7 @@ from binder.spi import BinderType, Direction
 __all__ = [
     "DEFAULT_LAYER",
     "IMPLICIT_BINDER",
+    "MANAGEMENT_SCHEMA",
     "RUNTIME_SCHEMA",
     "TOP_LEVEL_KEYS",
     "BinderConfig",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 #: The keys a configuration may have at its top level.
-TOP_LEVEL_KEYS = ("default_binder", "binders", "bindings", "runtime")
+TOP_LEVEL_KEYS = ("default_binder", "binders", "bindings", "runtime", "management")
 
 #: Process-wide settings under ``runtime:``.
 RUNTIME_SCHEMA: Mapping[str, Option] = MappingProxyType(
@@ -53,6 +54,30 @@ RUNTIME_SCHEMA: Mapping[str, Option] = MappingProxyType(
 )
 _RUNTIME_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {key: option.default for key, option in RUNTIME_SCHEMA.items()}
+)
+
+
+def _host_port(value: Any) -> str:
+    text = str(value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
+    return f"{host or '127.0.0.1'}:{int(port)}"
+
+
+#: The management endpoint (docs/operations.md) under ``management:``.
+MANAGEMENT_SCHEMA: Mapping[str, Option] = MappingProxyType(
+    {
+        "http": Option(
+            str,
+            None,
+            check=_host_port,
+            help="HOST:PORT of the health, bindings and metrics endpoint (default: off)",
+        ),
+    }
+)
+_MANAGEMENT_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {key: option.default for key, option in MANAGEMENT_SCHEMA.items()}
 )
 
 #: The layer under every binding's own: ``bindings.default``.
@@ -120,6 +145,8 @@ class Settings:
     """Validated binding layers, only the keys written, including ``default``."""
     runtime: Mapping[str, Any] = field(default_factory=lambda: dict(_RUNTIME_DEFAULTS))
     """The ``runtime:`` section with its defaults filled in."""
+    management: Mapping[str, Any] = field(default_factory=lambda: dict(_MANAGEMENT_DEFAULTS))
+    """The ``management:`` section with its defaults filled in."""
     _lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
     _env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     _secret_keys: Mapping[str, frozenset[str]] = field(
@@ -201,6 +228,7 @@ class Settings:
             "binders": binders,
             "bindings": bindings,
             "runtime": dict(self.runtime),
+            "management": dict(self.management),
         }
 
     def with_binding_option(self, name: str, key: str, value: Any) -> Settings:

@@ -17,6 +17,7 @@ from binder.config.keys import Path_, _kind
 from binder.config.layers import _validate_bindings
 from binder.config.model import (
     IMPLICIT_BINDER,
+    MANAGEMENT_SCHEMA,
     RUNTIME_SCHEMA,
     TOP_LEVEL_KEYS,
     BinderConfig,
@@ -26,7 +27,7 @@ from binder.config.model import (
 )
 from binder.config.sources import _Raw
 from binder.errors import ConfigError
-from binder.schema import did_you_mean, validate_section
+from binder.schema import Option, did_you_mean, validate_section
 
 # The package's one logger, as before it was split into modules.
 log = logging.getLogger("binder.config")
@@ -56,13 +57,15 @@ def _validate(raw: _Raw, registry: BinderTypes) -> Settings:
     default_binder = _default_binder(raw, data, binders)
     written = WrittenOptions()
     bindings = _validate_bindings(raw, data.get("bindings"), binders, registry, written)
-    runtime = _validate_runtime(raw, data.get("runtime"))
+    runtime = _validate_section(raw, data.get("runtime"), "runtime", RUNTIME_SCHEMA)
+    management = _validate_section(raw, data.get("management"), "management", MANAGEMENT_SCHEMA)
     return Settings(
         source=raw.source,
         default_binder=default_binder,
         binders=MappingProxyType(binders),
         bindings=MappingProxyType({k: _freeze(v) for k, v in bindings.items()}),
         runtime=MappingProxyType(runtime),
+        management=MappingProxyType(management),
         _lines=MappingProxyType(dict(raw.lines)),
         _env=MappingProxyType(dict(raw.env)),
         _secret_keys=MappingProxyType(_all_secret_keys(registry)),
@@ -106,15 +109,16 @@ def _validate_binders(raw: _Raw, section: Any, registry: BinderTypes) -> dict[st
     return result
 
 
-def _validate_runtime(raw: _Raw, section: Any) -> dict[str, Any]:
+def _validate_section(
+    raw: _Raw, section: Any, name: str, schema: Mapping[str, Option]
+) -> dict[str, Any]:
+    """A top-level section of plain settings (``runtime:``, ``management:``)."""
     if section is None:
         section = {}
     if not isinstance(section, Mapping):
-        raise raw.error(
-            f"expected a mapping of runtime settings, got {_kind(section)}", ("runtime",)
-        )
+        raise raw.error(f"expected a mapping of {name} settings, got {_kind(section)}", (name,))
     try:
-        return validate_section(section, RUNTIME_SCHEMA, prefix="runtime")
+        return validate_section(section, schema, prefix=name)
     except ConfigError as exc:
         raise raw.error(exc.reason, exc.key) from None
 

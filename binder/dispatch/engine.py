@@ -306,6 +306,7 @@ class Dispatcher:
             return
         exc = confirmed.exception()
         if exc is None:
+            self.stats.published += 1
             self._finish(delivery, ACK)
         else:
             self._publish_failed(delivery, exc)
@@ -313,6 +314,7 @@ class Dispatcher:
     def _publish_failed(self, delivery: Delivery, exc: BaseException) -> None:
         if self._closed:
             return
+        self.stats.publish_failures += 1
         delivery._failures += 1
         failures = delivery._failures
         if not self._open:
@@ -479,6 +481,12 @@ class Dispatcher:
         except TimeoutError:
             return False
         return True
+
+    def _count_retries(self, failed: int, retried: int) -> None:
+        """``failed`` attempts failed, ``retried`` of them were tried again."""
+        stats = self.stats
+        stats.attempts_failed += failed
+        stats.retried += retried
 
     def _log_retry(self, attempt: int, exc: BaseException, delay: float) -> None:
         log.warning(

@@ -163,8 +163,10 @@ class LoopDispatcher(Dispatcher):
             except Exception as exc:
                 failures += 1
                 if is_permanent(exc) or failures >= self._policy.max_attempts:
+                    self._count_retries(1, 0)
                     self._failed(delivery, exc, failures)
                     return
+                self._count_retries(1, 1)
                 delay = self._policy.delay(failures)
                 self._log_retry(message.delivery_attempt, exc, delay)
                 if await self._interrupted(delay):

@@ -25,6 +25,14 @@ class BindingStats:
     failed: int = 0
     """Deliveries handed back to the binder unhandled (nack): the broker delivers them
     again where it can."""
+    attempts_failed: int = 0
+    """Handler attempts that raised (or whose payload could not be decoded)."""
+    retried: int = 0
+    """Failed attempts that were tried again (in place, after the backoff)."""
+    published: int = 0
+    """Outputs of the handler the broker confirmed."""
+    publish_failures: int = 0
+    """Publishes of an output that failed (each is tried again under the retry policy)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,11 +195,16 @@ class ThreadDispatcher(Dispatcher):
                 continue
             outcome, value, attempts = result
             if outcome == _OK:
+                if attempts > 1:
+                    self._count_retries(attempts - 1, attempts - 1)
                 delivery._output = value
                 self._returned(delivery)
             elif outcome == _FAILED:
+                self._count_retries(attempts, attempts - 1)
                 self._failed(delivery, value, attempts)
             else:
+                if attempts:
+                    self._count_retries(attempts, attempts)
                 self._finish(delivery, RELEASE)
         if self._open:
             self._schedule()

@@ -139,6 +139,17 @@ class KafkaBinder:
         self._producer = self._admin = self._provisioner = None
         self._sender, self._watch = None, None
 
+    def connections(self) -> dict[str, bool]:
+        """Each broker of the cluster, as its clients know it: not lost? (A broker is
+        lost from a broken or timed-out connection until it answers again.)"""
+        if self._producer is None or self._watch is None:
+            return {}
+        lost = self._watch.lost
+        brokers = self._producer.client.cluster.brokers()
+        found = {f"{b.host}:{b.port}": True for b in brokers}
+        found.update(dict.fromkeys(lost, False))
+        return found
+
     def _sender_for(self, producer: AIOKafkaProducer) -> RecordSender:
         if self._sender is None:
             self._sender = RecordSender(

@@ -50,6 +50,10 @@ class MemoryBinder:
         """Nothing to connect to."""
         self._started = True
 
+    def connections(self) -> dict[str, bool]:
+        """No connection to lose: the broker lives in this process."""
+        return {"in-process": True}
+
     def dead_letter_destination(self, destination: str, group: str | None) -> str:
         """``<destination>.<group>.dlq`` (``anonymous`` for consumers without a group)."""
         return dead_letter_destination(destination, group)

@@ -253,6 +253,17 @@ class MqttBinder:
         self._consumers.append(binding)
         return binding
 
+    def connections(self) -> dict[str, bool]:
+        """The publisher's and each consumer binding's connection: up?"""
+        found: dict[str, bool] = {}
+        if self._publisher is not None:
+            found[self._publisher.label] = self._publisher.connected
+        for consumer in self._consumers:
+            connection = consumer.connection
+            if connection is not None:
+                found[connection.label] = connection.connected
+        return found
+
     # -- producers --------------------------------------------------------------------
 
     async def bind_producer(self, spec: ProducerSpec) -> MqttProducerBinding:

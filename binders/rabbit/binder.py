@@ -127,6 +127,11 @@ class RabbitBinder:
                 self._consumer_link = link
             return self._consumer_link
 
+    def connections(self) -> dict[str, bool]:
+        """The publishing and (once a consumer bound) consuming connections: up?"""
+        links = [self._publisher, self._consumer_link] if self._started else []
+        return {link.label: bool(link.connected) for link in links if link is not None}
+
     def dead_letter_destination(self, destination: str, group: str | None) -> str:
         """The conventional DLQ: ``<destination>.<group or 'anonymous'>.dlq``.
 

@@ -766,6 +766,23 @@ def test_binder_config_exports_what_the_single_module_did() -> None:
     ]
     assert (config.CONFIG_ENV, config.ENV_PREFIX) == ("EVENTBINDER_CONFIG", "EVENTBINDER_")
     # the shape constants stay importable from the package, as before
-    assert config.TOP_LEVEL_KEYS == ("default_binder", "binders", "bindings", "runtime")
+    assert config.TOP_LEVEL_KEYS == (
+        "default_binder",
+        "binders",
+        "bindings",
+        "runtime",
+        "management",
+    )
     assert (config.DEFAULT_LAYER, config.IMPLICIT_BINDER) == ("default", "memory")
     assert list(config.RUNTIME_SCHEMA) == ["blocked_loop_warning", "retry_access_refused"]
+
+
+def test_the_management_section_takes_host_port() -> None:
+    registry = load_registry()
+    settings = load_settings({"management": {"http": ":8081"}}, registry=registry, environ={})
+    assert settings.management == {"http": "127.0.0.1:8081"}
+    assert load_settings({}, registry=registry, environ={}).management == {"http": None}
+    with pytest.raises(ConfigError, match=r"management\.http.*HOST:PORT"):
+        load_settings({"management": {"http": "8080"}}, registry=registry, environ={})
+    with pytest.raises(ConfigError, match=r'did you mean "http"'):
+        load_settings({"management": {"htp": "x:1"}}, registry=registry, environ={})

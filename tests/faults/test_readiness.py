@@ -1,0 +1,94 @@
+"""The management endpoint's readiness follows the broker: ``GET /health/ready`` turns
+503 when the app loses its broker (the Toxiproxy proxy in between is disabled: every
+connection closed, nothing listens) and 200 again once it is back, on every broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import aiohttp
+import pytest
+
+from binder.app import App
+from tests.faults.toxiproxy import proxy
+
+#: broker -> (proxy port, upstream port, binder settings through the proxy)
+BROKERS: dict[str, tuple[int, int, dict[str, Any]]] = {
+    "rabbit": (
+        30672,
+        5672,
+        {
+            "type": "rabbit",
+            "url": "amqp://guest:guest@127.0.0.1:30672//",
+            "heartbeat": 2,
+            "connect_timeout": 2,
+            "reconnect_initial": 0.2,
+            "reconnect_max": 1.0,
+        },
+    ),
+    "mqtt": (
+        31883,
+        1883,
+        {
+            "type": "mqtt",
+            "url": "mqtt://127.0.0.1:31883",
+            "keepalive": 2,
+            "connect_timeout": 2,
+            "reconnect_min_delay": 0.2,
+            "reconnect_max_delay": 1.0,
+        },
+    ),
+    "kafka": (
+        19192,
+        19092,
+        {"type": "kafka", "bootstrap_servers": "127.0.0.1:19192", "request_timeout_ms": 5000},
+    ),
+}
+
+
+async def _ready(url: str) -> int:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/health/ready") as r:
+        await r.read()
+        return r.status
+
+
+@pytest.mark.parametrize(
+    "broker", [pytest.param(b, marks=[pytest.mark.broker(b)]) for b in BROKERS]
+)
+@pytest.mark.broker("toxiproxy")
+async def test_ready_turns_503_without_the_broker_and_200_when_it_is_back(broker: str) -> None:
+    listen, upstream, settings = BROKERS[broker]
+    suffix = uuid.uuid4().hex[:8]
+    app = App(f"ready-{broker}")
+
+    @app.consumer(f"ebtest-ready-{suffix}", group="g")
+    def handle(payload: Any) -> None:
+        pass
+
+    config = {"binders": {broker: settings}, "default_binder": broker}
+    with proxy(f"eventbinder-ready-{broker}", listen, upstream) as tp:
+        run = app.run(config=config, environ={}, http="127.0.0.1:0")
+        async with run:
+            assert run.management is not None
+            url = run.management.url
+            assert await _ready(url) == 200
+            tp.disable()
+            await _await(lambda: _is(url, 503), 20, "readiness 503 without the broker")
+            tp.enable()
+            await _await(lambda: _is(url, 200), 30, "readiness 200 with the broker back")
+
+
+async def _is(url: str, status: int) -> bool:
+    return await _ready(url) == status
+
+
+async def _await(condition: Any, timeout: float, what: str) -> None:
+    """Poll an async condition (an HTTP request) until true, within ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)  # polling under a deadline
