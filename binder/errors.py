@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "AccessRefused",
     "BinderError",
+    "BindingNotFound",
     "ConfigError",
     "DecodeError",
     "MissingDependency",
@@ -96,6 +97,10 @@ class PermanentError(BinderError):
 
 class NotRunningError(BinderError):
     """An operation needs a running app (for example ``App.send``) and there is none."""
+
+
+class BindingNotFound(BinderError):
+    """A binding name the app does not have (the bindings endpoint answers 404)."""
 
 
 def describe_error(exc: BaseException) -> str:

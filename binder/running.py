@@ -69,6 +69,7 @@ class AppRun:
             drain_timeout=drain_timeout,
         )
         self._http = http if http is not None else settings.management.get("http")
+        self._token: str | None = settings.management.get("token")
         self._server: ManagementServer | None = None
 
     @property
@@ -81,7 +82,7 @@ class AppRun:
         if self._http:
             from binder.management import ManagementServer
 
-            self._server = ManagementServer(self.runtime, self._http)
+            self._server = ManagementServer(self.runtime, self._http, token=self._token)
             await self._server.start()
         try:
             await self.runtime.start()

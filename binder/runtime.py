@@ -11,7 +11,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from binder.dispatch import LoopWatchdog
 from binder.errors import (
     AccessRefused,
     BinderError,
+    BindingNotFound,
     ConfigError,
     NotRunningError,
     UnsupportedFeature,
@@ -34,7 +35,7 @@ from binder.plugins import BinderRegistry
 from binder.redaction import redact_url
 from binder.resolve import resolve_bindings, resolve_dynamic
 from binder.shutdown import bounded
-from binder.spi import Binder, ProducerSpec
+from binder.spi import Binder, PausableBinding, ProducerSpec
 from binder.suppliers import Suppliers
 
 __all__ = ["BindingRuntime", "ConnectError", "Runtime"]
@@ -230,14 +231,74 @@ class Runtime:
             settings = self.bindings[decl.input.name]
             runtime = BindingRuntime(settings, decl)
             self.consumers[settings.name] = runtime
-            await bind_consumer(
-                runtime,
-                self.binders[settings.binder],
-                config=self.settings,
-                output=self.outputs.get(decl.name),
-                middleware=self._plugin_middleware,
-                on_handled=self._on_handled,
+            await self._bind_input(runtime)
+
+    async def _bind_input(self, runtime: BindingRuntime) -> None:
+        await bind_consumer(
+            runtime,
+            self.binders[runtime.settings.binder],
+            config=self.settings,
+            output=self.outputs.get(runtime.handler.name),
+            middleware=self._plugin_middleware,
+            on_handled=self._on_handled,
+        )
+
+    # -- bindings control ------------------------------------------------------------
+
+    async def control(self, name: str, action: str) -> str:
+        """``stop``, ``start``, ``pause`` or ``resume`` consumer binding ``name`` (as
+        Spring's bindings endpoint does); return its state afterwards.
+
+        *pause* starts no more handlers and fetches no more (the binding stays
+        subscribed, a member of its group; messages wait unacknowledged); *resume*
+        undoes it. *stop* drains the binding and closes it (it leaves its group);
+        *start* binds it again. An action that does not apply to the binding's state
+        (pausing a stopped binding, say) changes nothing. Raises
+        :class:`~binder.errors.BindingNotFound` for an unknown binding and
+        :class:`~binder.errors.UnsupportedFeature` for a producer binding or an
+        unknown action.
+        """
+        if name not in self.bindings:
+            known = ", ".join(sorted(self.bindings)) or "none"
+            raise BindingNotFound(f"no binding {name!r}; the app's bindings: {known}")
+        consumer = self.consumers.get(name)
+        if consumer is None:
+            raise UnsupportedFeature(
+                f"binding {name!r} publishes: only consumer bindings can be stopped, "
+                "started, paused or resumed"
             )
+        if action not in CONTROL_ACTIONS:
+            raise UnsupportedFeature(
+                f"unknown action {action!r}; one of: {', '.join(CONTROL_ACTIONS)}"
+            )
+        if not self.running:
+            raise NotRunningError(f"app {self.app.name!r} is not running")
+        await _CONTROLS[action](self, consumer)
+        log.info("binding %s: %s, now %s", name, action, consumer.status)
+        return consumer.status
+
+    async def _pause(self, consumer: BindingRuntime) -> None:
+        if consumer.status == "running" and consumer.dispatcher is not None:
+            consumer.dispatcher.pause()
+            if isinstance(consumer.binding, PausableBinding):
+                consumer.binding.pause()
+            consumer.status = "paused"
+
+    async def _resume(self, consumer: BindingRuntime) -> None:
+        if consumer.status == "paused" and consumer.dispatcher is not None:
+            if isinstance(consumer.binding, PausableBinding):
+                consumer.binding.resume()
+            consumer.dispatcher.resume()
+            consumer.status = "running"
+
+    async def _stop_binding(self, consumer: BindingRuntime) -> None:
+        if consumer.status in ("running", "paused"):
+            await stop_consumers([consumer], self.drain_timeout)
+
+    async def _start_binding(self, consumer: BindingRuntime) -> None:
+        if consumer.status == "stopped":
+            consumer.binding = consumer.dispatcher = None
+            await self._bind_input(consumer)
 
     def _plugin_middleware(self, binding: BindingRuntime) -> list[Any]:
         return list(self.registry.hook.binder_consumer_middleware(binding=binding))
@@ -407,6 +468,16 @@ class Runtime:
             self.app._runtime = None
         if self._running and self.bindings:
             log.info("app %s stopped after %d message(s)", self.app.name, self.handled)
+
+
+#: What :meth:`Runtime.control` does.
+CONTROL_ACTIONS = ("stop", "start", "pause", "resume")
+_CONTROLS: dict[str, Callable[[Runtime, BindingRuntime], Awaitable[None]]] = {
+    "stop": Runtime._stop_binding,
+    "start": Runtime._start_binding,
+    "pause": Runtime._pause,
+    "resume": Runtime._resume,
+}
 
 
 async def _call_hook(hook: Callable[[], Any]) -> None:

@@ -62,6 +62,7 @@ __all__ = [
     "Direction",
     "Failure",
     "Handler",
+    "PausableBinding",
     "ProducerBinding",
     "ProducerSpec",
     "ReportsConnections",
@@ -331,6 +332,22 @@ class Binder(Protocol):
 
     async def bind_producer(self, spec: ProducerSpec) -> ProducerBinding:
         """Return a producer for ``spec``."""
+        ...
+
+
+@runtime_checkable
+class PausableBinding(Protocol):
+    """Optional for a :class:`ConsumerBinding`: stop fetching while paused, without
+    leaving the group. The engine pauses every binding (it starts no handler, and the
+    window fills); a binder whose client must keep polling to stay in its group (Kafka)
+    implements this to pause at the source instead."""
+
+    def pause(self) -> None:
+        """Fetch nothing more until :meth:`resume`; stay a member of the group."""
+        ...
+
+    def resume(self) -> None:
+        """Fetch again."""
         ...
 
 

@@ -18,7 +18,7 @@ from binder.config.keys import _locate
 from binder.config.sources import _plain
 from binder.errors import ConfigError
 from binder.redaction import redact
-from binder.schema import Option, non_negative, validate_section
+from binder.schema import Option, non_negative, secret_keys, validate_section
 from binder.spi import BinderType, Direction
 
 __all__ = [
@@ -60,7 +60,7 @@ _RUNTIME_DEFAULTS: Mapping[str, Any] = MappingProxyType(
 def _host_port(value: Any) -> str:
     text = str(value).strip()
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
     return f"{host or '127.0.0.1'}:{int(port)}"
 
@@ -73,6 +73,12 @@ MANAGEMENT_SCHEMA: Mapping[str, Option] = MappingProxyType(
             None,
             check=_host_port,
             help="HOST:PORT of the health, bindings and metrics endpoint (default: off)",
+        ),
+        "token": Option(
+            str,
+            None,
+            secret=True,
+            help="bearer token the bindings control routes (POST) require; none: open",
         ),
     }
 )
@@ -228,7 +234,7 @@ class Settings:
             "binders": binders,
             "bindings": bindings,
             "runtime": dict(self.runtime),
-            "management": dict(self.management),
+            "management": redact(self.management, secret_keys(MANAGEMENT_SCHEMA)),
         }
 
     def with_binding_option(self, name: str, key: str, value: Any) -> Settings:

@@ -102,6 +102,7 @@ class Dispatcher:
         self._lane_turn = False
         self._count = 0
         self._open = True
+        self._paused = False
         self._closed = False
         self._stopping = asyncio.Event()
         self._binding: asyncio.Future[ConsumerBinding] = self._loop.create_future()
@@ -179,6 +180,26 @@ class Dispatcher:
             if not waiter.done():
                 waiter.cancel()
         self._waiters.clear()
+
+    @property
+    def paused(self) -> bool:
+        """True between :meth:`pause` and :meth:`resume`."""
+        return self._paused
+
+    def pause(self) -> None:
+        """Start no more handlers; those running finish and are settled. Deliveries
+        still arrive until the window is full, and wait (unacknowledged) for
+        :meth:`resume`; the binding stays subscribed (a group member)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Start handlers again, beginning with the deliveries that waited."""
+        if self._paused:
+            self._paused = False
+            self._resumed()
+
+    def _resumed(self) -> None:
+        self._schedule()
 
     @property
     def in_flight(self) -> int:

@@ -104,6 +104,8 @@ class LoopDispatcher(Dispatcher):
         return bool(self._idle)
 
     def _schedule(self) -> None:
+        if self._paused:
+            return
         idle = self._idle
         available = len(self._free) + len(self._ready)
         while idle and available > 0:
@@ -117,7 +119,7 @@ class LoopDispatcher(Dispatcher):
         last_yield = loop.time()
         since_yield = 0
         while True:
-            delivery = self._take() if self._open else None
+            delivery = self._take() if self._open and not self._paused else None
             if delivery is None:
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._idle.append(waiter)

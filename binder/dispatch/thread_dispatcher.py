@@ -110,6 +110,8 @@ class ThreadDispatcher(Dispatcher):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._paused:
+            return  # the pinned lanes wait in _pinned_work for resume()
         pinned, self._pinned_work = self._pinned_work, []
         for lane in pinned:
             lane.ready = False
@@ -120,7 +122,13 @@ class ThreadDispatcher(Dispatcher):
         if self._open:
             self._schedule()
 
+    def _resumed(self) -> None:
+        self._flush()
+        self._schedule()
+
     def _schedule(self) -> None:
+        if self._paused:
+            return
         threads = self._threads
         while self._ready or self._free:
             index = threads.least_loaded()

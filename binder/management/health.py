@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 __all__ = ["DOWN", "UP", "liveness", "readiness"]
 
 UP, DOWN = "UP", "DOWN"
-#: Binding states that count as ready (a paused binding is there, on purpose idle).
-_READY_STATES = frozenset({"running", "paused"})
+#: Binding states that count as ready: paused or stopped through the bindings control
+#: are idle on purpose (once the app stops, it is not ready anyway).
+_READY_STATES = frozenset({"running", "paused", "stopped"})
 
 
 def liveness() -> dict[str, Any]:

@@ -8,15 +8,26 @@ Read-only routes, served on the app's event loop::
     GET /bindings        every binding: direction, destination, group, binder, state,
                          and a consumer's counters
     GET /bindings/NAME   one of them (404 if there is none)
+    POST /bindings/NAME/ACTION
+                         ACTION stop, start, pause or resume a consumer binding (as
+                         Spring's bindings endpoint); with ``management.token`` set,
+                         only with ``Authorization: Bearer TOKEN``
     GET /metrics         Prometheus text format
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import TYPE_CHECKING, Any
 
-from binder.errors import ConfigError, MissingDependency
+from binder.errors import (
+    BindingNotFound,
+    ConfigError,
+    MissingDependency,
+    NotRunningError,
+    UnsupportedFeature,
+)
 from binder.management.health import UP, liveness, readiness
 
 if TYPE_CHECKING:
@@ -44,9 +55,10 @@ def parse_address(address: str) -> tuple[str, int]:
 class ManagementServer:
     """Serves the routes above for ``runtime`` on ``address`` (``HOST:PORT``)."""
 
-    def __init__(self, runtime: Runtime, address: str) -> None:
+    def __init__(self, runtime: Runtime, address: str, token: str | None = None) -> None:
         self.runtime = runtime
         self.host, self._port = parse_address(address)
+        self._token = token
         self._runner: web.AppRunner | None = None
         self._registry: Any = None
 
@@ -82,6 +94,7 @@ class ManagementServer:
                 web.get("/health/ready", self._ready),
                 web.get("/bindings", self._bindings),
                 web.get("/bindings/{name}", self._binding),
+                web.post("/bindings/{name}/{action}", self._control),
                 web.get("/metrics", self._metrics),
             ]
         )
@@ -137,6 +150,28 @@ class ManagementServer:
             return web.json_response(
                 {"error": f"no binding {name!r}; the app's bindings: {known}"}, status=404
             )
+        return web.json_response(self._describe(name))
+
+    async def _control(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        if self._token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
+                return web.json_response(
+                    {"error": "this route needs Authorization: Bearer <management.token>"},
+                    status=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        name, action = request.match_info["name"], request.match_info["action"]
+        try:
+            await self.runtime.control(name, action)
+        except BindingNotFound as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        except UnsupportedFeature as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        except NotRunningError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
         return web.json_response(self._describe(name))
 
     async def _metrics(self, request: web.Request) -> web.Response:

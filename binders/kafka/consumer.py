@@ -187,6 +187,23 @@ class KafkaConsumerBinding:
         self._closing = False
         self._closed = False
         self._dlq_partitions: int | None = None
+        self._paused = False
+
+    def pause(self) -> None:
+        """Fetch nothing more, but keep polling (with every partition paused), so the
+        consumer stays in its group however long the pause lasts."""
+        self._paused = True
+        with contextlib.suppress(IllegalStateError):
+            self._consumer.pause(*self._consumer.assignment())
+        self._space.set()
+
+    def resume(self) -> None:
+        """Fetch again (partitions held back for a redelivery stay held)."""
+        self._paused = False
+        held = {tp for tp, state in self._partitions.items() if state.held is not None}
+        with contextlib.suppress(IllegalStateError):
+            self._consumer.resume(*(tp for tp in self._consumer.assignment() if tp not in held))
+        self._space.set()
 
     @property
     def client(self) -> Any:
@@ -347,6 +364,10 @@ class KafkaConsumerBinding:
         while not self._closing:
             if self._fresh:
                 await self._prepare_fresh()
+            if self._paused:
+                if not await self._poll_paused():
+                    return  # the consumer stopped
+                continue
             room = min(self._sink.room, self._bound - self._in_flight)
             cap = self._partition_cap()
             eligible = [
@@ -394,6 +415,23 @@ class KafkaConsumerBinding:
             failures = 0
             for tp, records in batch.items():
                 self._distribute(tp, records)
+
+    async def _poll_paused(self) -> bool:
+        """Poll with every partition paused: nothing is fetched, the group membership
+        (max_poll_interval_ms) is kept; partitions assigned meanwhile are paused too.
+        False once the consumer stopped."""
+        with contextlib.suppress(IllegalStateError):
+            self._consumer.pause(*self._consumer.assignment())
+        try:
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=1)
+        except ConsumerStoppedError:
+            return False
+        except KafkaError:
+            await asyncio.sleep(0.5)  # pacing: the normal loop reports errors once resumed
+            return True
+        for tp, records in batch.items():
+            self._distribute(tp, records)
+        return True
 
     def _doing(self) -> str:
         group = f"group '{self.spec.group}'" if self.spec.group else "an anonymous group"
@@ -448,7 +486,7 @@ class KafkaConsumerBinding:
 
         def resume() -> None:
             state.held = None
-            if not state.revoked and not self._closing:
+            if not state.revoked and not self._closing and not self._paused:
                 with contextlib.suppress(IllegalStateError):
                     self._consumer.resume(state.tp)
                 self._space.set()

@@ -780,9 +780,18 @@ def test_binder_config_exports_what_the_single_module_did() -> None:
 def test_the_management_section_takes_host_port() -> None:
     registry = load_registry()
     settings = load_settings({"management": {"http": ":8081"}}, registry=registry, environ={})
-    assert settings.management == {"http": "127.0.0.1:8081"}
-    assert load_settings({}, registry=registry, environ={}).management == {"http": None}
+    assert settings.management == {"http": "127.0.0.1:8081", "token": None}
+    assert load_settings({}, registry=registry, environ={}).management["http"] is None
     with pytest.raises(ConfigError, match=r"management\.http.*HOST:PORT"):
         load_settings({"management": {"http": "8080"}}, registry=registry, environ={})
     with pytest.raises(ConfigError, match=r'did you mean "http"'):
         load_settings({"management": {"htp": "x:1"}}, registry=registry, environ={})
+
+
+def test_the_management_token_is_a_secret() -> None:
+    registry = load_registry()
+    environ = {"EVENTBINDER_MANAGEMENT__TOKEN": "tok-3f9a"}
+    settings = load_settings({}, registry=registry, environ=environ)
+    assert settings.management["token"] == "tok-3f9a"
+    assert settings.redacted()["management"]["token"] == "***"
+    assert "tok-3f9a" not in repr(settings.redacted())
