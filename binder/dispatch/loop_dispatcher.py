@@ -17,6 +17,7 @@ from binder.dispatch.engine import (
 from binder.dispatch.plan import BindingStats, DispatchPlan
 from binder.dispatch.retry import is_permanent
 from binder.dispatch.threads import CallThreads
+from binder.log_format import message_context
 from binder.message import Message
 from binder.middleware import chain
 from binder.spi import Delivery, Handler
@@ -145,36 +146,43 @@ class LoopDispatcher(Dispatcher):
     async def _run(self, delivery: Delivery) -> None:
         """Every attempt at ``delivery``, then hand it on (publish, dead-letter, settle)."""
         message = delivery.message
-        failures = 0
-        while True:
-            try:
-                if self._sync is not None:
-                    delivery._output = self._sync(message)
-                elif self._direct is not None:
-                    delivery._output = await self._direct(message)
-                else:
-                    assert self._chain is not None
-                    token = current_delivery.set(delivery)
-                    try:
-                        await self._chain(message)
-                    finally:
-                        current_delivery.reset(token)
-            except asyncio.CancelledError:
-                self._finish(delivery, RELEASE)
-                raise
-            except Exception as exc:
-                failures += 1
-                if is_permanent(exc) or failures >= self._policy.max_attempts:
-                    self._count_retries(1, 0)
-                    self._failed(delivery, exc, failures)
-                    return
-                self._count_retries(1, 1)
-                delay = self._policy.delay(failures)
-                self._log_retry(message.delivery_attempt, exc, delay)
-                if await self._interrupted(delay):
+        # In the worker task's context: the JSON log lines name the delivery.
+        context = message_context.set(
+            (self.name, message.message_id, message.headers.get("traceparent"))
+        )
+        try:
+            failures = 0
+            while True:
+                try:
+                    if self._sync is not None:
+                        delivery._output = self._sync(message)
+                    elif self._direct is not None:
+                        delivery._output = await self._direct(message)
+                    else:
+                        assert self._chain is not None
+                        token = current_delivery.set(delivery)
+                        try:
+                            await self._chain(message)
+                        finally:
+                            current_delivery.reset(token)
+                except asyncio.CancelledError:
                     self._finish(delivery, RELEASE)
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    if is_permanent(exc) or failures >= self._policy.max_attempts:
+                        self._count_retries(1, 0)
+                        self._failed(delivery, exc, failures)
+                        return
+                    self._count_retries(1, 1)
+                    delay = self._policy.delay(failures)
+                    self._log_retry(message.delivery_attempt, exc, delay)
+                    if await self._interrupted(delay):
+                        self._finish(delivery, RELEASE)
+                        return
+                    message = message.copy(delivery_attempt=message.delivery_attempt + 1)
+                else:
+                    self._returned(delivery)
                     return
-                message = message.copy(delivery_attempt=message.delivery_attempt + 1)
-            else:
-                self._returned(delivery)
-                return
+        finally:
+            message_context.reset(context)

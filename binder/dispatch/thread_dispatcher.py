@@ -18,6 +18,8 @@ from binder.dispatch.engine import (
 from binder.dispatch.plan import BindingStats, DispatchPlan
 from binder.dispatch.retry import is_permanent
 from binder.dispatch.threads import WorkerThreads
+from binder.log_format import message_context
+from binder.message import Message
 from binder.spi import Delivery
 
 __all__ = ["ThreadDispatcher"]
@@ -170,6 +172,16 @@ class ThreadDispatcher(Dispatcher):
                 return _SKIPPED, None, 0
             delivery._state = RUNNING
         message = delivery.message
+        context = message_context.set(
+            (self.name, message.message_id, message.headers.get("traceparent"))
+        )
+        try:
+            return self._attempts(message)
+        finally:
+            message_context.reset(context)
+
+    def _attempts(self, message: Message) -> tuple[int, Any, int]:
+        """In a worker thread: the attempts, until one succeeds or the last failed."""
         failures = 0
         while True:
             try:
