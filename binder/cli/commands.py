@@ -1,4 +1,4 @@
-"""The commands of ``binder``: run, bindings, config, binders, send, tail."""
+"""The commands of ``binder``: run, bindings, asyncapi, config, binders, send, tail."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from binder.app import App
+from binder.asyncapi import DEFAULT_APP_VERSION, asyncapi_document
 from binder.cli.serve import serve
 from binder.cli.target import TargetError, load_app
 from binder.config import Settings, load_settings
+from binder.errors import BinderError
 from binder.message import Message
 from binder.plugins import BinderRegistry, load_registry, missing_requirements
 from binder.redaction import redact_url
@@ -66,6 +69,31 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
     for row in rows:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         print("  ".join(cells).rstrip())
+
+
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    """``binder asyncapi TARGET``: the app's AsyncAPI 3.0 document, YAML or JSON, on
+    stdout or in ``--output FILE``; no broker is contacted."""
+    app = load_app(args.target)
+    registry = load_registry()
+    document = asyncapi_document(
+        app,
+        _settings(args, registry),
+        app_version=args.app_version or DEFAULT_APP_VERSION,
+        registry=registry,
+    )
+    if args.format == "json":
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(args.output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise BinderError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -189,6 +217,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run,
     "bindings": cmd_bindings,
+    "asyncapi": cmd_asyncapi,
     "config": cmd_config,
     "binders": cmd_binders,
     "send": cmd_send,

@@ -112,6 +112,16 @@ def build_parser(commands: Mapping[str, Command], description: str) -> argparse.
     bindings = command("bindings", "show an app's resolved bindings")
     bindings.add_argument("target", help="module:attr or path/to/app.py")
 
+    asyncapi = command("asyncapi", "write an app's AsyncAPI 3.0 document")
+    asyncapi.add_argument("target", help="module:attr or path/to/app.py")
+    asyncapi.add_argument(
+        "--format", choices=("yaml", "json"), default="yaml", help="default: yaml"
+    )
+    asyncapi.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
+    asyncapi.add_argument(
+        "--app-version", metavar="VERSION", help="the document's info.version (default 0.0.0)"
+    )
+
     command("config", "show the effective config, secrets redacted")
     command("binders", "list installed binder types", config=False)
 
