@@ -29,6 +29,7 @@ from binder.errors import ConfigError, UnsupportedFeature
 from binder.middleware import Middleware
 from binder.shutdown import bounded, settle
 from binder.spi import Binder, ConsumerBinding, ConsumerSpec
+from binder.tracing import SYSTEMS, Tracing
 
 if TYPE_CHECKING:
     from binder.app import HandlerDecl
@@ -64,13 +65,15 @@ async def bind_consumer(
     output: OutputPort | None,
     middleware: MiddlewareHook,
     on_handled: Callable[[], None],
+    tracing: Tracing | None = None,
 ) -> None:
     """Bind ``runtime``'s binding with ``binder`` and attach its delivery engine.
 
     ``config`` is the application's configuration (the binder's type and the location
     of errors), ``output`` the port a function handler publishes its results to, and
-    ``on_handled`` is called for every message the binding finished.  On failure the
-    engine is closed again and the error raised.
+    ``on_handled`` is called for every message the binding finished; ``tracing`` makes
+    a span of every delivery.  On failure the engine is closed again and the error
+    raised.
     """
     settings = runtime.settings
     _check_capabilities(settings, binder)
@@ -93,6 +96,8 @@ async def bind_consumer(
         threaded=decl.invoker.threaded,
         middleware=plugin_middleware,
         dead_letter=dead_letter,
+        tracing=tracing,
+        system=SYSTEMS.get(binder_type := config.binders[settings.binder].type, binder_type),
     )
     dispatcher = create_dispatcher(plan, stats=runtime.stats, on_handled=on_handled)
     runtime.dispatcher = dispatcher

@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JsonFormatter", "MessageContext", "message_context", "trace_id"]
+__all__ = ["JsonFormatter", "MessageContext", "message_context", "name_json_logs", "trace_id"]
 
 #: (binding, message id, W3C traceparent header or None) of the delivery being handled.
 MessageContext = tuple[str, str | None, str | None]
@@ -74,3 +74,11 @@ class JsonFormatter(logging.Formatter):
         elif record.exc_text:
             entry["exception"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def name_json_logs(app: str) -> None:
+    r"""Set ``app`` on the root logger's :class:`JsonFormatter`\ s (``binder run`` knows the
+    app's name only once it loaded it)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, JsonFormatter):
+            handler.formatter.app = app

@@ -11,6 +11,7 @@ from binder.codecs import Encoder, encoder_for
 from binder.message import CORRELATION_ID, TRACE_HEADERS, Message
 from binder.partitioning import partition_for
 from binder.spi import ProducerBinding
+from binder.tracing import Tracing
 
 __all__ = ["OutputPort", "propagate_headers"]
 
@@ -33,9 +34,18 @@ def propagate_headers(source: Message, headers: dict[str, str]) -> None:
 class OutputPort:
     """A producer binding plus the binding's content type and partitioning."""
 
-    def __init__(self, settings: BindingSettings, producer: ProducerBinding) -> None:
+    def __init__(
+        self,
+        settings: BindingSettings,
+        producer: ProducerBinding,
+        *,
+        tracing: Tracing | None = None,
+        system: str = "",
+    ) -> None:
         self.settings = settings
         self.producer = producer
+        self._tracing = tracing
+        self._system = system
         self._partition_key = settings.partition_key
         self._partitions = settings.partition_count
         self._encoders: dict[str | None, Encoder] = {}
@@ -77,6 +87,10 @@ class OutputPort:
             message = Message(payload, dict(headers) if headers else {}, key, ctype)
         if source is not None:
             propagate_headers(source, message.headers)
+        if self._tracing is not None:
+            self._tracing.inject_send(
+                message, system=self._system, destination=self.settings.destination
+            )
         self._partition(message)
         return message
 

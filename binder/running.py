@@ -72,6 +72,16 @@ class AppRun:
         self._token: str | None = settings.management.get("token")
         self._server: ManagementServer | None = None
 
+    @classmethod
+    def of(cls, runtime: Runtime, *, http: str | None = None) -> AppRun:
+        """Run an already built runtime (tools such as ``binder tail`` build their own)."""
+        run = cls.__new__(cls)
+        run.app, run.runtime = runtime.app, runtime
+        run._http = http if http is not None else runtime.settings.management.get("http")
+        run._token = runtime.settings.management.get("token")
+        run._server = None
+        return run
+
     @property
     def management(self) -> ManagementServer | None:
         """The management endpoint while it is served (``.url``, ``.port``), else None."""

@@ -37,6 +37,7 @@ from binder.resolve import resolve_bindings, resolve_dynamic
 from binder.shutdown import bounded
 from binder.spi import Binder, PausableBinding, ProducerSpec
 from binder.suppliers import Suppliers
+from binder.tracing import SYSTEMS, tracing_for
 
 __all__ = ["BindingRuntime", "ConnectError", "Runtime"]
 
@@ -98,6 +99,8 @@ class Runtime:
         self._waiting_sends: dict[str, list[_WaitingSend]] = {}
         self._suppliers = Suppliers(app.handlers, self.outputs)
         self._watchdog = LoopWatchdog(float(settings.runtime["blocked_loop_warning"]))
+        #: Spans of sends and deliveries (``runtime.tracing``), else None.
+        self.tracing = tracing_for(bool(settings.runtime["tracing"]))
         self._binder_status: dict[str, str] = {}
         self._started = False
         self._running = False
@@ -216,7 +219,8 @@ class Runtime:
             producer = await binder.bind_producer(spec)
         except ConfigError as exc:
             raise self.settings.locate(exc, f"bindings.{binding.name}") from None
-        return OutputPort(binding, producer)
+        kind = self._binder_type(binding.binder)
+        return OutputPort(binding, producer, tracing=self.tracing, system=SYSTEMS.get(kind, kind))
 
     async def _bind_outputs(self) -> None:
         for decl in self.app.handlers.values():
@@ -241,6 +245,7 @@ class Runtime:
             output=self.outputs.get(runtime.handler.name),
             middleware=self._plugin_middleware,
             on_handled=self._on_handled,
+            tracing=self.tracing,
         )
 
     # -- bindings control ------------------------------------------------------------

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 
 from binder.cli.commands import COMMANDS
 from binder.cli.failures import describe_failure
-from binder.cli.parser import build_parser, log_level
+from binder.cli.parser import build_parser, log_format, log_level
 from binder.cli.serve import FORCED_EXIT
 from binder.cli.target import AppLoadError, TargetError, load_app
 from binder.errors import BinderError, describe_error
+from binder.log_format import JsonFormatter
 from binder.logs import RepeatFilter
 
 __all__ = ["TargetError", "load_app", "main"]
@@ -33,9 +34,12 @@ APP_ERROR = 1
 CLIENT_LOGGERS = ("aiokafka", "kafka", "kombu", "amqp", "paho")
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(RepeatFilter())
     logging.basicConfig(level=level, handlers=[handler])
     if level != "DEBUG":
@@ -62,10 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(COMMANDS, DESCRIPTION).parse_args(argv)
     try:
         level = log_level(args, os.environ)
+        form = log_format(args, os.environ)
     except ValueError as exc:
         _error(str(exc))
         return USAGE_ERROR
-    _configure_logging(level)
+    _configure_logging(level, form)
     debug = level == "DEBUG"
     try:
         return int(args.func(args))

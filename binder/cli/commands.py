@@ -15,14 +15,17 @@ import yaml
 
 from binder.app import App
 from binder.asyncapi import DEFAULT_APP_VERSION, asyncapi_document
+from binder.cli.remote import remote_bindings
 from binder.cli.serve import serve
 from binder.cli.target import TargetError, load_app
 from binder.config import Settings, load_settings
 from binder.errors import BinderError
+from binder.log_format import name_json_logs
 from binder.message import Message
 from binder.plugins import BinderRegistry, load_registry, missing_requirements
 from binder.redaction import redact_url
 from binder.resolve import resolve_bindings
+from binder.running import AppRun
 from binder.runtime import Runtime
 
 __all__ = ["COMMANDS"]
@@ -39,19 +42,25 @@ def _warn(message: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """``binder run TARGET``: run until a signal, ``--max-messages`` or ``--duration``."""
     app = load_app(args.target)
-    registry = load_registry()
-    runtime = Runtime(
-        app,
-        _settings(args, registry),
-        registry,
+    run = app.run(
+        args.config,
         fail_fast=args.fail_fast,
         max_messages=args.max_messages,
+        http=args.http,
     )
-    return asyncio.run(serve(runtime, args.duration))
+    name_json_logs(app.name)
+    assert isinstance(run, AppRun)
+    return asyncio.run(serve(run, args.duration))
 
 
 def cmd_bindings(args: argparse.Namespace) -> int:
-    """``binder bindings TARGET``: each binding's resolved destination, group, binder."""
+    """``binder bindings TARGET``: each binding's resolved destination, group, binder;
+    ``binder bindings --url URL [--stop|--start|--pause|--resume NAME]``: a running
+    app's bindings and their state, through its management endpoint."""
+    if args.url:
+        return remote_bindings(args)
+    if not args.target:
+        raise TargetError("binder bindings needs a TARGET (an app) or --url (a running app)")
     app = load_app(args.target)
     registry = load_registry()
     settings = _settings(args, registry)
@@ -211,7 +220,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         max_messages=args.max_messages,
         strict_bindings=False,
     )
-    return asyncio.run(serve(runtime, args.duration))
+    return asyncio.run(serve(AppRun.of(runtime, http=""), args.duration))
 
 
 COMMANDS = {

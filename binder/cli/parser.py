@@ -9,15 +9,24 @@ from collections.abc import Callable, Mapping
 from binder.cli.version import version_text
 
 __all__ = [
+    "LOG_FORMATS",
+    "LOG_FORMAT_ENV",
     "LOG_LEVELS",
     "LOG_LEVEL_ENV",
+    "TOKEN_ENV",
     "build_parser",
+    "log_format",
     "log_level",
     "positive_int",
     "positive_seconds",
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+#: The environment variable giving the log format when ``--log-format`` is not.
+LOG_FORMAT_ENV = "BINDER_LOG_FORMAT"
+#: The environment variable giving ``binder bindings --token``.
+TOKEN_ENV = "BINDER_MANAGEMENT_TOKEN"
 #: The environment variable giving the log level when ``--log-level`` is not.
 LOG_LEVEL_ENV = "BINDER_LOG_LEVEL"
 
@@ -64,6 +73,22 @@ def log_level(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
     return value.upper()
 
 
+def log_format(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
+    """``--log-format``, else ``$BINDER_LOG_FORMAT``, else text; a bad variable is a
+    ValueError naming it."""
+    if args.log_format:
+        return str(args.log_format)
+    value = environ.get(LOG_FORMAT_ENV, "").strip().lower()
+    if not value:
+        return "text"
+    if value not in LOG_FORMATS:
+        raise ValueError(
+            f"environment variable {LOG_FORMAT_ENV}: expected one of "
+            f"{', '.join(LOG_FORMATS)}, got {value!r}"
+        )
+    return value
+
+
 class _Version(argparse.Action):
     """``--version`` on one line (argparse's own action wraps it to the terminal)."""
 
@@ -81,6 +106,11 @@ def build_parser(commands: Mapping[str, Command], description: str) -> argparse.
         type=str.upper,
         choices=LOG_LEVELS,
         help=f"default ${LOG_LEVEL_ENV}, else INFO",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help=f"text, or json (one object per line); default ${LOG_FORMAT_ENV}, else text",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -108,9 +138,27 @@ def build_parser(commands: Mapping[str, Command], description: str) -> argparse.
     run.add_argument(
         "--fail-fast", action="store_true", help="exit if a broker is unreachable at start"
     )
+    run.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve health, bindings and metrics there (default: management.http)",
+    )
 
-    bindings = command("bindings", "show an app's resolved bindings")
-    bindings.add_argument("target", help="module:attr or path/to/app.py")
+    bindings = command(
+        "bindings", "show an app's resolved bindings, or a running app's (--url) and control them"
+    )
+    bindings.add_argument("target", nargs="?", help="module:attr or path/to/app.py")
+    bindings.add_argument(
+        "--url", help="a running app's management endpoint, e.g. http://127.0.0.1:8080"
+    )
+    bindings.add_argument(
+        "--token", help=f"bearer token of the control routes (default ${TOKEN_ENV})"
+    )
+    actions = bindings.add_mutually_exclusive_group()
+    for action in ("stop", "start", "pause", "resume"):
+        actions.add_argument(
+            f"--{action}", metavar="BINDING", help=f"{action} BINDING of the app at --url"
+        )
 
     asyncapi = command("asyncapi", "write an app's AsyncAPI 3.0 document")
     asyncapi.add_argument("target", help="module:attr or path/to/app.py")

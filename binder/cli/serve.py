@@ -9,7 +9,7 @@ import os
 import signal
 
 from binder.cli.stdout import guard_stdout
-from binder.runtime import Runtime
+from binder.running import AppRun
 
 __all__ = ["FORCED_EXIT", "NEVER_STARTED", "serve"]
 
@@ -20,8 +20,9 @@ FORCED_EXIT = 130
 NEVER_STARTED = 1
 
 
-async def serve(runtime: Runtime, duration: float | None) -> int:
-    """Start ``runtime`` and run it until asked to stop; stop it; return an exit code.
+async def serve(run: AppRun, duration: float | None) -> int:
+    """Start ``run`` (what ``app.run(...)`` returned) and run it until asked to stop;
+    stop it; return an exit code.
 
     ``duration`` bounds the whole run, the time spent waiting for a broker included.
     """
@@ -55,16 +56,17 @@ async def serve(runtime: Runtime, duration: float | None) -> int:
     deadline = None if duration is None else loop.time() + duration
     with guard_stdout(on_stdout_closed):
         try:
-            return await _run(runtime, stop, deadline)
+            return await _run(run, stop, deadline)
         finally:
-            await runtime.stop()
+            await run.stop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
 
 
-async def _run(runtime: Runtime, stop: asyncio.Event, deadline: float | None) -> int:
+async def _run(run: AppRun, stop: asyncio.Event, deadline: float | None) -> int:
     loop = asyncio.get_running_loop()
-    starting = asyncio.ensure_future(runtime.start())
+    runtime = run.runtime
+    starting = asyncio.ensure_future(run.start())
     stopping = asyncio.ensure_future(stop.wait())
     done = asyncio.ensure_future(runtime.done.wait())
     timeout = None if deadline is None else max(0.0, deadline - loop.time())

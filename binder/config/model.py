@@ -50,6 +50,12 @@ RUNTIME_SCHEMA: Mapping[str, Option] = MappingProxyType(
             False,
             help="keep retrying a broker that refused the credentials or permissions",
         ),
+        "tracing": Option(
+            bool,
+            False,
+            help="OpenTelemetry spans for every send and every delivery, trace context "
+            "in the message headers (needs eventbinder[otel]; docs/operations.md)",
+        ),
     }
 )
 _RUNTIME_DEFAULTS: Mapping[str, Any] = MappingProxyType(

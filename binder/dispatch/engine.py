@@ -37,6 +37,7 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Collection, Hashable
+from typing import Any
 
 from binder.dispatch.calls import HandlerCall
 from binder.dispatch.plan import BindingStats, DispatchPlan
@@ -502,6 +503,17 @@ class Dispatcher:
         except TimeoutError:
             return False
         return True
+
+    def _trace_failure(
+        self, span: Any, exc: BaseException, message: Message, delay: float | None, attempts: int
+    ) -> None:
+        """Span events of a failed attempt: the exception, then a retry or, after the
+        last attempt, where the message goes (dead letters)."""
+        tracing = self.plan.tracing
+        assert tracing is not None
+        tracing.failed_attempt(span, exc, message.delivery_attempt, delay)
+        if delay is None:
+            tracing.dead_lettered(span, self.plan.dead_letter, attempts)
 
     def _count_retries(self, failed: int, retried: int) -> None:
         """``failed`` attempts failed, ``retried`` of them were tried again."""

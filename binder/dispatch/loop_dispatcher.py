@@ -150,6 +150,15 @@ class LoopDispatcher(Dispatcher):
         context = message_context.set(
             (self.name, message.message_id, message.headers.get("traceparent"))
         )
+        tracing, scope, span = self.plan.tracing, None, None
+        if tracing is not None:
+            scope = tracing.process(
+                message,
+                system=self.plan.system,
+                destination=self.plan.destination,
+                group=self.plan.group,
+            )
+            span = scope.__enter__()
         try:
             failures = 0
             while True:
@@ -172,10 +181,14 @@ class LoopDispatcher(Dispatcher):
                     failures += 1
                     if is_permanent(exc) or failures >= self._policy.max_attempts:
                         self._count_retries(1, 0)
+                        if span is not None:
+                            self._trace_failure(span, exc, message, None, failures)
                         self._failed(delivery, exc, failures)
                         return
                     self._count_retries(1, 1)
                     delay = self._policy.delay(failures)
+                    if span is not None:
+                        self._trace_failure(span, exc, message, delay, failures)
                     self._log_retry(message.delivery_attempt, exc, delay)
                     if await self._interrupted(delay):
                         self._finish(delivery, RELEASE)
@@ -186,3 +199,5 @@ class LoopDispatcher(Dispatcher):
                     return
         finally:
             message_context.reset(context)
+            if scope is not None:
+                scope.__exit__(None, None, None)

@@ -8,6 +8,7 @@ from binder.dispatch.calls import HandlerCall, RawCall
 from binder.dispatch.retry import RetryPolicy
 from binder.middleware import Middleware
 from binder.spi import DEFAULT_PREFETCH
+from binder.tracing import Tracing
 
 __all__ = ["BindingStats", "DispatchPlan"]
 
@@ -53,6 +54,10 @@ class DispatchPlan:
     dead_letter: str | None = None
     """The dead-letter destination; ``None``: a message that failed for good is logged
     at ERROR and dropped."""
+    tracing: Tracing | None = None
+    """Spans for each delivery (``runtime.tracing``); None: not traced."""
+    system: str = ""
+    """``messaging.system`` of the binding's broker (for the spans)."""
     nack_failures: bool = False
     """Hand a failed delivery straight back to the binder (no dead letter): binder
     tests and tools use it with a :class:`RawCall`."""

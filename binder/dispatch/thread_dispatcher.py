@@ -176,11 +176,20 @@ class ThreadDispatcher(Dispatcher):
             (self.name, message.message_id, message.headers.get("traceparent"))
         )
         try:
-            return self._attempts(message)
+            tracing = self.plan.tracing
+            if tracing is None:
+                return self._attempts(message, None)
+            with tracing.process(
+                message,
+                system=self.plan.system,
+                destination=self.plan.destination,
+                group=self.plan.group,
+            ) as span:
+                return self._attempts(message, span)
         finally:
             message_context.reset(context)
 
-    def _attempts(self, message: Message) -> tuple[int, Any, int]:
+    def _attempts(self, message: Message, span: Any) -> tuple[int, Any, int]:
         """In a worker thread: the attempts, until one succeeds or the last failed."""
         failures = 0
         while True:
@@ -189,8 +198,12 @@ class ThreadDispatcher(Dispatcher):
             except Exception as exc:
                 failures += 1
                 if is_permanent(exc) or failures >= self._policy.max_attempts:
+                    if span is not None:
+                        self._trace_failure(span, exc, message, None, failures)
                     return _FAILED, exc, failures
                 delay = self._policy.delay(failures)
+                if span is not None:
+                    self._trace_failure(span, exc, message, delay, failures)
                 self._log_retry(message.delivery_attempt, exc, delay)
                 if self._stop.wait(delay):
                     return _SKIPPED, exc, failures

@@ -293,6 +293,7 @@ def test_runtime_section_defaults_and_overrides(tmp_path: Path, registry: Binder
     assert load_settings({}, registry=registry, environ={}).runtime == {
         "blocked_loop_warning": 1.0,
         "retry_access_refused": False,
+        "tracing": False,
     }
     path = write(tmp_path, "binder.yaml", "runtime:\n  blocked_loop_warning: 0.25\n")
     settings = load_settings(path, registry=registry, environ={})
@@ -300,11 +301,13 @@ def test_runtime_section_defaults_and_overrides(tmp_path: Path, registry: Binder
     assert settings.redacted()["runtime"] == {
         "blocked_loop_warning": 0.25,
         "retry_access_refused": False,
+        "tracing": False,
     }
     environ = {"EVENTBINDER_RUNTIME__BLOCKED_LOOP_WARNING": "0"}
     assert load_settings(path, registry=registry, environ=environ).runtime == {
         "blocked_loop_warning": 0,
         "retry_access_refused": False,
+        "tracing": False,
     }
 
 
@@ -774,7 +777,11 @@ def test_binder_config_exports_what_the_single_module_did() -> None:
         "management",
     )
     assert (config.DEFAULT_LAYER, config.IMPLICIT_BINDER) == ("default", "memory")
-    assert list(config.RUNTIME_SCHEMA) == ["blocked_loop_warning", "retry_access_refused"]
+    assert list(config.RUNTIME_SCHEMA) == [
+        "blocked_loop_warning",
+        "retry_access_refused",
+        "tracing",
+    ]
 
 
 def test_the_management_section_takes_host_port() -> None:
