@@ -66,6 +66,7 @@ __all__ = [
     "ProducerBinding",
     "ProducerSpec",
     "ReportsConnections",
+    "ReportsLag",
     "require",
 ]
 
@@ -354,11 +355,26 @@ class PausableBinding(Protocol):
 @runtime_checkable
 class ReportsConnections(Protocol):
     """Optional for a :class:`Binder`: the state of its broker connections, for the
-    management endpoint's readiness (``GET /health/ready``). A binder without it counts
-    as connected once started."""
+    management endpoint's readiness (``GET /health/ready``) and metrics. A binder
+    without it counts as connected once started."""
 
     def connections(self) -> Mapping[str, bool]:
         """Each connection (a label naming it, never a secret) and whether it is up."""
+        ...
+
+    def reconnects(self) -> int:
+        """How often a connection was lost and made again since the binder started."""
+        ...
+
+
+@runtime_checkable
+class ReportsLag(Protocol):
+    """Optional for a :class:`ConsumerBinding` of a broker with offsets (Kafka): how far
+    behind it is, for the ``eventbinder_consumer_lag`` metric."""
+
+    def lag(self) -> Mapping[int, int]:
+        """Per assigned partition: records in the partition not yet handled (the high
+        watermark last seen minus the position handled up to)."""
         ...
 
 

@@ -6,6 +6,7 @@ import asyncio
 import functools
 from collections import deque
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 
 from binder.dispatch.engine import (
     RELEASE,
@@ -161,7 +162,9 @@ class LoopDispatcher(Dispatcher):
             span = scope.__enter__()
         try:
             failures = 0
+            spent = 0.0
             while True:
+                started = perf_counter()
                 try:
                     if self._sync is not None:
                         delivery._output = self._sync(message)
@@ -178,8 +181,10 @@ class LoopDispatcher(Dispatcher):
                     self._finish(delivery, RELEASE)
                     raise
                 except Exception as exc:
+                    spent += perf_counter() - started
                     failures += 1
                     if is_permanent(exc) or failures >= self._policy.max_attempts:
+                        self.stats.observe(spent)
                         self._count_retries(1, 0)
                         if span is not None:
                             self._trace_failure(span, exc, message, None, failures)
@@ -195,6 +200,7 @@ class LoopDispatcher(Dispatcher):
                         return
                     message = message.copy(delivery_attempt=message.delivery_attempt + 1)
                 else:
+                    self.stats.observe(spent + perf_counter() - started)
                     self._returned(delivery)
                     return
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from binder.dispatch.calls import HandlerCall, RawCall
@@ -10,12 +11,16 @@ from binder.middleware import Middleware
 from binder.spi import DEFAULT_PREFETCH
 from binder.tracing import Tracing
 
-__all__ = ["BindingStats", "DispatchPlan"]
+__all__ = ["DURATION_BUCKETS", "BindingStats", "DispatchPlan"]
+
+
+#: Upper bounds (seconds) of the handler duration histogram: Prometheus' defaults.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass(slots=True)
 class BindingStats:
-    """Counters of one consumer binding, kept by its dispatcher."""
+    """Counters of one consumer binding, kept by its dispatcher (on the event loop)."""
 
     received: int = 0
     """Deliveries taken from the binder."""
@@ -34,6 +39,16 @@ class BindingStats:
     """Outputs of the handler the broker confirmed."""
     publish_failures: int = 0
     """Publishes of an output that failed (each is tried again under the retry policy)."""
+    durations: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    """Handled deliveries per duration bucket (the last: above every bound); the time in
+    the handler, its attempts added up, backoffs left out."""
+    duration_sum: float = 0.0
+    """Seconds spent in the handler, over every delivery counted in :attr:`durations`."""
+
+    def observe(self, seconds: float) -> None:
+        """Count one delivery whose handler took ``seconds`` in all."""
+        self.durations[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from binder.dispatch.calls import HandlerCall
@@ -165,11 +166,11 @@ class ThreadDispatcher(Dispatcher):
         lane.in_thread += len(batch)
         self._threads.submit_all(index, batch)
 
-    def _execute(self, delivery: Delivery) -> tuple[int, Any, int]:
+    def _execute(self, delivery: Delivery) -> tuple[int, Any, int, float]:
         """In a worker thread: every attempt at ``delivery``."""
         with self._claim:
             if delivery._state != HANDED or self._stop.is_set():
-                return _SKIPPED, None, 0
+                return _SKIPPED, None, 0, 0.0
             delivery._state = RUNNING
         message = delivery.message
         context = message_context.set(
@@ -189,25 +190,31 @@ class ThreadDispatcher(Dispatcher):
         finally:
             message_context.reset(context)
 
-    def _attempts(self, message: Message, span: Any) -> tuple[int, Any, int]:
-        """In a worker thread: the attempts, until one succeeds or the last failed."""
+    def _attempts(self, message: Message, span: Any) -> tuple[int, Any, int, float]:
+        """In a worker thread: the attempts, until one succeeds or the last failed;
+        (outcome, value or exception, attempts, seconds spent in the handler)."""
         failures = 0
+        spent = 0.0
         while True:
+            started = perf_counter()
             try:
-                return _OK, self._run_sync(message), failures + 1
+                value = self._run_sync(message)
             except Exception as exc:
+                spent += perf_counter() - started
                 failures += 1
                 if is_permanent(exc) or failures >= self._policy.max_attempts:
                     if span is not None:
                         self._trace_failure(span, exc, message, None, failures)
-                    return _FAILED, exc, failures
+                    return _FAILED, exc, failures, spent
                 delay = self._policy.delay(failures)
                 if span is not None:
                     self._trace_failure(span, exc, message, delay, failures)
                 self._log_retry(message.delivery_attempt, exc, delay)
                 if self._stop.wait(delay):
-                    return _SKIPPED, exc, failures
+                    return _SKIPPED, exc, failures, spent
                 message = message.copy(delivery_attempt=message.delivery_attempt + 1)
+            else:
+                return _OK, value, failures + 1, spent + perf_counter() - started
 
     def _results(self, batch: list[tuple[Delivery, Any]]) -> None:
         """On the loop: outputs, dead letters and settlement for finished attempts."""
@@ -226,14 +233,16 @@ class ThreadDispatcher(Dispatcher):
             if isinstance(result, BaseException):  # the worker itself broke
                 self._failed(delivery, result, 1)
                 continue
-            outcome, value, attempts = result
+            outcome, value, attempts, spent = result
             if outcome == _OK:
                 if attempts > 1:
                     self._count_retries(attempts - 1, attempts - 1)
+                self.stats.observe(spent)
                 delivery._output = value
                 self._returned(delivery)
             elif outcome == _FAILED:
                 self._count_retries(attempts, attempts - 1)
+                self.stats.observe(spent)
                 self._failed(delivery, value, attempts)
             else:
                 if attempts:

@@ -12,8 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from binder.dispatch.plan import DURATION_BUCKETS
+from binder.spi import ReportsConnections, ReportsLag
 
 if TYPE_CHECKING:
     from binder.bindings import BindingSettings
@@ -66,9 +74,29 @@ class RuntimeCollector(Collector):
             "Messages taken and not settled yet (handling, or output unconfirmed).",
             labels=LABELS,
         )
+        durations = HistogramMetricFamily(
+            "eventbinder_handler_duration_seconds",
+            "Time in the handler per message (its attempts added up, backoffs left out).",
+            labels=LABELS,
+        )
+        lag = GaugeMetricFamily(
+            "eventbinder_consumer_lag",
+            "Records not handled yet per partition (Kafka: high watermark minus the "
+            "position handled up to).",
+            labels=(*LABELS, "partition"),
+        )
         for consumer in runtime.consumers.values():
             labels = self._labels(consumer.settings)
             stats = consumer.stats
+            counts, running = [], 0
+            for bound, count in zip(DURATION_BUCKETS, stats.durations, strict=False):
+                running += count
+                counts.append((repr(bound), running))
+            counts.append(("+Inf", running + stats.durations[-1]))
+            durations.add_metric(labels, counts, stats.duration_sum)
+            if isinstance(consumer.binding, ReportsLag):
+                for partition, behind in sorted(consumer.binding.lag().items()):
+                    lag.add_metric([*labels, str(partition)], behind)
             received.add_metric(labels, stats.received)
             handled.add_metric(labels, stats.handled - stats.dead_lettered)
             dead.add_metric(labels, stats.dead_lettered)
@@ -97,10 +125,10 @@ class RuntimeCollector(Collector):
             failures.add_metric(labels, port.publish_failures + failed)
 
         yield from (received, handled, dead, returned, attempts_failed, retries, in_flight)
-        yield from (published, failures)
-        yield self._binders_up()
+        yield from (durations, lag, published, failures)
+        yield from self._binders()
 
-    def _binders_up(self) -> GaugeMetricFamily:
+    def _binders(self) -> Iterator[Metric]:
         from binder.management.health import UP, readiness
 
         up = GaugeMetricFamily(
@@ -108,10 +136,17 @@ class RuntimeCollector(Collector):
             "1 while the binder is connected (every one of its connections), else 0.",
             labels=("app", "binder", "type"),
         )
-        binders = readiness(self.runtime)["components"]["binders"]["components"]
+        reconnects = CounterMetricFamily(
+            "eventbinder_binder_reconnects",
+            "Connections of the binder lost and made again.",
+            labels=("app", "binder", "type"),
+        )
+        runtime = self.runtime
+        binders = readiness(runtime)["components"]["binders"]["components"]
         for name, component in binders.items():
-            kind = self.runtime.settings.binders[name].type
-            up.add_metric(
-                [self.runtime.app.name, name, kind], 1.0 if component["status"] == UP else 0.0
-            )
-        return up
+            labels = [runtime.app.name, name, runtime.settings.binders[name].type]
+            up.add_metric(labels, 1.0 if component["status"] == UP else 0.0)
+            binder = runtime.binders.get(name)
+            if isinstance(binder, ReportsConnections):
+                reconnects.add_metric(labels, binder.reconnects())
+        yield from (up, reconnects)

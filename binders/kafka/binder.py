@@ -150,6 +150,10 @@ class KafkaBinder:
         found.update(dict.fromkeys(lost, False))
         return found
 
+    def reconnects(self) -> int:
+        """Brokers lost and answering again (see :class:`ConnectionWatch`)."""
+        return self._watch.recoveries if self._watch is not None else 0
+
     def _sender_for(self, producer: AIOKafkaProducer) -> RecordSender:
         if self._sender is None:
             self._sender = RecordSender(

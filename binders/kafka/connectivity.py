@@ -84,6 +84,8 @@ class ConnectionWatch:
         self._request_timeout_ms = request_timeout_ms
         #: "host:port" -> when it was lost (time.monotonic()).
         self.lost: dict[str, float] = {}
+        #: How often a lost broker answered again.
+        self.recoveries = 0
         self._clients: list[Any] = []
         self._open = True
         _noise.watches += 1
@@ -154,6 +156,8 @@ class ConnectionWatch:
 
     def _answered(self, address: str) -> None:
         since = self.lost.pop(address, None)
+        if since is not None:
+            self.recoveries += 1
         if not self.lost:
             self._listen(False)
         if since is not None and self._open:

@@ -205,6 +205,20 @@ class KafkaConsumerBinding:
             self._consumer.resume(*(tp for tp in self._consumer.assignment() if tp not in held))
         self._space.set()
 
+    def lag(self) -> dict[int, int]:
+        """Per assigned partition: the high watermark of the last fetch minus the offset
+        handled up to (the position commits move to)."""
+        found: dict[int, int] = {}
+        for tp, state in self._partitions.items():
+            if state.revoked:
+                continue
+            high = self._consumer.highwater(tp)
+            done = state.done_offset if state.done_offset is not None else state.committed_offset
+            if high is None or done is None:
+                continue
+            found[tp.partition] = max(0, high - done)
+        return found
+
     @property
     def client(self) -> Any:
         """The aiokafka client under the binding's consumer (for a connection watch)."""

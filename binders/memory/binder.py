@@ -54,6 +54,10 @@ class MemoryBinder:
         """No connection to lose: the broker lives in this process."""
         return {"in-process": True}
 
+    def reconnects(self) -> int:
+        """Never: there is no connection."""
+        return 0
+
     def dead_letter_destination(self, destination: str, group: str | None) -> str:
         """``<destination>.<group>.dlq`` (``anonymous`` for consumers without a group)."""
         return dead_letter_destination(destination, group)

@@ -264,6 +264,12 @@ class MqttBinder:
                 found[connection.label] = connection.connected
         return found
 
+    def reconnects(self) -> int:
+        """Connections lost and made again (the publisher's and the consumers')."""
+        connections = [self._publisher] if self._publisher is not None else []
+        connections += [c.connection for c in self._consumers if c.connection is not None]
+        return sum(max(0, connection.epoch - 1) for connection in connections)
+
     # -- producers --------------------------------------------------------------------
 
     async def bind_producer(self, spec: ProducerSpec) -> MqttProducerBinding:

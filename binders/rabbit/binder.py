@@ -132,6 +132,10 @@ class RabbitBinder:
         links = [self._publisher, self._consumer_link] if self._started else []
         return {link.label: bool(link.connected) for link in links if link is not None}
 
+    def reconnects(self) -> int:
+        """Connections lost and made again, over every connection of the binder."""
+        return sum(link.reconnects for link in self._links)
+
     def dead_letter_destination(self, destination: str, group: str | None) -> str:
         """The conventional DLQ: ``<destination>.<group or 'anonymous'>.dlq``.
 

@@ -113,6 +113,17 @@ async def test_health_bindings_and_metrics_follow_the_app() -> None:
         assert samples[("eventbinder_messages_published_total", "orders")] == 30  # app.send
         assert samples[("eventbinder_messages_received_total", "audit-in-0")] == 24
         assert samples[("eventbinder_binder_up", "")] == 1
+        assert samples[("eventbinder_binder_reconnects_total", "")] == 0
+        assert samples[("eventbinder_handler_duration_seconds_count", "price-in-0")] == 30
+        assert samples[("eventbinder_handler_duration_seconds_sum", "price-in-0")] > 0
+        buckets = [
+            s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == "eventbinder_handler_duration_seconds_bucket"
+            and s.labels["binding"] == "price-in-0"
+        ]
+        assert buckets == sorted(buckets) and buckets[-1] == 30  # cumulative, +Inf last
         labels = next(
             s.labels
             for f in text_string_to_metric_families(text)

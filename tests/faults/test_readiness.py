@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from binder.app import App
 from tests.faults.toxiproxy import proxy
@@ -63,21 +64,75 @@ async def test_ready_turns_503_without_the_broker_and_200_when_it_is_back(broker
     suffix = uuid.uuid4().hex[:8]
     app = App(f"ready-{broker}")
 
-    @app.consumer(f"ebtest-ready-{suffix}", group="g")
-    def handle(payload: Any) -> None:
-        pass
+    destination = f"ebtest-ready-{suffix}"
+    seen: list[int] = []
 
-    config = {"binders": {broker: settings}, "default_binder": broker}
+    @app.consumer(destination, group="g")
+    def handle(payload: dict[str, int]) -> None:
+        if payload["n"] % 5 == 4:
+            raise ValueError("every fifth fails")  # tried twice, then dead-lettered
+        seen.append(payload["n"])
+
+    config = {
+        "binders": {broker: settings},
+        "default_binder": broker,
+        "bindings": {"handle-in-0": {"max_attempts": 2, "backoff_initial": 0.01}},
+    }
     with proxy(f"eventbinder-ready-{broker}", listen, upstream) as tp:
         run = app.run(config=config, environ={}, http="127.0.0.1:0")
         async with run:
             assert run.management is not None
             url = run.management.url
             assert await _ready(url) == 200
+            for n in range(10):
+                await app.send(destination, {"n": n})
+            stats = run.runtime.consumers["handle-in-0"].stats
+            await _await(lambda: _true(stats.handled == 10), 30, "10 settled")
+            counted = await _metrics(url)
+            assert counted["eventbinder_messages_received_total"] == 10
+            assert counted["eventbinder_messages_handled_total"] == 8
+            assert counted["eventbinder_messages_dead_lettered_total"] == 2
+            assert counted["eventbinder_handler_attempts_failed_total"] == 4
+            assert counted["eventbinder_handler_retries_total"] == 2
+            assert counted["eventbinder_handler_duration_seconds_count"] == 10
+            assert counted["eventbinder_binder_reconnects_total"] == 0
+            if broker == "kafka":  # the only broker with offsets: all handled, none behind
+                await _await(lambda: _lag_is(url, {"0": 0.0}), 10, "lag 0 on partition 0")
             tp.disable()
             await _await(lambda: _is(url, 503), 20, "readiness 503 without the broker")
             tp.enable()
             await _await(lambda: _is(url, 200), 30, "readiness 200 with the broker back")
+            reconnected = await _metrics(url)
+            assert reconnected["eventbinder_binder_reconnects_total"] >= 1
+            assert reconnected["eventbinder_binder_up"] == 1
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _metrics(url: str) -> dict[str, float]:
+    """The app's own samples (one binding, one binder) by name."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as r:
+        text = await r.text()
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if "le" not in sample.labels and "partition" not in sample.labels:
+                found[sample.name] = sample.value
+    return found
+
+
+async def _lag_is(url: str, expected: dict[str, float]) -> bool:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as r:
+        text = await r.text()
+    lag = {
+        sample.labels["partition"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "eventbinder_consumer_lag"
+    }
+    return lag == expected
 
 
 async def _is(url: str, status: int) -> bool:
