@@ -10,8 +10,12 @@ plain values; ``text/*`` writes ``str(value)``; ``bytes`` pass through unchanged
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
+import enum
 import json
 import typing
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +58,15 @@ def _to_jsonable(value: Any) -> Any:
     dump = getattr(value, "model_dump", None)  # pydantic v2 without importing it
     if callable(dump):
         return dump(mode="json")
+    # What a dataclass's fields often hold, written as pydantic's JSON mode writes them.
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | decimal.Decimal):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, set | frozenset):
+        return list(value)
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 

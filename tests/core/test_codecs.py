@@ -223,3 +223,42 @@ def test_str_under_json_leaves_other_text_as_it_is() -> None:
     assert decode(b'{"a": 1}', "application/json") == '{"a": 1}'
     assert decode(b'"unterminated', "application/json") == '"unterminated'
     assert decode(b'"quoted"', "text/plain") == '"quoted"', "text/* is never unquoted"
+
+
+def test_a_dataclass_s_dates_ids_decimals_and_enums_encode_as_pydantic_writes_them() -> None:
+    import datetime
+    import decimal
+    import enum
+    import uuid
+    from dataclasses import dataclass
+
+    class Size(enum.Enum):
+        SMALL = "s"
+
+    @dataclass
+    class Order:
+        placed_at: datetime.datetime
+        day: datetime.date
+        id: uuid.UUID
+        price: decimal.Decimal
+        size: Size
+        tags: frozenset[str]
+
+    order = Order(
+        datetime.datetime(2026, 11, 30, 8, 0, tzinfo=datetime.UTC),
+        datetime.date(2026, 11, 30),
+        uuid.UUID(int=1),
+        decimal.Decimal("3.50"),
+        Size.SMALL,
+        frozenset({"gift"}),
+    )
+    assert json.loads(encode(order, "application/json")) == {
+        "placed_at": "2026-11-30T08:00:00+00:00",
+        "day": "2026-11-30",
+        "id": "00000000-0000-0000-0000-000000000001",
+        "price": "3.50",
+        "size": "s",
+        "tags": ["gift"],
+    }
+    with pytest.raises(TypeError, match="cannot encode object as JSON"):
+        encode({"x": object()}, "application/json")
