@@ -151,7 +151,21 @@ def _load_yaml(text: str, raw: _Raw) -> Any:
         loader.dispose()
 
 
+#: The most keys and list items a configuration may hold once its YAML aliases are
+#: expanded: far more than any real configuration, far less than a "billion laughs"
+#: document (nested aliases that would expand to billions of values) needs.
+MAX_VALUES = 100_000
+
+
 def _build(node: yaml.Node, path: Path_, loader: yaml.SafeLoader, raw: _Raw) -> Any:
+    if len(raw.lines) > MAX_VALUES:
+        raise ConfigError(
+            f"the configuration expands to more than {MAX_VALUES:,} keys and list items; "
+            "YAML aliases (*name) repeating anchors that repeat others?",
+            source=raw.source,
+            key=_dotted(path) or None,
+            line=node.start_mark.line + 1,
+        )
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, _ in node.value:

@@ -802,3 +802,16 @@ def test_the_management_token_is_a_secret() -> None:
     assert settings.management["token"] == "tok-3f9a"
     assert settings.redacted()["management"]["token"] == "***"
     assert "tok-3f9a" not in repr(settings.redacted())
+
+
+def test_a_billion_laughs_document_is_refused_at_once(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 9):
+        refs = ", ".join([f"*a{level - 1}"] * 9)
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    lines.append("bindings: {default: {group: g}}")
+    path = tmp_path / "binder.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"expands to more than 100,000 keys") as info:
+        load_settings(path, registry=load_registry(), environ={})
+    assert info.value.source == str(path)
