@@ -76,6 +76,9 @@ class _Partition:
     done_offset: int | None = None
     """The commit position: every record below it was settled."""
     committed_offset: int | None = None
+    start_offset: int | None = None
+    """Where reading began on assignment: the position handled up to until a record
+    is settled (for the lag of a consumer that has handled nothing yet)."""
     in_flight: int = 0
     """Records handed to the engine and not settled yet."""
     epoch: int = 0
@@ -207,13 +210,21 @@ class KafkaConsumerBinding:
 
     def lag(self) -> dict[int, int]:
         """Per assigned partition: the high watermark of the last fetch minus the offset
-        handled up to (the position commits move to)."""
+        handled up to (the position commits move to; before anything was handled, where
+        reading began)."""
         found: dict[int, int] = {}
         for tp, state in self._partitions.items():
             if state.revoked:
                 continue
             high = self._consumer.highwater(tp)
-            done = state.done_offset if state.done_offset is not None else state.committed_offset
+            done = next(
+                (
+                    offset
+                    for offset in (state.done_offset, state.committed_offset, state.start_offset)
+                    if offset is not None
+                ),
+                None,
+            )
             if high is None or done is None:
                 continue
             found[tp.partition] = max(0, high - done)
@@ -337,6 +348,7 @@ class KafkaConsumerBinding:
                 continue
             if state.next_offset is None or tp in to_reset:
                 state.next_offset = await self._position(tp)
+                state.start_offset = state.next_offset
         self._ready.set()
 
     async def _position(self, tp: TopicPartition) -> int | None:
