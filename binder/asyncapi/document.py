@@ -129,7 +129,8 @@ class _Document:
         self.operations: list[_Operation] = []
 
     def broker(self, binder: str) -> Broker:
-        return broker_for(self.settings.binders[binder].type)
+        type_name = self.settings.binders[binder].type
+        return broker_for(self.settings.binder_type(type_name), type_name)
 
     def add(self, decl: HandlerDecl, binding: BindingSettings, annotation: Any) -> None:
         """Add one binding of ``decl`` whose payload is annotated ``annotation``."""

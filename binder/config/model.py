@@ -218,6 +218,10 @@ class Settings:
             return dict(section)
         return binder_type.validate_binding_options(dict(section), direction)
 
+    def binder_type(self, type_name: str) -> BinderType | None:
+        """The binder type ``type_name`` the configuration was validated with."""
+        return self._types.get(type_name)
+
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, with secrets replaced by ``***``."""
         binders: dict[str, Any] = {}

@@ -14,6 +14,7 @@ from binder.schema import secret_keys, validate_section
 from binders.kafka.settings import BINDER_SCHEMA, CONSUMER_SCHEMA, PRODUCER_SCHEMA
 
 if TYPE_CHECKING:
+    from binder.asyncapi.protocols import Broker
     from binder.spi import Binder, BinderType, Direction
 
 __all__ = ["KafkaBinderType", "binder_types"]
@@ -47,6 +48,12 @@ class KafkaBinderType:
         from binders.kafka.binder import KafkaBinder
 
         return KafkaBinder(name, settings)
+
+    def asyncapi(self) -> Broker:
+        """How ``binder asyncapi`` describes this binder's broker."""
+        from binders.kafka.asyncapi import KafkaBroker
+
+        return KafkaBroker()
 
 
 @hookimpl

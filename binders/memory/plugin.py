@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from binder.plugins import hookimpl
 from binder.schema import Option, secret_keys, validate_section
 from binder.spi import Binder, BinderType, Direction
+
+if TYPE_CHECKING:
+    from binder.asyncapi.protocols import Broker
 
 __all__ = ["MemoryBinderType", "binder_types"]
 
@@ -41,6 +44,12 @@ class MemoryBinderType:
         from binders.memory.binder import MemoryBinder
 
         return MemoryBinder(name, settings)
+
+    def asyncapi(self) -> Broker:
+        """How ``binder asyncapi`` describes this binder's broker."""
+        from binders.memory.asyncapi import MemoryBroker
+
+        return MemoryBroker()
 
 
 @hookimpl

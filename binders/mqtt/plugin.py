@@ -6,12 +6,15 @@ Never imports paho-mqtt: :meth:`MqttBinderType.create` imports the binder lazily
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from binder.plugins import hookimpl
 from binder.schema import secret_keys
 from binder.spi import Binder, BinderType, Direction
 from binders.mqtt import settings as mqtt_settings
+
+if TYPE_CHECKING:
+    from binder.asyncapi.protocols import Broker
 
 __all__ = ["MqttBinderType", "binder_types"]
 
@@ -46,6 +49,12 @@ class MqttBinderType:
         from binders.mqtt.binder import MqttBinder
 
         return MqttBinder(name, settings)
+
+    def asyncapi(self) -> Broker:
+        """How ``binder asyncapi`` describes this binder's broker."""
+        from binders.mqtt.asyncapi import MqttBroker
+
+        return MqttBroker()
 
 
 @hookimpl

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from binder.plugins import hookimpl
 from binder.schema import secret_keys
 from binder.spi import Binder, BinderType, Direction
 from binders.rabbit import settings as rabbit_settings
+
+if TYPE_CHECKING:
+    from binder.asyncapi.protocols import Broker
 
 __all__ = ["RabbitBinderType", "binder_types"]
 
@@ -48,6 +51,12 @@ class RabbitBinderType:
         from binders.rabbit.binder import RabbitBinder
 
         return RabbitBinder(name, settings)
+
+    def asyncapi(self) -> Broker:
+        """How ``binder asyncapi`` describes this binder's broker."""
+        from binders.rabbit.asyncapi import RabbitBroker
+
+        return RabbitBroker()
 
 
 @hookimpl
