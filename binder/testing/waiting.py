@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Callable
 
 __all__ = ["wait_until"]
@@ -28,12 +29,13 @@ async def wait_until(
     """Wait until ``condition()`` is true (truthy); fail after ``timeout`` seconds.
 
     ``condition`` is looked at every few milliseconds, and at once whenever ``changed``
-    is set (the waiter clears it).  On timeout the :class:`AssertionError` names
+    is set (the waiter clears it).  It may return an awaitable (an HTTP request to the
+    app, say), which is awaited each time.  On timeout the :class:`AssertionError` names
     ``what`` and, when given, adds ``detail()`` (what was seen instead).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not condition():
+    while not await _holds(condition):
         remaining = deadline - loop.time()
         if remaining <= 0:
             extra = f"; {detail()}" if detail is not None else ""
@@ -44,3 +46,10 @@ async def wait_until(
         changed.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), min(remaining, 10 * _POLL))
+
+
+async def _holds(condition: Callable[[], object]) -> object:
+    result = condition()
+    if inspect.isawaitable(result):
+        result = await result
+    return result

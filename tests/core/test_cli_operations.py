@@ -7,11 +7,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from binder.testing import wait_until
 from tests.core.cli_support import QUICKSTART, ROOT, binder, free_port
 
 
@@ -25,7 +25,7 @@ def _status(url: str) -> int:
         return 0
 
 
-def test_run_serves_the_endpoint_and_bindings_url_controls_it(tmp_path: Path) -> None:
+async def test_run_serves_the_endpoint_and_bindings_url_controls_it(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     config = tmp_path / "binder.yaml"
@@ -42,10 +42,12 @@ def test_run_serves_the_endpoint_and_bindings_url_controls_it(tmp_path: Path) ->
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while _status(f"{url}/health/ready") != 200:  # polling under a deadline
-            assert time.monotonic() < deadline and proc.poll() is None, "never ready"
-            time.sleep(0.1)
+        await wait_until(
+            lambda: proc.poll() is not None or _status(f"{url}/health/ready") == 200,
+            30,
+            "the app ready",
+        )
+        assert proc.poll() is None, "the app exited"
         listed = binder("bindings", "--url", url)
         assert listed.returncode == 0, listed.stderr
         rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1:]}

@@ -44,17 +44,26 @@ async def test_the_block_runs_the_bindings_and_stops_them_gracefully() -> None:
 
 async def test_in_flight_handlers_finish_before_the_block_ends() -> None:
     app = App("graceful")
-    started, finished = asyncio.Event(), []
+    started, release, finished = asyncio.Event(), asyncio.Event(), []
 
     @app.consumer("jobs", group="workers")
     async def work(job: dict[str, Any]) -> None:
         started.set()
-        await asyncio.sleep(0.2)  # handler work under way when the block ends
+        await release.wait()  # under way when the block ends
         finished.append(job["n"])
 
-    async with app.run(config={}, environ={}):
+    async with app.run(config={}, environ={}) as runtime:
         await app.send("jobs", {"n": 1})
         await asyncio.wait_for(started.wait(), 5)
+
+        async def release_once_stopping() -> None:
+            await wait_until(
+                lambda: runtime.status()["work-in-0"] == "stopping", 5, "the drain begun"
+            )
+            release.set()
+
+        releasing = asyncio.ensure_future(release_once_stopping())
+    await releasing
     assert finished == [1]
 
 

@@ -4,7 +4,6 @@ connection closed, nothing listens) and 200 again once it is back, on every brok
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from binder.app import App
+from binder.testing import wait_until
 from tests.faults.toxiproxy import proxy
 
 #: broker -> (proxy port, upstream port, binder settings through the proxy)
@@ -87,7 +87,7 @@ async def test_ready_turns_503_without_the_broker_and_200_when_it_is_back(broker
             for n in range(10):
                 await app.send(destination, {"n": n})
             stats = run.runtime.consumers["handle-in-0"].stats
-            await _await(lambda: _true(stats.handled == 10), 30, "10 settled")
+            await wait_until(lambda: stats.handled == 10, 30, "10 settled")
             counted = await _metrics(url)
             assert counted["eventbinder_messages_received_total"] == 10
             assert counted["eventbinder_messages_handled_total"] == 8
@@ -97,18 +97,14 @@ async def test_ready_turns_503_without_the_broker_and_200_when_it_is_back(broker
             assert counted["eventbinder_handler_duration_seconds_count"] == 10
             assert counted["eventbinder_binder_reconnects_total"] == 0
             if broker == "kafka":  # the only broker with offsets: all handled, none behind
-                await _await(lambda: _lag_is(url, {"0": 0.0}), 10, "lag 0 on partition 0")
+                await wait_until(lambda: _lag_is(url, {"0": 0.0}), 10, "lag 0 on partition 0")
             tp.disable()
-            await _await(lambda: _is(url, 503), 20, "readiness 503 without the broker")
+            await wait_until(lambda: _is(url, 503), 20, "readiness 503 without the broker")
             tp.enable()
-            await _await(lambda: _is(url, 200), 30, "readiness 200 with the broker back")
+            await wait_until(lambda: _is(url, 200), 30, "readiness 200 with the broker back")
             reconnected = await _metrics(url)
             assert reconnected["eventbinder_binder_reconnects_total"] >= 1
             assert reconnected["eventbinder_binder_up"] == 1
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def _metrics(url: str) -> dict[str, float]:
@@ -137,13 +133,3 @@ async def _lag_is(url: str, expected: dict[str, float]) -> bool:
 
 async def _is(url: str, status: int) -> bool:
     return await _ready(url) == status
-
-
-async def _await(condition: Any, timeout: float, what: str) -> None:
-    """Poll an async condition (an HTTP request) until true, within ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)  # polling under a deadline

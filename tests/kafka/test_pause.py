@@ -31,6 +31,14 @@ async def test_a_pause_longer_than_max_poll_interval_keeps_the_group(
         await on_revoked(self, partitions)
 
     monkeypatch.setattr(KafkaConsumerBinding, "_on_revoked", record_revoked)
+    polls: list[float] = []
+    poll_paused = KafkaConsumerBinding._poll_paused
+
+    async def record_poll(self: KafkaConsumerBinding) -> bool:
+        polls.append(asyncio.get_running_loop().time())
+        return await poll_paused(self)
+
+    monkeypatch.setattr(KafkaConsumerBinding, "_poll_paused", record_poll)
     topic, seen = unique("pause"), []
     app = App("pause")
 
@@ -45,10 +53,15 @@ async def test_a_pause_longer_than_max_poll_interval_keeps_the_group(
     async with app.run(config=config, environ={}) as runtime:
         await app.send(topic, {"n": 0})
         await wait_until(lambda: seen == [0], 20, "the first message handled")
+        paused_at = asyncio.get_running_loop().time()
         assert await runtime.control("work-in-0", "pause") == "paused"
         for n in range(1, 21):
             await app.send(topic, {"n": n})
-        await asyncio.sleep(MAX_POLL_INTERVAL * 2.5)  # the pause itself: the scenario
+        await wait_until(
+            lambda: polls and polls[-1] - paused_at > MAX_POLL_INTERVAL * 2.5,
+            MAX_POLL_INTERVAL * 5,
+            "the paused consumer still polling after 2.5 max_poll_interval_ms",
+        )
         assert seen == [0], "nothing is handled while paused"
         assert await runtime.control("work-in-0", "resume") == "running"
         await wait_until(lambda: len(seen) == 21, 20, "every message handled after resume")
