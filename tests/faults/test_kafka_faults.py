@@ -27,9 +27,12 @@ from tests.faults.toxiproxy import (
     Flow,
     Proxy,
     all_arrive,
+    bandwidth_case,
+    latency_case,
     log_lines,
     proxy,
     relay_app,
+    reset_case,
     rss_mb,
 )
 
@@ -67,18 +70,7 @@ def _app(name: str) -> tuple[App, dict[str, Any]]:
 
 async def test_latency_200ms_each_way_loses_nothing(tp: Proxy) -> None:
     app, holder = _app("latency")
-    async with run_app(app, CONFIG):
-        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"])
-        tp.latency(200)
-        t0 = flow.loop.time()
-        await flow.send_windowed(200, window=50)
-        await all_arrive(flow, 30)
-        took = flow.loop.time() - t0
-    print(f"\nkafka latency: 200 messages in {took:.2f}s through 200 ms each way")
-    assert not flow.failed(), sorted(set(flow.failed().values()))[:3]
-    assert flow.confirmed() == set(range(200))
-    assert set(flow.received) == set(range(200))
-    assert took > 0.4  # the latency applied
+    await latency_case(app, holder, CONFIG, tp, "kafka", within=30)
 
 
 async def test_a_10s_blackhole_is_detected_and_recovered_from(
@@ -147,36 +139,11 @@ async def test_a_reset_mid_publish_loses_nothing_reported_sent(
 ) -> None:
     caplog.set_level(logging.INFO)
     app, holder = _app("reset")
-    async with run_app(app, CONFIG):
-        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"])
-        sending = asyncio.create_task(flow.send_windowed(400, window=50))
-        await wait_until(lambda: len(flow.confirmed()) >= 100, 20, "100 confirmed")
-        toxic = tp.reset_peer(0)
-        await wait_until(lambda: _lines(caplog, "lost its connection"), 10, "a loss line")
-        tp.remove(toxic)
-        await asyncio.wait_for(sending, 60)
-        await all_arrive(flow, 60)
-    failed = flow.failed()
-    print(
-        f"\nkafka reset: {len(flow.confirmed())} confirmed, {len(failed)} failed "
-        f"({sorted(set(failed.values()))[:3]}), {len(flow.lost())} lost, "
-        f"{len(flow.received)} received"
+    await reset_case(
+        app, holder, CONFIG, tp, "kafka", caplog, loss="lost its connection", within=60
     )
-    assert not flow.lost(), "a confirmed message was lost"
-    assert len(flow.outcome) == 400
 
 
 async def test_bandwidth_50kbps_delivers_everything_slower(tp: Proxy) -> None:
     app, holder = _app("bandwidth")
-    async with run_app(app, CONFIG):
-        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"], pad=1000)
-        tp.bandwidth(50)
-        t0 = flow.loop.time()
-        await flow.send_windowed(150, window=20)
-        await all_arrive(flow, 30)
-        took = flow.loop.time() - t0
-    print(f"\nkafka bandwidth: 150 x 1 KB in {took:.2f}s at 50 KB/s")
-    assert not flow.failed(), sorted(set(flow.failed().values()))[:3]
-    assert flow.confirmed() == set(range(150))
-    assert set(flow.received) == set(range(150))
-    assert took > 3
+    await bandwidth_case(app, holder, CONFIG, tp, "kafka", within=30)

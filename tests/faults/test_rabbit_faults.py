@@ -18,7 +18,18 @@ import pytest
 
 from binder.app import App
 from binder.testing import run_app, wait_until
-from tests.faults.toxiproxy import Flow, Proxy, all_arrive, log_lines, proxy, relay_app, rss_mb
+from tests.faults.toxiproxy import (
+    Flow,
+    Proxy,
+    all_arrive,
+    bandwidth_case,
+    latency_case,
+    log_lines,
+    proxy,
+    relay_app,
+    reset_case,
+    rss_mb,
+)
 from tests.rabbit.support import delete_later, delete_tracked, fresh
 
 pytestmark = [pytest.mark.broker("rabbit"), pytest.mark.broker("toxiproxy")]
@@ -68,18 +79,7 @@ def _lines(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecor
 
 async def test_latency_200ms_each_way_loses_nothing(tp: Proxy) -> None:
     app, holder = _app("latency")
-    async with run_app(app, CONFIG):
-        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"])
-        tp.latency(200)
-        t0 = flow.loop.time()
-        await flow.send_windowed(200, window=50)
-        await all_arrive(flow, 20)
-        took = flow.loop.time() - t0
-    print(f"\nrabbit latency: 200 messages in {took:.2f}s through 200 ms each way")
-    assert not flow.failed(), sorted(set(flow.failed().values()))[:3]
-    assert flow.confirmed() == set(range(200))
-    assert set(flow.received) == set(range(200))
-    assert took > 0.4  # the latency applied
+    await latency_case(app, holder, CONFIG, tp, "rabbit", within=20)
 
 
 async def test_a_10s_blackhole_is_detected_and_recovered_from(
@@ -148,37 +148,18 @@ async def test_a_reset_mid_publish_loses_nothing_reported_sent(
 ) -> None:
     caplog.set_level(logging.INFO)
     app, holder = _app("reset")
-    async with run_app(app, CONFIG):
-        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"])
-        sending = asyncio.create_task(flow.send_windowed(400, window=50))
-        await wait_until(lambda: len(flow.confirmed()) >= 100, 10, "100 confirmed")
-        toxic = tp.reset_peer(0)
-        await wait_until(lambda: _lines(caplog, "connection lost"), 10, "a 'connection lost' line")
-        tp.remove(toxic)
-        await asyncio.wait_for(sending, 20)
-        await all_arrive(flow, PUBLISH_TIMEOUT + 10)
-    failed = flow.failed()
-    print(
-        f"\nrabbit reset: {len(flow.confirmed())} confirmed, {len(failed)} failed "
-        f"({sorted(set(failed.values()))[:3]}), {len(flow.lost())} lost, "
-        f"{len(flow.received)} received"
+    await reset_case(
+        app,
+        holder,
+        CONFIG,
+        tp,
+        "rabbit",
+        caplog,
+        loss="connection lost",
+        within=PUBLISH_TIMEOUT + 10,
     )
-    assert not flow.lost(), "a confirmed message was lost"
-    assert len(flow.outcome) == 400
 
 
 async def test_bandwidth_50kbps_delivers_everything_slower(tp: Proxy) -> None:
     app, holder = _app("bandwidth", pad=1000)
-    async with run_app(app, CONFIG):
-        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"], pad=1000)
-        tp.bandwidth(50)
-        t0 = flow.loop.time()
-        await flow.send_windowed(150, window=20)
-        await all_arrive(flow, 25)
-        took = flow.loop.time() - t0
-    print(f"\nrabbit bandwidth: 150 x 1 KB in {took:.2f}s at 50 KB/s")
-    assert not flow.failed(), sorted(set(flow.failed().values()))[:3]
-    assert flow.confirmed() == set(range(150))
-    assert set(flow.received) == set(range(150))
-    # Each message crosses the proxy upstream twice (send, relay): ~300 KB at 50 KB/s.
-    assert took > 3
+    await bandwidth_case(app, holder, CONFIG, tp, "rabbit", within=25)

@@ -254,3 +254,82 @@ async def all_arrive(flow: Flow, timeout: float) -> None:
         "every confirmed message received",
         detail=lambda: f"missing {sorted(flow.lost())[:20]}",
     )
+
+
+# ------------------------------------------------------- the cases every broker runs
+async def latency_case(
+    app: Any, holder: dict[str, Any], config: Any, proxy: Proxy, label: str, within: float
+) -> None:
+    """200 messages through 200 ms more each way: every one confirmed and relayed."""
+    from binder.testing import run_app
+
+    async with run_app(app, config):
+        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"])
+        proxy.latency(200)
+        t0 = flow.loop.time()
+        await flow.send_windowed(200, window=50)
+        await all_arrive(flow, within)
+        took = flow.loop.time() - t0
+    print(f"\n{label} latency: 200 messages in {took:.2f}s through 200 ms each way")
+    assert not flow.failed(), sorted(set(flow.failed().values()))[:3]
+    assert flow.confirmed() == set(range(200))
+    assert set(flow.received) == set(range(200))
+    assert took > 0.4  # the latency applied
+
+
+async def reset_case(
+    app: Any,
+    holder: dict[str, Any],
+    config: Any,
+    proxy: Proxy,
+    label: str,
+    caplog: Any,
+    loss: str,
+    within: float,
+) -> None:
+    """400 sends, the connections reset after 100 confirmed (until binder ``label``
+    logs ``loss``): nothing confirmed is lost, every send settles."""
+    import asyncio
+
+    from binder.testing import run_app, wait_until
+
+    async with run_app(app, config):
+        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"])
+        sending = asyncio.create_task(flow.send_windowed(400, window=50))
+        await wait_until(lambda: len(flow.confirmed()) >= 100, 20, "100 confirmed")
+        toxic = proxy.reset_peer(0)
+        await wait_until(
+            lambda: log_lines(caplog.records, f"binders.{label}", loss), 10, f"a {loss!r} line"
+        )
+        proxy.remove(toxic)
+        await asyncio.wait_for(sending, within)
+        await all_arrive(flow, within)
+    failed = flow.failed()
+    print(
+        f"\n{label} reset: {len(flow.confirmed())} confirmed, {len(failed)} failed "
+        f"({sorted(set(failed.values()))[:3]}), {len(flow.lost())} lost, "
+        f"{len(flow.received)} received"
+    )
+    assert not flow.lost(), "a confirmed message was lost"
+    assert len(flow.outcome) == 400
+
+
+async def bandwidth_case(
+    app: Any, holder: dict[str, Any], config: Any, proxy: Proxy, label: str, within: float
+) -> None:
+    """150 messages of 1 KB through 50 KB/s each way: all arrive, slower."""
+    from binder.testing import run_app
+
+    async with run_app(app, config):
+        flow = holder["flow"] = Flow(app, holder["source"], holder["sink"], pad=1000)
+        proxy.bandwidth(50)
+        t0 = flow.loop.time()
+        await flow.send_windowed(150, window=20)
+        await all_arrive(flow, within)
+        took = flow.loop.time() - t0
+    print(f"\n{label} bandwidth: 150 x 1 KB in {took:.2f}s at 50 KB/s")
+    assert not flow.failed(), sorted(set(flow.failed().values()))[:3]
+    assert flow.confirmed() == set(range(150))
+    assert set(flow.received) == set(range(150))
+    # Each message crosses the proxy upstream twice (send, relay): ~300 KB at 50 KB/s.
+    assert took > 3
