@@ -29,7 +29,7 @@ from binder.errors import ConfigError, UnsupportedFeature
 from binder.middleware import Middleware
 from binder.shutdown import bounded, settle
 from binder.spi import Binder, ConsumerBinding, ConsumerSpec
-from binder.tracing import SYSTEMS, Tracing
+from binder.tracing import Tracing, messaging_system
 
 if TYPE_CHECKING:
     from binder.app import HandlerDecl
@@ -97,7 +97,7 @@ async def bind_consumer(
         middleware=plugin_middleware,
         dead_letter=dead_letter,
         tracing=tracing,
-        system=SYSTEMS.get(binder_type := config.binders[settings.binder].type, binder_type),
+        system=messaging_system(config.binders[settings.binder].type),
     )
     dispatcher = create_dispatcher(plan, stats=runtime.stats, on_handled=on_handled)
     runtime.dispatcher = dispatcher

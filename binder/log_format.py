@@ -7,8 +7,9 @@ configures logging itself can do the same::
 
     handler.setFormatter(JsonFormatter(app="billing"))
 
-The delivery engine sets :data:`message_context` around each delivery's attempts,
-on the event loop or in the worker thread that runs the handler.
+Once a :class:`JsonFormatter` exists, the delivery engine sets :data:`message_context`
+around each delivery's attempts, on the event loop or in the worker thread that runs
+the handler.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import logging
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["JsonFormatter", "MessageContext", "message_context", "name_json_logs", "trace_id"]
 
@@ -48,9 +49,14 @@ class JsonFormatter(logging.Formatter):
     ``logger``, ``message``, ``app``, and when a message is being handled ``binding``,
     ``message_id`` and ``trace_id``; ``exception`` holds a traceback, if any."""
 
+    #: Set once any JsonFormatter exists: until then the engine keeps no message
+    #: context (nothing would read it).
+    active: ClassVar[bool] = False
+
     def __init__(self, app: str | None = None) -> None:
         super().__init__()
         self.app = app
+        JsonFormatter.active = True
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from binder.resolve import resolve_bindings, resolve_dynamic
 from binder.shutdown import bounded
 from binder.spi import Binder, PausableBinding, ProducerSpec
 from binder.suppliers import Suppliers
-from binder.tracing import SYSTEMS, tracing_for
+from binder.tracing import messaging_system, tracing_for
 
 __all__ = ["BindingRuntime", "ConnectError", "Runtime"]
 
@@ -219,8 +219,8 @@ class Runtime:
             producer = await binder.bind_producer(spec)
         except ConfigError as exc:
             raise self.settings.locate(exc, f"bindings.{binding.name}") from None
-        kind = self._binder_type(binding.binder)
-        return OutputPort(binding, producer, tracing=self.tracing, system=SYSTEMS.get(kind, kind))
+        system = messaging_system(self._binder_type(binding.binder))
+        return OutputPort(binding, producer, tracing=self.tracing, system=system)
 
     async def _bind_outputs(self) -> None:
         for decl in self.app.handlers.values():
@@ -278,7 +278,13 @@ class Runtime:
             )
         if not self.running:
             raise NotRunningError(f"app {self.app.name!r} is not running")
-        await _CONTROLS[action](self, consumer)
+        act = {
+            "stop": self._stop_binding,
+            "start": self._start_binding,
+            "pause": self._pause,
+            "resume": self._resume,
+        }[action]
+        await act(consumer)
         log.info("binding %s: %s, now %s", name, action, consumer.status)
         return consumer.status
 
@@ -477,12 +483,6 @@ class Runtime:
 
 #: What :meth:`Runtime.control` does.
 CONTROL_ACTIONS = ("stop", "start", "pause", "resume")
-_CONTROLS: dict[str, Callable[[Runtime, BindingRuntime], Awaitable[None]]] = {
-    "stop": Runtime._stop_binding,
-    "start": Runtime._start_binding,
-    "pause": Runtime._pause,
-    "resume": Runtime._resume,
-}
 
 
 async def _call_hook(hook: Callable[[], Any]) -> None:

@@ -26,10 +26,15 @@ from typing import Any
 from binder.errors import MissingDependency
 from binder.message import Message
 
-__all__ = ["SYSTEMS", "Tracing", "tracing_for"]
+__all__ = ["SYSTEMS", "Tracing", "messaging_system", "tracing_for"]
 
 #: ``messaging.system`` per binder type (others: the type's name).
 SYSTEMS = {"rabbit": "rabbitmq", "kafka": "kafka", "mqtt": "mqtt", "memory": "memory"}
+
+
+def messaging_system(binder_type: str) -> str:
+    """``messaging.system`` of a binder type: :data:`SYSTEMS`, else the type's name."""
+    return SYSTEMS.get(binder_type, binder_type)
 
 
 class Tracing:

@@ -18,7 +18,7 @@ from binder.dispatch.engine import (
 from binder.dispatch.plan import BindingStats, DispatchPlan
 from binder.dispatch.retry import is_permanent
 from binder.dispatch.threads import CallThreads
-from binder.log_format import message_context
+from binder.log_format import JsonFormatter, message_context
 from binder.message import Message
 from binder.middleware import chain
 from binder.spi import Delivery, Handler
@@ -147,10 +147,11 @@ class LoopDispatcher(Dispatcher):
     async def _run(self, delivery: Delivery) -> None:
         """Every attempt at ``delivery``, then hand it on (publish, dead-letter, settle)."""
         message = delivery.message
-        # In the worker task's context: the JSON log lines name the delivery.
-        context = message_context.set(
-            (self.name, message.message_id, message.headers.get("traceparent"))
-        )
+        context = None
+        if JsonFormatter.active:  # in this task's or thread's context: JSON logs name it
+            context = message_context.set(
+                (self.name, message.message_id, message.headers.get("traceparent"))
+            )
         tracing, scope, span = self.plan.tracing, None, None
         if tracing is not None:
             scope = tracing.process(
@@ -204,6 +205,7 @@ class LoopDispatcher(Dispatcher):
                     self._returned(delivery)
                     return
         finally:
-            message_context.reset(context)
+            if context is not None:
+                message_context.reset(context)
             if scope is not None:
                 scope.__exit__(None, None, None)

@@ -19,7 +19,7 @@ from binder.dispatch.engine import (
 from binder.dispatch.plan import BindingStats, DispatchPlan
 from binder.dispatch.retry import is_permanent
 from binder.dispatch.threads import WorkerThreads
-from binder.log_format import message_context
+from binder.log_format import JsonFormatter, message_context
 from binder.message import Message
 from binder.spi import Delivery
 
@@ -173,9 +173,11 @@ class ThreadDispatcher(Dispatcher):
                 return _SKIPPED, None, 0, 0.0
             delivery._state = RUNNING
         message = delivery.message
-        context = message_context.set(
-            (self.name, message.message_id, message.headers.get("traceparent"))
-        )
+        context = None
+        if JsonFormatter.active:  # in this task's or thread's context: JSON logs name it
+            context = message_context.set(
+                (self.name, message.message_id, message.headers.get("traceparent"))
+            )
         try:
             tracing = self.plan.tracing
             if tracing is None:
@@ -188,7 +190,8 @@ class ThreadDispatcher(Dispatcher):
             ) as span:
                 return self._attempts(message, span)
         finally:
-            message_context.reset(context)
+            if context is not None:
+                message_context.reset(context)
 
     def _attempts(self, message: Message, span: Any) -> tuple[int, Any, int, float]:
         """In a worker thread: the attempts, until one succeeds or the last failed;
