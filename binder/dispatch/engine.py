@@ -160,7 +160,7 @@ class Dispatcher:
             await asyncio.wait_for(self._wait(lambda: self._count == 0), timeout)
         except TimeoutError:
             log.error(
-                "%s: %d message(s) still in progress after %.0fs; they stay unacknowledged "
+                "%s: %d message(s) still in progress after %gs; they stay unacknowledged "
                 "(the broker delivers them again where it can)",
                 self.name,
                 self._count,

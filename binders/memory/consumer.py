@@ -18,24 +18,34 @@ def dead_letter_destination(destination: str, group: str | None) -> str:
     return f"{destination}.{group or 'anonymous'}.dlq"
 
 
+#: What a settled delivery's slot in ``outstanding`` reads: already settled, or given
+#: back to the queue when its binding closed.
+_GIVEN_BACK: Any = object()
+
+
 class MemoryDelivery(Delivery):
     """An entry taken from a group queue; settling gives its ordering token back."""
 
-    __slots__ = ("entry", "queue")
+    __slots__ = ("entry", "outstanding", "queue")
 
-    def __init__(self, entry: Entry, queue: GroupQueue) -> None:
+    def __init__(
+        self, entry: Entry, queue: GroupQueue, outstanding: dict[MemoryDelivery, None]
+    ) -> None:
         super().__init__(entry.message, entry.token)
         self.entry = entry
         self.queue = queue
+        self.outstanding = outstanding
 
     def ack(self) -> None:
         """Done with it for good."""
-        self.queue.release(self.entry)
+        if self.outstanding.pop(self, _GIVEN_BACK) is not _GIVEN_BACK:
+            self.queue.release(self.entry)
 
     def nack(self) -> None:
         """Back to the head of its queue, to be delivered again."""
-        self.queue.put(self.entry, front=True)
-        self.queue.release(self.entry)
+        if self.outstanding.pop(self, _GIVEN_BACK) is not _GIVEN_BACK:
+            self.queue.put(self.entry, front=True)
+            self.queue.release(self.entry)
 
 
 class MemoryConsumerBinding:
@@ -60,6 +70,9 @@ class MemoryConsumerBinding:
         self._accepts = self._partition_filter(spec)
         if self._accepts is not None:
             queue.selective_members += 1
+        # Delivered and not settled yet, in delivery order: given back to the queue
+        # when the binding closes with them (as a broker requeues a closed channel's).
+        self._outstanding: dict[MemoryDelivery, None] = {}
         self._fetcher = asyncio.create_task(self._fetch(), name=f"memory:{spec.binding}")
         self._closed = False
 
@@ -93,7 +106,9 @@ class MemoryConsumerBinding:
             entry.deliveries += 1
             if entry.deliveries > 1:  # a redelivery: its own envelope, the attempt counted
                 entry.message = entry.message.copy(delivery_attempt=entry.deliveries)
-            sink.deliver(MemoryDelivery(entry, queue))
+            delivery = MemoryDelivery(entry, queue, self._outstanding)
+            self._outstanding[delivery] = None
+            sink.deliver(delivery)
 
     async def dead_letter(self, delivery: Delivery, failure: Failure) -> None:
         """Store the message with the failure headers and publish it to the DLQ topic."""
@@ -112,6 +127,13 @@ class MemoryConsumerBinding:
         self._fetcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._fetcher
+        # Deliveries the engine never settled (its drain timed out): back to the head
+        # of the queue, in their order; a late ack or nack of them changes nothing.
+        unsettled = list(self._outstanding)
+        self._outstanding.clear()
+        for delivery in reversed(unsettled):
+            self._queue.put(delivery.entry, front=True)
+            self._queue.release(delivery.entry)
         if self._accepts is not None:
             self._queue.selective_members -= 1
         # A publish may have woken our fetcher, which left without taking it.

@@ -105,3 +105,29 @@ async def test_the_endpoint_controls_bindings_behind_a_token() -> None:
         nope = f"{run.management.url}/bindings/nope/stop"
         async with session.post(nope, headers=auth) as response:
             assert response.status == 404
+
+
+async def test_stopping_a_binding_whose_handler_blocks_is_bounded_and_loses_nothing() -> None:
+    """A plain ``def`` handler stuck (for a minute, say) when the binding is stopped:
+    stop gives up after ``drain_timeout``, the message stays unacknowledged, and once
+    the binding is started again it is delivered again and handled."""
+    import threading
+
+    stuck, calls, seen = threading.Event(), [], []
+    app = App("stuck")
+
+    @app.consumer("jobs", group="workers")
+    def work(job: dict[str, Any]) -> None:
+        calls.append(job["n"])
+        if len(calls) == 1:
+            stuck.wait(60)  # the first attempt blocks until the test lets it go
+            raise RuntimeError("gave up")  # it was released: fail, the message returns
+        seen.append(job["n"])
+
+    async with app.run(config={}, environ={}, drain_timeout=0.5) as runtime:
+        await app.send("jobs", {"n": 1})
+        await wait_until(lambda: calls == [1], 5, "the handler stuck")
+        assert await runtime.control("work-in-0", "stop") == "stopped"  # after 0.5 s
+        stuck.set()
+        assert await runtime.control("work-in-0", "start") == "running"
+        await wait_until(lambda: seen == [1], 10, "the message delivered again and handled")
